@@ -1,0 +1,130 @@
+"""Engine, sessions and automatic migrations.
+
+`open_database(url)` creates the engine, checks the connection (a clear StorageError naming the
+URL without its password when unreachable), and applies Alembic migrations up to head.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import StorageError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// and postgres:// use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"QUORUM_DATABASE_URL is not a valid database URL: {url[:40]!r}") from None
+    kwargs: dict = {"future": True, "pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise StorageError(f"cannot use database {safe_url(url)}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    return engine
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (OperationalError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        raise StorageError(f"database {safe_url(str(engine.url))} is unreachable: {reason}") from None
+
+
+def migrate(engine: Engine) -> None:
+    """Apply Alembic migrations up to head (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = None
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_database(url: str, *, run_migrations: bool = True) -> Engine:
+    url = normalise_url(url)
+    with _lock:
+        if url in _engines:
+            return _engines[url]
+        engine = make_engine(url)
+        check_connection(engine)
+        if run_migrations:
+            migrate(engine)
+        _engines[url] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    with _lock:
+        for e in _engines.values():
+            e.dispose()
+        _engines.clear()
+
+
+def get_session_factory(settings=None) -> sessionmaker[Session]:  # type: ignore[no-untyped-def]
+    if settings is None:
+        from core.settings import load_settings
+
+        settings = load_settings()
+    return sessionmaker(open_database(settings.database_url), expire_on_commit=False, future=True)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: everything commits together or nothing does."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
