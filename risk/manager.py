@@ -1,0 +1,605 @@
+"""The deterministic risk manager: one pure function from facts to a verdict.
+
+`evaluate(RiskInput) -> RiskVerdict` never raises for a denial: every failing check adds one
+reason, and the verdict lists them all. An approved verdict carries the `TradePlan` and reasons
+that explain the sizing. Nothing here reads a clock, a file or the network; `AccountState.now`
+is the time of the decision.
+
+Order of work:
+1. WAIT → denied with the single reason "decision is WAIT".
+2. Account checks: manual/breaker halt (until its `halted_until`), daily/weekly loss and drawdown
+   from the equity marks in `AccountState`, position limit (the account tier's for kelly), one
+   position per symbol, correlation groups.
+3. Market checks: spread, funding against the trade, BTC dump (longs), critical negative news
+   (longs).
+4. Sizing: entry = ask for LONG / bid for SHORT; stop by the profile's method, × regime multiplier,
+   rounded to the price tick AWAY from entry (so the risk per unit is never understated); leverage
+   from the ATR tiers × regime multiplier, capped by the profile and the market, then REDUCED until
+   the isolated-margin liquidation price lies beyond the stop (with `liq_buffer_pct`); quantity =
+   min(risk budget / stop distance, margin caps × leverage / entry), rounded DOWN to `qty_step`;
+   a quantity rounded to zero, below `min_qty` or below `min_notional` is a denial.
+
+Quantities are Decimal (exchange precision); prices and money inside the plan are floats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+
+from core.types import (
+    Action,
+    Decision,
+    MarketSnapshot,
+    NewsReport,
+    Position,
+    RiskVerdict,
+    Score,
+    Side,
+    TradePlan,
+)
+from risk.profiles import RiskProfile, get_profile
+
+# ------------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass(frozen=True)
+class MarketLimits:
+    """Precision and minimums of one market (mirrors exchange.base.MarketRules; risk/ may not
+    import exchange/)."""
+
+    qty_step: Decimal = Decimal("0.001")
+    price_tick: Decimal = Decimal("0.01")
+    min_qty: Decimal = Decimal("0.001")
+    min_notional: Decimal = Decimal("5")
+    max_leverage: int = 20
+
+    @classmethod
+    def from_rules(cls, rules: object) -> MarketLimits:
+        """Build from any object with the MarketRules attribute names (duck-typed)."""
+        return cls(
+            qty_step=Decimal(str(rules.qty_step)),  # type: ignore[attr-defined]
+            price_tick=Decimal(str(rules.price_tick)),  # type: ignore[attr-defined]
+            min_qty=Decimal(str(rules.min_qty)),  # type: ignore[attr-defined]
+            min_notional=Decimal(str(rules.min_notional)),  # type: ignore[attr-defined]
+            max_leverage=int(rules.max_leverage),  # type: ignore[attr-defined]
+        )
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What the risk manager knows about the account at decision time `now` (UTC).
+
+    equity = free balance + margin + unrealised P&L. The *_start/peak marks come from stored
+    equity snapshots (see `account_state_from_history`), so breakers hold across restarts.
+    """
+
+    equity: float
+    balance: float  # free balance (not locked as margin)
+    positions: tuple[Position, ...] = ()
+    day_start_equity: float | None = None
+    week_start_equity: float | None = None
+    peak_equity: float | None = None
+    halted: bool = False
+    halt_reason: str | None = None
+    halted_until: datetime | None = None  # None with halted=True: until a manual resume
+    now: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
+
+    @property
+    def open_positions(self) -> tuple[Position, ...]:
+        return tuple(p for p in self.positions if p.is_open)
+
+    @property
+    def margin_used(self) -> float:
+        return sum(p.margin for p in self.open_positions)
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """Closed-trade statistics used by Kelly sizing: win rate in [0, 1], avg win / avg loss."""
+
+    win_rate: float
+    win_loss_ratio: float
+    n_trades: int
+
+
+@dataclass(frozen=True)
+class RiskInput:
+    decision: Decision
+    score: Score
+    account: AccountState
+    limits: MarketLimits
+    bid: float
+    ask: float
+    funding_rate: float | None = None  # fraction per 8 h (0.0001 = 0.01 %)
+    btc_change_4h_pct: float | None = None
+    news: NewsReport | None = None
+    track: TrackRecord | None = None
+    profile: str = "default"
+    correlation_groups: Mapping[str, str] | None = None  # base asset -> group; overrides profile
+    quantile_stop_pct: float | None = None  # for stop_method="quantile"
+    atr_1h: float | None = None  # absolute 1h ATR (price units), for the Chandelier stop
+
+    @property
+    def spread_pct(self) -> float:
+        mid = (self.bid + self.ask) / 2
+        return 0.0 if mid <= 0 else (self.ask - self.bid) / mid * 100.0
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        decision: Decision,
+        score: Score,
+        snapshot: MarketSnapshot,
+        account: AccountState,
+        limits: MarketLimits,
+        **kwargs: object,
+    ) -> RiskInput:
+        return cls(
+            decision=decision,
+            score=score,
+            account=account,
+            limits=limits,
+            bid=snapshot.bid,
+            ask=snapshot.ask,
+            funding_rate=snapshot.funding_rate,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# small pure helpers
+
+
+def base_asset(symbol: str) -> str:
+    """'BTC/USDT:USDT' → 'BTC'; '1000PEPE/USDT:USDT' → 'PEPE'; 'ETHUSDT' → 'ETH'."""
+    base = symbol.split("/")[0].split(":")[0].upper()
+    for quote in ("USDT", "USDC", "USD"):
+        if "/" not in symbol and base.endswith(quote) and len(base) > len(quote):
+            base = base[: -len(quote)]
+            break
+    for prefix in ("1000000", "10000", "1000", "1M"):
+        if base.startswith(prefix) and len(base) > len(prefix):
+            return base[len(prefix):]
+    return base
+
+
+def correlation_group(symbol: str, groups: Mapping[str, str]) -> str:
+    base = base_asset(symbol)
+    return groups.get(base, f"solo:{base}")
+
+
+def round_down(value: Decimal, step: Decimal) -> Decimal:
+    if step <= 0:
+        return value
+    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+
+def round_price(price: float, tick: Decimal, mode: str) -> float:
+    """Round a float price to the tick: mode 'floor', 'ceil'."""
+    if tick <= 0:
+        return price
+    d = Decimal(repr(price))
+    n = (d / tick).to_integral_value(rounding=ROUND_FLOOR if mode == "floor" else ROUND_CEILING)
+    return float(n * tick)
+
+
+def liquidation_price(entry: float, side: Side, leverage: int, mmr: float) -> float:
+    """Isolated-margin liquidation price (linear contract, fees ignored):
+    long entry·(1 − 1/L + mmr), short entry·(1 + 1/L − mmr)."""
+    return entry * (1 - side.sign * (1.0 / leverage - mmr))
+
+
+def leverage_for_atr(atr_pct: float, profile: RiskProfile) -> int:
+    for threshold, lev in profile.leverage_by_atr:
+        if atr_pct >= threshold:
+            return min(lev, profile.max_leverage)
+    return profile.max_leverage
+
+
+def kelly_star(win_rate: float, win_loss_ratio: float) -> float:
+    """Full Kelly fraction f* = W − (1 − W) / R."""
+    if win_loss_ratio <= 0:
+        return -1.0
+    return win_rate - (1.0 - win_rate) / win_loss_ratio
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _midnight(ts: datetime) -> datetime:
+    ts = _utc(ts)
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _week_start(ts: datetime) -> datetime:
+    m = _midnight(ts)
+    return m - timedelta(days=m.weekday())
+
+
+# ------------------------------------------------------------------------------------------------
+# breakers from stored equity snapshots
+
+
+def breaker_state(
+    equity_history: Iterable[tuple[datetime, float]],
+    now: datetime,
+    profile: RiskProfile | str,
+    reset_at: datetime | None = None,
+) -> tuple[bool, str | None, datetime | None]:
+    """(halted, reason, until) from equity snapshots at or before `now` (later ones are ignored).
+
+    - daily: reference = the last snapshot at or before today's 00:00 UTC (else today's first);
+      if ANY snapshot today fell to ≤ reference × (1 − daily%), entries halt until the next 00:00
+      UTC, even if equity recovered since.
+    - weekly: the same from Monday 00:00 UTC, until next Monday 00:00 UTC.
+    - drawdown: if any snapshot fell to ≤ running peak × (1 − dd%), halted with until=None
+      (manual resume). `reset_at` (an operator's resume time) ignores snapshots before it for the
+      drawdown breaker.
+    Several breakers: reasons joined with '; ', until = the latest (None wins).
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    now = _utc(now)
+    pts = sorted(((_utc(t), float(e)) for t, e in equity_history if _utc(t) <= now), key=lambda x: x[0])
+    if not pts:
+        return False, None, None
+    reasons: list[str] = []
+    untils: list[datetime | None] = []
+
+    def period(start: datetime, limit: float | None, label: str, until: datetime) -> None:
+        if limit is None:
+            return
+        before = [e for t, e in pts if t <= start]
+        inside = [e for t, e in pts if t >= start]
+        if not inside:
+            return
+        ref = before[-1] if before else inside[0]
+        if ref <= 0:
+            return
+        worst = min(inside)
+        change = (worst / ref - 1.0) * 100.0
+        if change <= -limit + 1e-12:
+            reasons.append(f"{label} loss {change:.2f}% reached the -{limit:g}% limit; halted until "
+                           f"{until.isoformat()}")
+            untils.append(until)
+
+    day = _midnight(now)
+    period(day, prof.daily_loss_pct, "daily", day + timedelta(days=1))
+    week = _week_start(now)
+    period(week, prof.weekly_loss_pct, "weekly", week + timedelta(days=7))
+    if prof.max_drawdown_pct is not None:
+        peak = -math.inf
+        worst_dd = 0.0
+        for t, e in pts:
+            if reset_at is not None and t < _utc(reset_at):
+                continue
+            peak = max(peak, e)
+            if peak > 0:
+                worst_dd = min(worst_dd, (e / peak - 1.0) * 100.0)
+        if worst_dd <= -prof.max_drawdown_pct + 1e-12:
+            reasons.append(f"drawdown {worst_dd:.2f}% from peak reached the -{prof.max_drawdown_pct:g}% "
+                           "breaker; halted until a manual resume")
+            untils.append(None)
+    if not reasons:
+        return False, None, None
+    until = None if any(u is None for u in untils) else max(u for u in untils if u is not None)
+    return True, "; ".join(reasons), until
+
+
+def account_state_from_history(
+    equity_history: Sequence[tuple[datetime, float]],
+    *,
+    equity: float,
+    balance: float,
+    positions: Sequence[Position],
+    now: datetime,
+    profile: RiskProfile | str,
+    manual_halt: str | None = None,
+    reset_at: datetime | None = None,
+) -> AccountState:
+    """AccountState with day/week start, peak and breaker halt derived from stored snapshots."""
+    now = _utc(now)
+    pts = sorted(((_utc(t), float(e)) for t, e in equity_history if _utc(t) <= now), key=lambda x: x[0])
+
+    def ref(start: datetime) -> float | None:
+        before = [e for t, e in pts if t <= start]
+        inside = [e for t, e in pts if t >= start]
+        return before[-1] if before else (inside[0] if inside else None)
+
+    peak = max([e for t, e in pts if reset_at is None or t >= _utc(reset_at)] + [equity])
+    halted, reason, until = breaker_state(pts, now, profile, reset_at=reset_at)
+    if manual_halt:
+        halted, until = True, None
+        reason = f"manual halt: {manual_halt}" + (f"; {reason}" if reason else "")
+    return AccountState(
+        equity=equity,
+        balance=balance,
+        positions=tuple(positions),
+        day_start_equity=ref(_midnight(now)),
+        week_start_equity=ref(_week_start(now)),
+        peak_equity=peak,
+        halted=halted,
+        halt_reason=reason,
+        halted_until=until,
+        now=now,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _deny(symbol: str, reasons: list[str], profile: str) -> RiskVerdict:
+    return RiskVerdict(symbol=symbol, approved=False, reasons=tuple(reasons), plan=None, profile=profile)
+
+
+def _account_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list[str]) -> None:
+    acct = inp.account
+    now = _utc(acct.now)
+    if acct.halted and (acct.halted_until is None or now < _utc(acct.halted_until)):
+        until = acct.halted_until.isoformat() if acct.halted_until else "a manual resume"
+        reasons.append(f"entries halted until {until}: {acct.halt_reason or 'halt'}")
+    if prof.daily_loss_pct is not None and acct.day_start_equity and acct.day_start_equity > 0:
+        chg = (acct.equity / acct.day_start_equity - 1) * 100
+        if chg <= -prof.daily_loss_pct + 1e-12:
+            reasons.append(f"daily loss {chg:.2f}% reached the -{prof.daily_loss_pct:g}% limit")
+    if prof.weekly_loss_pct is not None and acct.week_start_equity and acct.week_start_equity > 0:
+        chg = (acct.equity / acct.week_start_equity - 1) * 100
+        if chg <= -prof.weekly_loss_pct + 1e-12:
+            reasons.append(f"weekly loss {chg:.2f}% reached the -{prof.weekly_loss_pct:g}% limit")
+    if prof.max_drawdown_pct is not None and acct.peak_equity and acct.peak_equity > 0:
+        dd = (acct.equity / acct.peak_equity - 1) * 100
+        if dd <= -prof.max_drawdown_pct + 1e-12:
+            reasons.append(f"drawdown {dd:.2f}% from peak reached the -{prof.max_drawdown_pct:g}% breaker")
+    if acct.equity <= 0:
+        reasons.append(f"equity {acct.equity:.2f} is not positive")
+
+    open_pos = acct.open_positions
+    limit = prof.position_limit(acct.equity)
+    if len(open_pos) >= limit:
+        tier = prof.tier_for(acct.equity)
+        why = f" (account tier for equity {acct.equity:.2f})" if tier and tier.max_positions == limit else ""
+        reasons.append(f"{len(open_pos)} open positions, the limit is {limit}{why}")
+    sym = inp.decision.symbol
+    if any(p.symbol == sym for p in open_pos):
+        reasons.append(f"a position in {sym} is already open")
+    groups = inp.correlation_groups if inp.correlation_groups is not None else prof.correlation_groups
+    group = correlation_group(sym, groups)
+    same = [p.symbol for p in open_pos if correlation_group(p.symbol, groups) == group and p.symbol != sym]
+    if len(same) >= prof.max_per_group and same:
+        reasons.append(f"correlation group {group!r} already holds {', '.join(same)} "
+                       f"(max {prof.max_per_group} per group)")
+
+
+def _market_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list[str]) -> None:
+    if prof.max_spread_pct is not None and inp.spread_pct > prof.max_spread_pct:
+        reasons.append(f"spread {inp.spread_pct:.3f}% is above {prof.max_spread_pct:g}%")
+    if prof.funding_veto_pct is not None and inp.funding_rate is not None:
+        f_pct = inp.funding_rate * 100
+        if side is Side.LONG and f_pct > prof.funding_veto_pct:
+            reasons.append(f"funding {f_pct:+.4f}%/8h against the long (limit +{prof.funding_veto_pct:g}%)")
+        if side is Side.SHORT and f_pct < -prof.funding_veto_pct:
+            reasons.append(f"funding {f_pct:+.4f}%/8h against the short (limit -{prof.funding_veto_pct:g}%)")
+    if (prof.btc_dump_pct is not None and side is Side.LONG and inp.btc_change_4h_pct is not None
+            and inp.btc_change_4h_pct < -prof.btc_dump_pct):
+        reasons.append(f"BTC fell {inp.btc_change_4h_pct:.2f}% in 4h (no longs below -{prof.btc_dump_pct:g}%)")
+    if (prof.veto_long_on_critical_news and side is Side.LONG and inp.news is not None
+            and inp.news.critical_negative):
+        reasons.append("critical negative news on the symbol vetoes a long")
+
+
+def _stop_pct(inp: RiskInput, prof: RiskProfile, entry: float, notes: list[str]) -> float | None:
+    atr_pct = inp.score.atr_pct
+    lo, hi = prof.stop_min_pct, prof.stop_max_pct
+
+    def bounded(x: float) -> float:
+        return min(max(x, lo), hi)
+
+    method = prof.stop_method
+    if method == "fixed":
+        if prof.fixed_stop_pct is None:
+            return None
+        base = prof.fixed_stop_pct
+        notes.append(f"fixed stop {base:g}%")
+    elif method == "quantile" and inp.quantile_stop_pct is not None and math.isfinite(inp.quantile_stop_pct):
+        base = bounded(inp.quantile_stop_pct)
+        notes.append(f"quantile stop {inp.quantile_stop_pct:.2f}% bounded to {base:.2f}%")
+    elif method == "chandelier" and prof.chandelier_atr_mult and inp.atr_1h and inp.atr_1h > 0:
+        raw = prof.chandelier_atr_mult * inp.atr_1h / entry * 100
+        base = bounded(raw)
+        notes.append(f"Chandelier stop {prof.chandelier_atr_mult:g}xATR(1h) = {raw:.2f}% bounded to {base:.2f}%")
+    else:
+        if not math.isfinite(atr_pct) or atr_pct < 0:
+            return None
+        base = bounded(atr_pct * prof.atr_stop_mult)
+        notes.append(f"ATR stop {atr_pct:.2f}% x{prof.atr_stop_mult:g} bounded to {base:.2f}%")
+    mult = prof.regime_stop_mult.get(inp.score.vol_state, 1.0)
+    if mult != 1.0:
+        notes.append(f"{inp.score.vol_state.value} stop x{mult:g}")
+    return base * mult
+
+
+def _risk_budget(inp: RiskInput, prof: RiskProfile, reasons: list[str], notes: list[str]) -> float | None:
+    """Risk budget in % of equity (None: sized by margin instead)."""
+    eq = inp.account.equity
+    if prof.sizing == "fixed_risk":
+        notes.append(f"risk {prof.risk_per_trade_pct:g}% of equity {eq:.2f}")
+        return prof.risk_per_trade_pct
+    if prof.sizing == "margin_fraction":
+        return None
+    # kelly
+    tier = prof.tier_for(eq)
+    cap = tier.max_risk_pct if tier else prof.risk_per_trade_pct
+    tr = inp.track
+    if tr is None or tr.n_trades < prof.kelly_min_trades:
+        n = 0 if tr is None else tr.n_trades
+        base = prof.kelly_fallback_risk_pct
+        notes.append(f"kelly: {n} trades < {prof.kelly_min_trades}, fallback {base:g}%")
+    else:
+        f = kelly_star(tr.win_rate, tr.win_loss_ratio)
+        if f <= 0:
+            reasons.append(f"kelly: no edge (win rate {tr.win_rate:.2f}, win/loss {tr.win_loss_ratio:.2f}, "
+                           f"f*={f:.3f})")
+            return 0.0
+        base = prof.kelly_fraction * f * 100
+        notes.append(f"kelly: f*={f:.3f} x{prof.kelly_fraction:g} = {base:.2f}%")
+    atr = inp.score.atr_pct
+    vol_adj = 1.0 if not (math.isfinite(atr) and atr > 0) else min(1.0, max(prof.kelly_vol_adj_min,
+                                                                           prof.kelly_vol_ref_atr_pct / atr))
+    reg = prof.regime_leverage_mult.get(inp.score.vol_state, 1.0)
+    pct = base * vol_adj * reg
+    if pct > cap:
+        notes.append(f"kelly {pct:.2f}% capped by account tier at {cap:g}%")
+        pct = cap
+    else:
+        notes.append(f"x vol {vol_adj:.2f} x regime {reg:g} = {pct:.2f}%")
+    return pct
+
+
+def evaluate(inp: RiskInput) -> RiskVerdict:
+    prof = get_profile(inp.profile)
+    d = inp.decision
+    sym = d.symbol
+    if d.action is Action.WAIT:
+        return _deny(sym, ["decision is WAIT"], prof.name)
+    side = Side.from_action(d.action)
+    reasons: list[str] = []
+    notes: list[str] = []
+    if inp.score.symbol != sym:
+        reasons.append(f"score is for {inp.score.symbol}, decision for {sym}")
+    _account_checks(inp, prof, side, reasons)
+    _market_checks(inp, prof, side, reasons)
+
+    acct = inp.account
+    lim = inp.limits
+    entry = inp.ask if side is Side.LONG else inp.bid
+    if not (math.isfinite(entry) and entry > 0):
+        reasons.append(f"no usable entry price (bid {inp.bid}, ask {inp.ask})")
+        return _deny(sym, reasons, prof.name)
+
+    # --- stop ----------------------------------------------------------------------------------
+    stop_pct = _stop_pct(inp, prof, entry, notes)
+    if stop_pct is None or not math.isfinite(stop_pct) or stop_pct <= 0 or stop_pct >= 100:
+        reasons.append("no stop can be set (missing volatility estimate or stop setting)")
+        return _deny(sym, reasons, prof.name)
+    raw_stop = entry * (1 - side.sign * stop_pct / 100)
+    stop = round_price(raw_stop, lim.price_tick, "floor" if side is Side.LONG else "ceil")
+    r_dist = abs(entry - stop)
+    if stop <= 0 or r_dist <= 0 or (stop - entry) * side.sign >= 0:
+        reasons.append(f"stop {stop} is not on the loss side of entry {entry}")
+        return _deny(sym, reasons, prof.name)
+    stop_pct_eff = r_dist / entry * 100
+
+    # --- targets -------------------------------------------------------------------------------
+    if prof.fixed_tp_pct is not None:
+        tp_raw = entry * (1 + side.sign * prof.fixed_tp_pct / 100)
+        tp1_raw = tp2_raw = tp_raw
+    else:
+        tp1_raw = entry + side.sign * prof.tp1_r * r_dist
+        tp2_raw = entry + side.sign * prof.tp2_r * r_dist
+    toward = "floor" if side is Side.LONG else "ceil"
+    tp1 = round_price(tp1_raw, lim.price_tick, toward)
+    tp2 = round_price(tp2_raw, lim.price_tick, toward)
+
+    # --- leverage ------------------------------------------------------------------------------
+    atr_pct = inp.score.atr_pct if math.isfinite(inp.score.atr_pct) else 0.0
+    lev0 = leverage_for_atr(atr_pct, prof)
+    reg = prof.regime_leverage_mult.get(inp.score.vol_state, 1.0)
+    lev = max(1, math.floor(lev0 * reg + 1e-9))
+    lev = max(1, min(lev, prof.max_leverage, int(lim.max_leverage)))
+    lev_note = f"leverage {lev0}x for ATR {atr_pct:.2f}%"
+    if reg != 1.0:
+        lev_note += f" x{reg:g} ({inp.score.vol_state.value})"
+    if lev != lev0:
+        lev_note += f" -> {lev}x"
+    mmr = prof.maintenance_margin_rate
+    buffer = prof.liq_buffer_pct / 100 * entry
+
+    def liq_ok(lv: int) -> bool:
+        liq = liquidation_price(entry, side, lv, mmr)
+        return (stop - liq) * side.sign >= buffer
+
+    lev_before = lev
+    while lev > 1 and not liq_ok(lev):
+        lev -= 1
+    if lev != lev_before:
+        lev_note += f"; reduced to {lev}x so liquidation lies beyond the stop"
+    liq = liquidation_price(entry, side, lev, mmr)
+    if not liq_ok(lev):
+        reasons.append(f"liquidation {liq:.6g} would be hit before the stop {stop} even at {lev}x")
+    notes.append(lev_note)
+
+    # --- quantity ------------------------------------------------------------------------------
+    positions = acct.open_positions
+    bal = max(acct.balance, 0.0)
+    trade_cap_pct = prof.trade_margin_pct_with_positions if positions else prof.trade_margin_pct_empty
+    margin_cap = bal * trade_cap_pct / 100
+    total_room = max(0.0, acct.equity * prof.max_total_margin_pct / 100 - acct.margin_used)
+    margin_cap = min(margin_cap, total_room)
+    qty_caps = {
+        f"margin cap {trade_cap_pct:g}% of free balance / total {prof.max_total_margin_pct:g}% of equity":
+            margin_cap * lev / entry,
+        "free balance after the fee reserve": bal / (entry * (1.0 / lev + prof.fee_reserve_pct / 100)),
+    }
+    budget_pct = _risk_budget(inp, prof, reasons, notes)
+    if budget_pct is None:  # margin_fraction: the cap IS the size
+        qty_raw = min(qty_caps.values())
+        notes.append(f"margin {margin_cap:.2f} ({trade_cap_pct:g}% of free balance {bal:.2f}, "
+                     f"total room {total_room:.2f})")
+    else:
+        risk_budget = max(0.0, acct.equity) * budget_pct / 100
+        qty_risk = risk_budget / r_dist
+        qty_raw = qty_risk
+        for label, cap in qty_caps.items():
+            if cap < qty_raw:
+                qty_raw = cap
+                notes.append(f"size capped by {label}")
+    if not math.isfinite(qty_raw) or qty_raw < 0:
+        qty_raw = 0.0
+    qty = round_down(Decimal(repr(qty_raw)), lim.qty_step)
+    if qty <= 0:
+        reasons.append(f"quantity {qty_raw:.8g} rounds to zero at step {lim.qty_step}")
+    else:
+        if qty < lim.min_qty:
+            reasons.append(f"quantity {qty} is below the market minimum {lim.min_qty}")
+        notional_d = qty * Decimal(repr(entry))
+        if notional_d < lim.min_notional:
+            reasons.append(f"notional {float(notional_d):.2f} is below the market minimum {lim.min_notional}")
+    notional = float(qty) * entry
+    margin = notional / lev
+    risk_usd = float(qty) * r_dist
+    if prof.require_stop and not (stop > 0):
+        reasons.append("profile requires a stop on every trade")
+
+    if reasons:
+        return _deny(sym, reasons, prof.name)
+
+    risk_pct = risk_usd / acct.equity * 100 if acct.equity > 0 else 0.0
+    summary = (f"{side.value} {qty} @ {entry:.6g}, stop {stop:.6g} ({stop_pct_eff:.2f}%), "
+               f"TP1 {tp1:.6g} / TP2 {tp2:.6g}, {lev}x, margin {margin:.2f}, "
+               f"risk {risk_usd:.2f} ({risk_pct:.2f}% of equity), liquidation {liq:.6g}")
+    notes.append(summary)
+    plan = TradePlan(
+        symbol=sym,
+        side=side,
+        entry=entry,
+        stop=stop,
+        tp1=tp1,
+        tp2=tp2,
+        leverage=lev,
+        qty=qty,
+        notional=notional,
+        margin=margin,
+        risk_usd=risk_usd,
+        risk_pct=risk_pct,
+        liquidation_price=liq,
+        stop_pct=stop_pct_eff,
+        tp1_fraction=prof.tp1_fraction,
+        reason="; ".join(notes),
+    )
+    return RiskVerdict(symbol=sym, approved=True, reasons=tuple(notes), plan=plan, profile=prof.name)
