@@ -119,7 +119,7 @@ class RiskInput:
     btc_change_4h_pct: float | None = None
     news: NewsReport | None = None
     track: TrackRecord | None = None
-    profile: str = "default"
+    profile: str | RiskProfile = "default"  # a name from PROFILES, or a RiskProfile value
     correlation_groups: Mapping[str, str] | None = None  # base asset -> group; overrides profile
     quantile_stop_pct: float | None = None  # for stop_method="quantile"
     atr_1h: float | None = None  # absolute 1h ATR (price units), for the Chandelier stop
@@ -462,7 +462,7 @@ def _risk_budget(inp: RiskInput, prof: RiskProfile, reasons: list[str], notes: l
 
 
 def evaluate(inp: RiskInput) -> RiskVerdict:
-    prof = get_profile(inp.profile)
+    prof = get_profile(inp.profile) if isinstance(inp.profile, str) else inp.profile
     d = inp.decision
     sym = d.symbol
     if d.action is Action.WAIT:
