@@ -67,3 +67,69 @@ class LLMProvider(Protocol):
 
 def cost_usd(usage: Usage, price_in_per_mtok: float, price_out_per_mtok: float) -> float:
     return usage.input_tokens / 1e6 * price_in_per_mtok + usage.output_tokens / 1e6 * price_out_per_mtok
+
+
+def validate_output[M: BaseModel](text: str | None, schema: type[M]) -> M:
+    """Parse `text` as JSON into `schema`; on failure raise LLMOutputError(reason="invalid_output")
+    with the raw text on its `raw` attribute (for one repair attempt by the caller)."""
+    from pydantic import ValidationError
+
+    from core.errors import LLMOutputError
+
+    raw = text or ""
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        kinds = {e.get("type", "") for e in exc.errors()}
+        what = "malformed JSON" if kinds & {"json_invalid", "json_type"} else "schema violation"
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
+        err = LLMOutputError(f"{what} for {schema.__name__} at {where}: {first.get('msg', 'invalid')}",
+                             reason="invalid_output")
+        err.raw = raw  # type: ignore[attr-defined]
+        raise err from None
+
+
+def output_error(message: str, reason: str = "invalid_output", raw: str = "") -> QuorumError:
+    """An LLMOutputError carrying the model's raw text on `.raw`."""
+    from core.errors import LLMOutputError
+
+    err = LLMOutputError(message, reason=reason)
+    err.raw = raw  # type: ignore[attr-defined]
+    return err
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` / `retry-after` (seconds or an HTTP date), else None."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+    except Exception:  # noqa: BLE001 - headers of an unexpected shape
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        from datetime import UTC, datetime
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(str(value))
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def scrub(text: object, *secrets: str | None, limit: int = 300) -> str:
+    """`text` as one short line with every secret replaced by '***'."""
+    out = " ".join(str(text).split())
+    for s in secrets:
+        if s and len(s) >= 4:
+            out = out.replace(s, "***")
+    return out if len(out) <= limit else out[: limit - 1] + "…"

@@ -1,0 +1,165 @@
+"""Claude on the real `anthropic` client; structured output through one forced tool.
+
+The schema becomes a tool (`input_schema`), `tool_choice` forces it, and the tool_use block's input
+is validated with pydantic. stop_reason "refusal" → LLMOutputError(reason="refused"); no tool_use
+block → LLMOutputError(reason="invalid_output") with the text on `.raw`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import anthropic
+
+from agents.llm.base import (
+    LLMResult,
+    LLMTimeout,
+    LLMUnavailable,
+    Message,
+    T,
+    Usage,
+    cost_usd,
+    output_error,
+    parse_retry_after,
+    scrub,
+    validate_output,
+)
+from core.errors import RateLimited, TransientError
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def _tool_name(schema: type[Any]) -> str:
+    return ("submit_" + re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__).lower())[:64]
+
+
+class AnthropicProvider:
+    """One Claude model. `max_tokens` bounds the answer (required by the Messages API)."""
+
+    provider = "anthropic"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        price_in_per_mtok: float = 0.0,
+        price_out_per_mtok: float = 0.0,
+        max_tokens: int = 4096,
+        temperature: float | None = None,
+        member_id: str | None = None,
+    ):
+        if not api_key:
+            raise LLMUnavailable("anthropic: no API key; set ANTHROPIC_API_KEY")
+        self.model = model
+        self.member_id = member_id or "anthropic"
+        self.base_url = base_url or DEFAULT_BASE_URL
+        self.price_in_per_mtok = price_in_per_mtok
+        self.price_out_per_mtok = price_out_per_mtok
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._key = api_key
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
+
+    def request_kwargs(self, messages: list[Message], schema: type[T]) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        if not turns:
+            turns = [{"role": "user", "content": "Answer now."}]
+        name = _tool_name(schema)
+        doc = (schema.__doc__ or "").strip()
+        tool = {
+            "name": name,
+            "description": (doc + "\n\n" if doc else "")
+            + f"Submit your answer as {schema.__name__}. Always answer by calling this tool.",
+            "input_schema": schema.model_json_schema(),
+        }
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": turns,
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": name},
+        }
+        if system:
+            kwargs["system"] = system
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        return kwargs
+
+    def ask(self, messages: list[Message], schema: type[T], *, timeout_s: float) -> LLMResult[T]:
+        kwargs = self.request_kwargs(messages, schema)
+        start = time.monotonic()
+        try:
+            msg = self.client.messages.create(**kwargs, timeout=timeout_s)
+        except anthropic.AnthropicError as exc:
+            raise self._translate(exc, timeout_s) from None
+        latency = time.monotonic() - start
+
+        usage = Usage(
+            input_tokens=int(getattr(msg.usage, "input_tokens", 0) or 0),
+            output_tokens=int(getattr(msg.usage, "output_tokens", 0) or 0),
+        )
+        texts = [getattr(b, "text", "") for b in msg.content if getattr(b, "type", "") == "text"]
+        text = "\n".join(t for t in texts if t)
+        who = f"anthropic/{self.model}"
+        if msg.stop_reason == "refusal":
+            raise output_error(f"{who} refused: {scrub(text or 'no reason given', limit=200)}",
+                               reason="refused", raw=text)
+        tool_uses = [b for b in msg.content if getattr(b, "type", "") == "tool_use"]
+        if not tool_uses:
+            reason = "cut at max_tokens" if msg.stop_reason == "max_tokens" else "no tool_use block"
+            raise output_error(f"{who}: {reason} in the answer", raw=text)
+        raw = json.dumps(tool_uses[0].input)
+        parsed = validate_output(raw, schema)
+        return LLMResult(
+            parsed=parsed,
+            raw=raw,
+            latency_s=latency,
+            usage=usage,
+            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
+            provider=self.provider,
+            model=self.model,
+            meta={"id": msg.id, "stop_reason": msg.stop_reason, "member_id": self.member_id},
+        )
+
+    def _translate(self, exc: anthropic.AnthropicError, timeout_s: float) -> Exception:
+        who = f"anthropic/{self.model}"
+        if isinstance(exc, anthropic.APITimeoutError):
+            return LLMTimeout(f"{who}: no answer within {timeout_s:g}s")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return TransientError(f"{who}: cannot reach {self.base_url} (check ANTHROPIC_BASE_URL / the network)")
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            detail = scrub(_error_message(exc), self._key)
+            if status == 429:
+                return RateLimited(f"{who}: rate limited (HTTP 429): {detail}",
+                                   retry_after=parse_retry_after(exc.response.headers))
+            if status in (401, 403):
+                return LLMUnavailable(f"{who}: authentication refused (HTTP {status}); check ANTHROPIC_API_KEY")
+            if status == 404:
+                return LLMUnavailable(
+                    f"{who}: not found (HTTP 404): check the model name and ANTHROPIC_BASE_URL: {detail}")
+            if status in (408, 409) or status >= 500:
+                return TransientError(f"{who}: server error (HTTP {status}): {detail}")
+            return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
+        return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(exc, "message", "") or exc)

@@ -1,0 +1,232 @@
+"""OpenAI-compatible chat completions on the real `openai` client: OpenAI, DeepSeek and OpenRouter.
+
+Structured output:
+- OpenAI and OpenRouter: `response_format={"type": "json_schema", "json_schema": {name, schema, strict}}`
+  with the schema made strict (every property required, no additional properties);
+- DeepSeek (no json_schema support): `response_format={"type": "json_object"}` and the JSON schema
+  appended to the system message in a ```json block.
+The answer text is validated with pydantic; the SDK's own retries are off (the panel retries).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import openai
+
+from agents.llm.base import (
+    LLMResult,
+    LLMTimeout,
+    LLMUnavailable,
+    Message,
+    T,
+    Usage,
+    cost_usd,
+    output_error,
+    parse_retry_after,
+    scrub,
+    validate_output,
+)
+from core.errors import RateLimited, TransientError
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "deepseek": "https://api.deepseek.com",
+    "openrouter": "https://openrouter.ai/api/v1",
+}
+KEY_ENV = {"openai": "OPENAI_API_KEY", "deepseek": "DEEPSEEK_API_KEY", "openrouter": "OPENROUTER_API_KEY"}
+URL_ENV = {"openai": "OPENAI_BASE_URL", "deepseek": "DEEPSEEK_BASE_URL", "openrouter": "OPENROUTER_BASE_URL"}
+STRUCTURED = {"openai": "json_schema", "deepseek": "json_object", "openrouter": "json_schema"}
+
+
+def strict_json_schema(schema: type[Any]) -> dict[str, Any]:
+    """The pydantic model's JSON schema in OpenAI's strict form (the SDK's own transformation)."""
+    try:
+        from openai.lib._pydantic import to_strict_json_schema
+
+        return to_strict_json_schema(schema)
+    except ImportError:  # pragma: no cover - older/newer SDK layout
+        return _strict(schema.model_json_schema())
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _strict(v) for k, v in node.items()}
+        if node.get("type") == "object" or "properties" in node:
+            node.setdefault("additionalProperties", False)
+            node["required"] = list(node.get("properties", {}))
+        if node.get("default", 0) is None:
+            node.pop("default")
+        return node
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def schema_instruction(schema: type[Any]) -> str:
+    return (
+        "Answer with one JSON object only (no prose, no code fences), matching this JSON schema:\n"
+        f"```json\n{json.dumps(schema.model_json_schema(), separators=(',', ':'))}\n```"
+    )
+
+
+def _schema_name(schema: type[Any]) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64] or "answer"
+
+
+class OpenAIProvider:
+    """One model behind an OpenAI-compatible endpoint.
+
+    provider: "openai" | "deepseek" | "openrouter" (decides the default base URL, the key's env name
+    in messages, and the structured-output mode unless `structured` is given).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        provider: Literal["openai", "deepseek", "openrouter"] = "openai",
+        structured: Literal["json_schema", "json_object"] | None = None,
+        price_in_per_mtok: float = 0.0,
+        price_out_per_mtok: float = 0.0,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        member_id: str | None = None,
+    ):
+        if not api_key:
+            raise LLMUnavailable(f"{provider}: no API key; set {KEY_ENV.get(provider, 'the API key')}")
+        self.provider = provider
+        self.model = model
+        self.member_id = member_id or provider
+        self.base_url = base_url or DEFAULT_BASE_URLS.get(provider, DEFAULT_BASE_URLS["openai"])
+        self.structured = structured or STRUCTURED.get(provider, "json_schema")
+        self.price_in_per_mtok = price_in_per_mtok
+        self.price_out_per_mtok = price_out_per_mtok
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._key = api_key
+        headers = dict(default_headers or {})
+        if provider == "openrouter":
+            headers.setdefault("X-Title", "Quorum")
+        self.client = openai.OpenAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            default_headers=headers or None,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(provider={self.provider!r}, model={self.model!r}, base_url={self.base_url!r})"
+
+    # ------------------------------------------------------------------------------------------
+    def request_kwargs(self, messages: list[Message], schema: type[T]) -> dict[str, Any]:
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        if self.structured == "json_schema":
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": _schema_name(schema),
+                    "schema": strict_json_schema(schema),
+                    "strict": True,
+                },
+            }
+        else:
+            response_format = {"type": "json_object"}
+            instruction = schema_instruction(schema)
+            for m in msgs:
+                if m["role"] == "system":
+                    m["content"] = f"{m['content']}\n\n{instruction}"
+                    break
+            else:
+                msgs.insert(0, {"role": "system", "content": instruction})
+        kwargs: dict[str, Any] = {"model": self.model, "messages": msgs, "response_format": response_format}
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        return kwargs
+
+    def ask(self, messages: list[Message], schema: type[T], *, timeout_s: float) -> LLMResult[T]:
+        kwargs = self.request_kwargs(messages, schema)
+        start = time.monotonic()
+        try:
+            completion = self.client.chat.completions.create(**kwargs, timeout=timeout_s)
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, timeout_s) from None
+        latency = time.monotonic() - start
+
+        usage = Usage(
+            input_tokens=int(getattr(completion.usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(completion.usage, "completion_tokens", 0) or 0),
+        )
+        if not completion.choices:
+            raise output_error(f"{self.provider}/{self.model}: answer without choices", raw="")
+        choice = completion.choices[0]
+        message = choice.message
+        text = message.content or ""
+        refusal = getattr(message, "refusal", None)
+        if refusal or choice.finish_reason == "content_filter":
+            raise output_error(
+                f"{self.provider}/{self.model} refused: {scrub(refusal or 'content filter', limit=200)}",
+                reason="refused", raw=refusal or text,
+            )
+        if choice.finish_reason == "length":
+            raise output_error(f"{self.provider}/{self.model}: answer cut at the token limit", raw=text)
+        parsed = validate_output(text, schema)
+        return LLMResult(
+            parsed=parsed,
+            raw=text,
+            latency_s=latency,
+            usage=usage,
+            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
+            provider=self.provider,
+            model=self.model,
+            meta={"id": completion.id, "finish_reason": choice.finish_reason, "member_id": self.member_id},
+        )
+
+    def _translate(self, exc: openai.OpenAIError, timeout_s: float) -> Exception:
+        who = f"{self.provider}/{self.model}"
+        key_env = KEY_ENV.get(self.provider, "the API key")
+        url_env = URL_ENV.get(self.provider, "the base URL")
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTimeout(f"{who}: no answer within {timeout_s:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError(f"{who}: cannot reach {self.base_url} (check {url_env} / the network)")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = scrub(_error_message(exc), self._key)
+            if status == 429:
+                retry_after = parse_retry_after(exc.response.headers)
+                return RateLimited(f"{who}: rate limited (HTTP 429): {detail}", retry_after=retry_after)
+            if status in (401, 403):
+                return LLMUnavailable(f"{who}: authentication refused (HTTP {status}); check {key_env}")
+            if status == 404:
+                return LLMUnavailable(
+                    f"{who}: not found (HTTP 404): check the model name and {url_env}: {detail}")
+            if status in (408, 409) or status >= 500:
+                return TransientError(f"{who}: server error (HTTP {status}): {detail}")
+            return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
+        if isinstance(exc, openai.APIResponseValidationError):
+            return TransientError(f"{who}: unexpected response shape")
+        return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return str(getattr(exc, "message", "") or exc)
