@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.metrics import TradeRecord, compute_metrics, json_safe, periodic_returns
-from core.types import Action
+from core.types import Action, Vote
 
 __all__ = [
     "CONSENSUS_ID",
@@ -44,6 +44,7 @@ __all__ = [
     "VoteOutcome",
     "bootstrap_diff_ci",
     "brier_score",
+    "forward_return",
     "hit_stats",
     "leaderboard",
     "member_row",
@@ -69,6 +70,22 @@ class VoteOutcome:
     cost_usd: float = 0.0
     symbol: str = ""
     as_of: datetime | None = None
+
+    @classmethod
+    def from_vote(
+        cls, vote: Vote, as_of: datetime | None, fwd_return_4h: float | None, fwd_return_24h: float | None
+    ) -> VoteOutcome:
+        """From a stored :class:`core.types.Vote` (an invalid vote counts as an abstention)."""
+        return cls(
+            action=vote.action if vote.valid else None,
+            confidence=float(vote.confidence),
+            fwd_return_4h=fwd_return_4h,
+            fwd_return_24h=fwd_return_24h,
+            latency_s=float(vote.latency_s),
+            cost_usd=float(vote.cost_usd),
+            symbol=vote.symbol,
+            as_of=as_of,
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,28 @@ def _is_directional(a: Action | str | None) -> bool:
 
 def _sign(a: Action | str) -> int:
     return 1 if str(getattr(a, "value", a)) == "LONG" else -1
+
+
+def forward_return(close: pd.Series, as_of: datetime, horizon: timedelta) -> float | None:
+    """Simple return from ``as_of`` to ``as_of + horizon`` on a close series indexed by bar CLOSE
+    time (or any "known at" time): ``P(as_of + horizon) / P(as_of) - 1`` where ``P(t)`` is the last
+    value at or before ``t``. ``None`` when ``as_of + horizon`` is after the last point (not known yet)
+    or no price is known at ``as_of``. For a frame indexed by bar OPEN time, shift the index by the
+    bar length first.
+    """
+    s = pd.Series(close, dtype=float).dropna().sort_index()
+    if len(s) == 0:
+        return None
+    t0, t1 = pd.Timestamp(as_of), pd.Timestamp(as_of) + pd.Timedelta(horizon)
+    if s.index.tz is not None:
+        t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0
+        t1 = t1.tz_localize("UTC") if t1.tzinfo is None else t1
+    if t1 > s.index[-1] or t0 < s.index[0]:
+        return None
+    p0, p1 = float(s.asof(t0)), float(s.asof(t1))
+    if not (math.isfinite(p0) and math.isfinite(p1)) or p0 == 0:
+        return None
+    return p1 / p0 - 1.0
 
 
 def brier_score(probs: Sequence[float], outcomes: Sequence[int | bool]) -> float:

@@ -541,19 +541,25 @@ def monte_carlo(
             tuple([0.0] * runs),
         )
     rng = np.random.default_rng(seed)
-    if method == "bootstrap":
-        sample = pnl[rng.integers(0, n, size=(runs, n))]
-    else:
-        sample = np.stack([pnl[rng.permutation(n)] for _ in range(runs)])
-    paths = np.empty((runs, n + 1))
-    paths[:, 0] = start
-    paths[:, 1:] = start + np.cumsum(sample, axis=1)
-    peaks = np.maximum.accumulate(paths, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(peaks > 0, 1.0 - paths / peaks, 1.0)
-    max_dd = dd.max(axis=1)
-    ruined = (paths < ruin_threshold * start).any(axis=1)
-    finals = paths[:, -1]
+    max_dd = np.empty(runs)
+    ruined = np.empty(runs, dtype=bool)
+    finals = np.empty(runs)
+    chunk = max(1, 2_000_000 // (n + 1))  # bound memory: ~16 MB per array per chunk
+    for lo in range(0, runs, chunk):
+        k = min(chunk, runs - lo)
+        if method == "bootstrap":
+            sample = pnl[rng.integers(0, n, size=(k, n))]
+        else:
+            sample = np.stack([pnl[rng.permutation(n)] for _ in range(k)])
+        paths = np.empty((k, n + 1))
+        paths[:, 0] = start
+        paths[:, 1:] = start + np.cumsum(sample, axis=1)
+        peaks = np.maximum.accumulate(paths, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dd = np.where(peaks > 0, 1.0 - paths / peaks, 1.0)
+        max_dd[lo : lo + k] = dd.max(axis=1)
+        ruined[lo : lo + k] = (paths < ruin_threshold * start).any(axis=1)
+        finals[lo : lo + k] = paths[:, -1]
     p = np.percentile
     return MonteCarloResult(
         method=method,
@@ -603,6 +609,8 @@ def json_safe(obj: Any) -> Any:
 
     if obj is None or isinstance(obj, (bool, str)):
         return obj
+    if obj is pd.NaT:
+        return None
     if isinstance(obj, Enum):
         return json_safe(obj.value)
     if isinstance(obj, (int, np.integer)):

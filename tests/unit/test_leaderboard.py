@@ -145,3 +145,29 @@ def test_member_row_and_leaderboard_ranking():
 def test_member_row_without_consensus():
     r = member_row(MemberResult("qwen", _curve([0.0, 0.01]), (), ()), D0, D0 + timedelta(hours=8))
     assert r.rank == 0 and r.diff_vs_consensus is None and r.n_votes == 0
+
+
+def test_forward_return_point_in_time():
+    from core.leaderboard import forward_return
+
+    # closes known at 00:00, 04:00, 08:00 ... = 100, 102, 99, 110, ...
+    idx = pd.date_range(D0, periods=8, freq="4h")
+    close = pd.Series([100.0, 102.0, 99.0, 110.0, 120.0, 90.0, 95.0, 100.0], index=idx)
+    # from 00:00 to 04:00: 102/100 - 1 = 0.02
+    assert forward_return(close, D0, timedelta(hours=4)) == pytest.approx(0.02)
+    # decision at 02:00 uses the last known price (100 at 00:00); +4h -> 06:00 -> last known 102
+    assert forward_return(close, D0 + timedelta(hours=2), timedelta(hours=4)) == pytest.approx(0.02)
+    # 24h after 00:00 is beyond the last point (28:00 is the last) -> 24:00 = 95: 95/100 - 1
+    assert forward_return(close, D0, timedelta(hours=24)) == pytest.approx(-0.05)
+    # 24h after 08:00 = 32:00 is not known yet
+    assert forward_return(close, D0 + timedelta(hours=8), timedelta(hours=24)) is None
+
+
+def test_vote_outcome_from_vote():
+    from core.types import Vote
+
+    v = Vote("gpt", "BTC/USDT", Action.LONG, 0.7, latency_s=1.5, cost_usd=0.02)
+    o = VoteOutcome.from_vote(v, D0, 0.01, -0.02)
+    assert (o.action, o.confidence, o.latency_s, o.cost_usd) == (Action.LONG, 0.7, 1.5, 0.02)
+    bad = Vote("gpt", "BTC/USDT", Action.LONG, 0.7, abstain_reason="invalid_output")
+    assert VoteOutcome.from_vote(bad, D0, None, None).action is None

@@ -292,3 +292,11 @@ def test_monte_carlo_to_dict():
     assert "max_drawdowns" not in d and d["runs"] == 20 and d["method"] == "bootstrap"
     assert len(r.to_dict(include_runs=True)["max_drawdowns"]) == 20
     json.dumps(d, allow_nan=False)
+
+
+def test_monte_carlo_large_sequences_chunked():
+    # 5000 trades x 600 runs is processed in chunks; still reproducible and sane
+    pnls = np.random.default_rng(0).normal(1.0, 20.0, 5000)
+    a = monte_carlo(pnls, 10_000.0, runs=600, seed=11)
+    assert a == monte_carlo(pnls, 10_000.0, runs=600, seed=11)
+    assert len(a.max_drawdowns) == 600 and 0 < a.max_dd_p5 <= a.max_dd_p95 < 1
