@@ -263,9 +263,19 @@ class CcxtSource:
         raw = self._read("fetch_tickers", self.client.fetch_tickers)
         return {s: self._ticker_info(s, t) for s, t in raw.items() if s in wanted and t}
 
-    def ticker(self, symbol: str) -> TickerInfo:
+    def ticker(self, symbol: str, notes: list[str] | None = None) -> TickerInfo:
+        """Live ticker; bid/ask from the top of the order book when the ticker has none (aster)."""
         sym = self.market(symbol)["symbol"]
-        return self._ticker_info(sym, self._read("fetch_ticker", lambda: self.client.fetch_ticker(sym), sym))
+        raw = self._read("fetch_ticker", lambda: self.client.fetch_ticker(sym), sym)
+        if (raw.get("bid") is None or raw.get("ask") is None) and self.has("fetchOrderBook"):
+            try:
+                book = self._read("fetch_order_book", lambda: self.client.fetch_order_book(sym, 5), sym)
+                if book.get("bids") and book.get("asks"):
+                    raw = {**raw, "bid": book["bids"][0][0], "ask": book["asks"][0][0]}
+            except (ExchangeError, DataError) as exc:
+                if notes is not None:
+                    notes.append(f"no bid/ask (order book unavailable: {exc}); spread taken as 0")
+        return self._ticker_info(sym, raw)
 
     def snapshot(self, symbol: str, as_of: datetime | None = None) -> MarketSnapshot:
         sym = self.market(symbol)["symbol"]
@@ -285,7 +295,7 @@ class CcxtSource:
         last_close = float(candles["1h"]["close"].iloc[-1])
 
         if live:
-            tk = self.ticker(sym)
+            tk = self.ticker(sym, notes)
             last, bid, ask, vol_q = tk.last, tk.bid, tk.ask, tk.volume_24h_quote
         else:
             day = candles["1h"].iloc[-24:]
@@ -350,7 +360,7 @@ class CcxtSource:
         if oi is None and hist is None:
             notes.append(f"{self.exchange_id} provides no open interest for {sym}: open_interest is None")
         elif hist is None:
-            notes.append(f"{self.exchange_id} provides no open-interest history for {sym}")
+            notes.append(f"no open-interest history for {sym} up to as_of from {self.exchange_id}")
         return oi, hist
 
     def price_after(self, symbol: str, t: datetime) -> tuple[datetime, float] | None:
