@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     live_trading_confirmed: bool = False
     data_source: Literal["replay", "ccxt"] = "replay"
     data_dir: Path = PROJECT_ROOT / "data"
+    replay_exchange: str = "binance"
+    replay_spread_pct: float = Field(0.02, ge=0, le=5)
     exchange: str = "bybit"
     symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     universe: Literal["fixed", "scanner", "hunter"] = "fixed"

@@ -1,0 +1,3 @@
+from flows import prefect_env
+
+prefect_env.apply()

@@ -30,6 +30,7 @@ __all__ = [
     "build_report_data",
     "metrics_table_rows",
     "per_symbol_stats",
+    "publish_report_artifacts",
     "render_html",
     "write_report",
 ]
@@ -472,3 +473,30 @@ def write_report(
     json_path.write_text(json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     html_path.write_text(render_html(data), encoding="utf-8")
     return html_path, json_path
+
+
+def publish_report_artifacts(
+    html_path: str | Path,
+    metrics: Metrics | Mapping[str, Any],
+    *,
+    key_prefix: str = "backtest",
+    leaderboard_rows: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Attach the metrics table, a link to the HTML report and (if given) the leaderboard table to the
+    current Prefect flow run as artifacts. Call it from inside a flow or task; Prefect is imported
+    lazily so the rest of this module stays importable without it. Keys: ``<prefix>-metrics``,
+    ``<prefix>-report``, ``<prefix>-leaderboard`` (lowercase, dashes, as Prefect requires)."""
+    from prefect.artifacts import create_link_artifact, create_table_artifact
+
+    key = "".join(c if c.isalnum() else "-" for c in key_prefix.lower()).strip("-") or "backtest"
+    create_table_artifact(metrics_table_rows(metrics), key=f"{key}-metrics", description="Backtest metrics")
+    create_link_artifact(
+        Path(html_path).resolve().as_uri(),
+        link_text="HTML report",
+        key=f"{key}-report",
+        description="Self-contained HTML report (opens offline)",
+    )
+    if leaderboard_rows:
+        create_table_artifact(
+            [dict(r) for r in leaderboard_rows], key=f"{key}-leaderboard", description="Model leaderboard"
+        )

@@ -1,0 +1,257 @@
+"""The `quorum` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import QuorumError
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Quorum: an autonomous crypto-futures trading cycle (paper by default).")
+out = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from core.settings import load_settings
+
+    return load_settings()
+
+
+def _fmt(x: Any, digits: int = 6) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+# ---- cycle ------------------------------------------------------------------------------------
+@app.command()
+def cycle(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="decision time (UTC), default: the last bundled bar")] = None,
+    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="bypass the model response cache")] = False,
+) -> None:
+    """Run one trading cycle now."""
+    sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    _settings()  # fail fast on bad settings, before Prefect starts
+    from flows.trading_cycle import trading_cycle
+
+    report = trading_cycle(as_of=as_of, symbols=sym_list, use_llm_cache=not no_llm_cache, broadcast=not as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    render_cycle(report)
+
+
+def render_cycle(r: dict[str, Any]) -> None:
+    out.print(f"[bold]Cycle {r['cycle_id']}[/bold]  as of {r['as_of']}  mode {r['mode']}  source {r['source']}  "
+              f"profile {r['risk_profile']}  universe: {r['universe']}")
+    for d in r["dropped"]:
+        out.print(f"  dropped {d['symbol']}: {d['reason']}")
+    mon = r.get("monitor") or {}
+    for e in mon.get("events", []):
+        out.print(f"  position update: {e}")
+    t = Table(title="Candidates", show_lines=False)
+    for col in ("symbol", "price", "score", "1h/4h/1d", "trend", "mom", "vol", "OI", "news", "regime", "flags"):
+        t.add_column(col, justify="right" if col not in ("symbol", "regime", "flags") else "left")
+    for c in r["candidates"]:
+        s = c["score"]
+        tfs = "/".join(f"{s['timeframes'].get(k, float('nan')):+.2f}" for k in ("1h", "4h", "1d"))
+        comp = s["components"]
+        t.add_row(c["symbol"], _fmt(c["price"]), f"{s['final']:+.3f}", tfs, f"{comp['trend']:+.2f}",
+                  f"{comp['momentum']:+.2f}", f"{comp['volume']:+.2f}", f"{comp['open_interest']:+.2f}",
+                  f"{comp['news']:+.2f}", f"{s['trend']}/{s['vol_state']}" + (" veto1D" if s["daily_veto"] else ""),
+                  ",".join(s["flags"]))
+    out.print(t)
+    out.print(r["panel"]["status"])
+    for c in r["candidates"]:
+        for v in c["votes"]:
+            what = f"{v['action']} {v['confidence']:.2f}" if v["action"] else f"abstain ({v['abstain']})"
+            out.print(f"  {c['symbol']:<16} {v['member']:<14} {what:<22} {v['latency_s']:>6.2f}s "
+                      f"{v['tokens']:>6} tok ${v['cost_usd']:.4f}{' cached' if v['cached'] else ''}  {v['rationale'][:60]}")
+    d = Table(title="Decisions and risk")
+    for col in ("symbol", "decision", "conf", "math", "combined", "votes", "dissent", "risk", "why"):
+        d.add_column(col)
+    for c in r["candidates"]:
+        dec, risk = c["decision"], c["risk"]
+        d.add_row(c["symbol"], dec["action"], f"{dec['confidence']:.2f}", f"{dec['math_score']:+.3f}",
+                  f"{dec['combined_score']:+.3f}", f"{dec['votes_valid']}/{dec['votes_total']}",
+                  ", ".join(dec["dissent"]) or "—", "APPROVED" if risk["approved"] else "denied",
+                  "; ".join(risk["reasons"])[:160] if not risk["approved"] else dec["reason"][:160])
+    out.print(d)
+    plans = [(c, c["risk"]["plan"]) for c in r["candidates"] if c["risk"]["approved"] and c["risk"]["plan"]]
+    for c, p in plans:
+        ex = c.get("execution") or {}
+        out.print(f"[bold green]TRADE PLAN {p['side']} {c['symbol']}[/bold green]: entry {_fmt(p['entry'])}  stop "
+                  f"{_fmt(p['stop'])} ({p['stop_pct']:.2f}%)  TP1 {_fmt(p['tp1'])} (50%)  TP2 {_fmt(p['tp2'])}  "
+                  f"{p['leverage']}x  size {p['qty']} (${p['notional']:,.0f}, margin ${p['margin']:,.0f})  "
+                  f"risk ${p['risk_usd']:,.2f} ({p['risk_pct']:.2f}%)  liq {_fmt(p['liquidation_price'])}")
+        if ex:
+            out.print(f"  execution: {ex.get('status')} {ex.get('fill_price', '')} {ex.get('note', '')}")
+    if not plans:
+        out.print("No trade plan this cycle.")
+    a = r["account"]
+    out.print(f"Account: equity ${a['equity']:,.2f}  balance ${a['balance']:,.2f}  open positions "
+              f"{len(a['open_positions'])}" + (f"  [red]HALTED: {a['halt']['reason']}[/red]" if a.get("halt") else ""))
+    cost = r["llm_cost"]
+    out.print(f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}")
+    tm = r["timings_s"]
+    out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
+
+
+# ---- positions --------------------------------------------------------------------------------
+@app.command()
+def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
+    from exchange.factory import build_source
+    from store.db import get_session_factory
+    from tasks import execution
+
+    settings = _settings()
+    source = build_source(settings)
+    factory = get_session_factory(settings)
+    now = _now_for(source)
+    summary = execution.account_summary(factory, source, settings, now)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"Open positions ({settings.mode}) at {now:%Y-%m-%d %H:%M} UTC")
+    for col in ("id", "symbol", "side", "entry", "mark", "unrealised", "stop", "TP1", "TP2", "phase", "age"):
+        t.add_column(col)
+    for p in summary["open_positions"]:
+        mark = p["mark"]
+        side = 1 if p["side"] == "LONG" else -1
+        unreal = None if mark is None else (mark - p["entry"]) * float(p["qty"]) * side
+        age = now - datetime.fromisoformat(p["opened_at"])
+        t.add_row(p["id"], p["symbol"], p["side"], _fmt(p["entry"]), _fmt(mark),
+                  "—" if unreal is None else f"{unreal:+,.2f}", _fmt(p["stop"]), _fmt(p["tp1"]), _fmt(p["tp2"]),
+                  p["phase"], f"{age.total_seconds() / 3600:.0f}h")
+    out.print(t)
+    out.print(f"equity ${summary['equity']:,.2f}  balance ${summary['balance']:,.2f}  realised "
+              f"${summary['realised_pnl']:,.2f}  fees ${summary['fees_paid']:,.2f}  funding ${summary['funding_paid']:,.2f}")
+    halt = summary.get("halt")
+    out.print(f"[red]HALTED ({halt['set_by']}): {halt['reason']}[/red]" if halt else "entries: allowed (no halt)")
+
+
+def _now_for(source) -> datetime:  # type: ignore[no-untyped-def]
+    if hasattr(source, "default_as_of"):
+        return source.default_as_of().to_pydatetime()
+    return datetime.now(UTC)
+
+
+@app.command()
+def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Closed positions with realised P&L, fees and funding."""
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    settings = _settings()
+    with transaction(get_session_factory(settings)) as s:
+        closed = repo.closed_positions(s, settings.mode)
+    rows = [{"id": p.id, "symbol": p.symbol, "side": p.side.value, "entry": p.entry, "opened_at": p.opened_at.isoformat(),
+             "closed_at": p.closed_at.isoformat() if p.closed_at else None, "exit": p.exit_reason,
+             "realised_pnl": round(p.realised_pnl, 2), "fees": round(p.fees_paid, 2),
+             "funding": round(p.funding_paid, 2),
+             "net": round(p.realised_pnl - p.fees_paid - p.funding_paid, 2)} for p in closed]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    t = Table(title=f"Closed trades ({settings.mode})")
+    for col in ("id", "symbol", "side", "entry", "opened", "closed", "exit", "realised", "fees", "funding", "net"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["symbol"], r["side"], _fmt(r["entry"]), r["opened_at"][:16], (r["closed_at"] or "")[:16],
+                  r["exit"] or "", f"{r['realised_pnl']:+,.2f}", f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}",
+                  f"{r['net']:+,.2f}")
+    out.print(t)
+    out.print(f"{len(rows)} trades, net ${sum(r['net'] for r in rows):+,.2f}")
+
+
+# ---- halt / resume ----------------------------------------------------------------------------
+@app.command()
+def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
+         close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
+    """Stop new entries until `quorum resume`."""
+    from exchange.factory import build_source
+    from store import repo
+    from store.db import get_session_factory, transaction
+    from tasks import execution
+
+    settings = _settings()
+    source = build_source(settings)
+    factory = get_session_factory(settings)
+    now = _now_for(source)
+    with transaction(factory) as s:
+        repo.set_halt(s, settings.mode, reason, "manual", now)
+    out.print(f"halted: no new entries until `quorum resume` ({reason})")
+    if close_all:
+        closed = execution.close_all(factory, source, settings, now, reason)
+        out.print(f"closed {len(closed)} position(s) at market: {', '.join(closed) or 'none open'}")
+
+
+@app.command()
+def resume() -> None:
+    """Allow new entries again (releases manual and breaker halts)."""
+    from exchange.factory import build_source
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    settings = _settings()
+    now = _now_for(build_source(settings))
+    with transaction(get_session_factory(settings)) as s:
+        n = repo.release_halts(s, settings.mode, now)
+    out.print(f"resumed: {n} halt(s) released; breakers re-arm from now")
+
+
+# ---- doctor -----------------------------------------------------------------------------------
+@app.command()
+def doctor(probe: Annotated[bool, typer.Option("--probe", help="also call each LLM endpoint")] = False) -> None:
+    """Check settings, database, cache, exchange, LLM providers and Telegram; say how to fix what is missing."""
+    from flows.doctor import run_doctor
+
+    ok = run_doctor(out, probe=probe)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _register() -> None:
+    from flows import cli_data, cli_outbox
+
+    app.add_typer(cli_data.app, name="data")
+    app.add_typer(cli_outbox.app, name="outbox")
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except QuorumError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""`quorum doctor`: what works, what is missing, and how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _check(rows: list[tuple[str, str, str]], name: str, fn: Callable[[], str]) -> bool:
+    try:
+        rows.append((name, "ok", fn()))
+        return True
+    except Exception as exc:  # noqa: BLE001 - every check reports instead of crashing
+        rows.append((name, "FAIL", f"{exc}"))
+        return False
+
+
+def run_doctor(out: Console, probe: bool = False) -> bool:
+    rows: list[tuple[str, str, str]] = []
+    from core.settings import load_settings
+
+    settings = None
+
+    def _settings() -> str:
+        nonlocal settings
+        settings = load_settings()
+        return f"mode {settings.mode}, source {settings.data_source}, exchange {settings.exchange}, profile {settings.risk_profile}"
+
+    if not _check(rows, "settings", _settings):
+        _print(out, rows)
+        return False
+    assert settings is not None
+    ok = True
+
+    def _db() -> str:
+        from store.db import open_database, safe_url
+
+        open_database(settings.database_url)
+        return f"{safe_url(settings.database_url)} (migrations applied)"
+
+    ok &= _check(rows, "database", _db)
+
+    def _cache() -> str:
+        if not settings.redis_url:
+            return "in-process cache (set QUORUM_REDIS_URL to share it across processes)"
+        import redis
+
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+        return f"redis at {settings.redis_url.split('@')[-1]}"
+
+    ok &= _check(rows, "cache", _cache)
+
+    def _market() -> str:
+        from exchange.factory import build_source
+
+        src = build_source(settings)
+        syms = src.symbols()
+        if settings.data_source == "replay":
+            lo, hi = src.data_range()  # type: ignore[attr-defined]
+            return f"replay: {len(syms)} symbols, decisions {lo:%Y-%m-%d %H:%M} .. {hi:%Y-%m-%d %H:%M} UTC"
+        return f"{settings.exchange}: reachable, {len(syms)} markets"
+
+    ok &= _check(rows, "market data", _market)
+
+    from agents.llm.registry import member_status
+    from agents.llm.registry import probe as probe_member
+
+    for m in settings.panel:
+        st = probe_member(m) if probe else member_status(m)
+        rows.append((f"panel: {m.id}", "ok" if st.available else "off", f"{m.provider}/{m.model}: {st.reason}"))
+
+    def _tg() -> str:
+        if not settings.telegram_token or not settings.telegram_channel:
+            raise RuntimeError("no token/channel: posts go to the console and stay in the outbox "
+                               "(set QUORUM_TELEGRAM_TOKEN and QUORUM_TELEGRAM_CHANNEL)")
+        from notify.telegram import TelegramSink
+
+        sink = TelegramSink(settings.telegram_token, settings.telegram_channel, settings.telegram_base_url)
+        check = getattr(sink, "check", None)
+        return check() if check else "token set"
+
+    _check(rows, "telegram", _tg)
+
+    def _halt() -> str:
+        from store import repo
+        from store.db import get_session_factory, transaction
+
+        with transaction(get_session_factory(settings)) as s:
+            h = repo.active_halt(s, settings.mode, datetime.now(UTC))
+        if h is not None:
+            raise RuntimeError(f"HALTED ({h.set_by}): {h.reason} — `quorum resume` to allow entries")
+        return "entries allowed"
+
+    ok &= _check(rows, "halt", _halt)
+    _print(out, rows)
+    return bool(ok)
+
+
+def _print(out: Console, rows: list[tuple[str, str, str]]) -> None:
+    t = Table(title="quorum doctor")
+    t.add_column("check")
+    t.add_column("status")
+    t.add_column("details / how to fix")
+    for name, status, detail in rows:
+        color = {"ok": "green", "FAIL": "red", "off": "yellow"}[status]
+        t.add_row(name, f"[{color}]{status}[/{color}]", detail)
+    out.print(t)

@@ -1,0 +1,179 @@
+"""The trading cycle: one Prefect flow run per cycle.
+
+hunter ∥ tickers → collect (map over symbols) → news + math scores → six decision tasks in
+parallel → consensus → risk (pure, final word) → paper/live execution + persistence (one
+transaction) → broadcast (its own task, never fails the cycle) → artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+
+from core.errors import ConfigError
+from core.settings import Settings, load_settings
+from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
+from exchange.factory import build_source
+from store.db import get_session_factory
+from tasks import execution
+from tasks.cycle import collect_task, score_task, tickers_task
+from tasks.steps import btc_change_4h_pct, decide, risk_verdict, score_breakdown, select_candidates
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _flow_run_id() -> str | None:
+    try:
+        ctx = get_run_context()
+        return str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _panel(settings: Settings):  # -> (available members, statuses)
+    from agents.llm.registry import member_status
+
+    statuses = [member_status(m) for m in settings.panel]
+    available = [m for m, st in zip(settings.panel, statuses, strict=True) if st.available]
+    return available, statuses
+
+
+@flow(name="trading-cycle", log_prints=False, retries=0)
+def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, use_llm_cache: bool = True,
+                  broadcast: bool = True) -> dict[str, Any]:
+    """Run one trading cycle and return its report (also stored in the database)."""
+    logger = get_run_logger()
+    settings = load_settings()
+    if settings.mode == "live" and not settings.live_trading_confirmed:
+        raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = build_source(settings)
+    t = source.check_as_of(as_of) if hasattr(source, "check_as_of") else None
+    decision_time = t.to_pydatetime() if t is not None else _now()
+    factory = get_session_factory(settings)
+    cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
+    execution.start_cycle(factory, cycle_id, decision_time, settings, source.name, _flow_run_id())
+    timings["setup"] = time.perf_counter() - t0
+
+    # 0. bring open positions up to the decision time (same rules as the position monitor)
+    t1 = time.perf_counter()
+    monitor = execution.sync_positions(factory, source, settings, decision_time)
+    timings["monitor"] = time.perf_counter() - t1
+
+    # 1. coin hunter ∥ data collector
+    t1 = time.perf_counter()
+    available, statuses = _panel(settings)
+    hunter_future = None
+    if settings.universe == "hunter" and not symbols:
+        from tasks.panel import hunter_task
+
+        hunter_future = hunter_task.submit(settings, decision_time)
+    tickers = tickers_task.submit(source, decision_time).result()
+    hunted = None
+    if hunter_future is not None:
+        try:
+            hunted = hunter_future.result()
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("LLM coin hunter failed (%s); falling back to the volume scanner", exc)
+    candidates, dropped, universe_note = select_candidates(settings, tickers, source.symbols(), symbols, hunted)
+    futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
+    snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}
+    timings["collect"] = time.perf_counter() - t1
+
+    # 2. news analyst + math engine
+    t1 = time.perf_counter()
+    news: dict[str, NewsReport] = execution.news_reports(settings, snapshots, decision_time)
+    score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
+    scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
+    timings["score"] = time.perf_counter() - t1
+
+    # 3. the decision panel: one task per model, all candidates in one prompt
+    t1 = time.perf_counter()
+    positions_before = execution.open_positions(factory, settings)
+    votes: list[Vote] = execution.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
+                                                  positions_before, decision_time, use_llm_cache)
+    timings["panel"] = time.perf_counter() - t1
+
+    # 4. consensus → risk
+    t1 = time.perf_counter()
+    account = execution.account_state(factory, source, settings, decision_time)
+    btc4h = btc_change_4h_pct(snapshots, source, decision_time)
+    decisions, verdicts = {}, {}
+    for sym, score in scores.items():
+        sym_votes = [v for v in votes if v.symbol == sym]
+        d = decide(sym, decision_time, sym_votes, score, settings)
+        decisions[sym] = d
+        limits = execution.limits_for(source, sym)
+        v = risk_verdict(d, score, snapshots[sym], account, limits, settings, btc4h, news.get(sym),
+                         execution.track_record(factory, settings))
+        verdicts[sym] = v
+        if v.approved:  # later candidates see the planned position (caps, correlation groups)
+            account = execution.with_planned(account, v.plan, decision_time)
+    timings["decide+risk"] = time.perf_counter() - t1
+
+    # 5. execute + persist in one transaction
+    t1 = time.perf_counter()
+    prices = {s: snap.last for s, snap in snapshots.items()}
+    executed = execution.execute_and_persist(
+        factory, source, settings, cycle_id, decision_time, candidates, scores, news, votes, decisions,
+        verdicts, prices)
+    timings["execute+persist"] = time.perf_counter() - t1
+
+    # 6. broadcast (never fails the cycle)
+    t1 = time.perf_counter()
+    delivery = execution.deliver(factory, settings) if broadcast else {"skipped": True}
+    timings["broadcast"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+
+    report = {
+        "cycle_id": cycle_id,
+        "as_of": decision_time.isoformat(),
+        "mode": settings.mode,
+        "source": source.name,
+        "risk_profile": settings.risk_profile,
+        "universe": universe_note,
+        "dropped": [{"symbol": s, "reason": r} for s, r in dropped],
+        "panel": {
+            "members": [{"id": st.member_id, "available": st.available, "reason": st.reason} for st in statuses],
+            "status": execution.panel_status_line(statuses, votes),
+        },
+        "candidates": [
+            {
+                "symbol": s,
+                "price": snapshots[s].last,
+                "spread_pct": round(snapshots[s].spread_pct, 4),
+                "funding_rate": snapshots[s].funding_rate,
+                "notes": list(snapshots[s].notes),
+                "score": score_breakdown(scores[s]),
+                "news": {"available": news[s].available, "score": news[s].score, "note": news[s].note,
+                         "events": len(news[s].events)} if s in news else None,
+                "votes": [execution.vote_dict(v) for v in votes if v.symbol == s],
+                "decision": execution.decision_dict(decisions[s]),
+                "risk": execution.verdict_dict(verdicts[s]),
+                "execution": executed.get(s),
+            }
+            for s in scores
+        ],
+        "monitor": monitor,
+        "account": execution.account_summary(factory, source, settings, decision_time),
+        "llm_cost": execution.cost_summary(votes),
+        "delivery": delivery,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    execution.finish_cycle(factory, cycle_id, report)
+    execution.publish_artifacts(report)
+    logger.info("cycle %s done: %s", cycle_id, ", ".join(
+        f"{c['symbol']} {c['decision']['action']}" for c in report["candidates"]))
+    return report
+
+
+def any_trade(report: dict[str, Any]) -> bool:
+    return any(c["decision"]["action"] != Action.WAIT.value and c["risk"]["approved"] for c in report["candidates"])

@@ -1,0 +1,257 @@
+"""Repositories: domain objects in, domain objects out. Callers own the transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.types import (
+    Action,
+    Candidate,
+    Decision,
+    Fill,
+    Position,
+    PositionEvent,
+    RiskVerdict,
+    Score,
+    Side,
+    Vote,
+)
+from store.models import (
+    AccountRow,
+    CandidateRow,
+    CycleRow,
+    DecisionRow,
+    EquitySnapshotRow,
+    FillRow,
+    HaltRow,
+    OrderRow,
+    PositionEventRow,
+    PositionRow,
+    RiskVerdictRow,
+    ScoreRow,
+    VoteRow,
+)
+
+_POSITION_FIELDS = [f.name for f in dataclasses.fields(Position)]
+
+
+def jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "value") and isinstance(obj.value, str):
+        return obj.value
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+# ---- positions --------------------------------------------------------------------------------
+def position_to_row(p: Position, row: PositionRow | None = None, mode: str = "paper") -> PositionRow:
+    row = row or PositionRow(id=p.id, mode=mode)
+    for name in _POSITION_FIELDS:
+        if name == "id":
+            continue
+        value = getattr(p, name)
+        if name == "side":
+            value = value.value
+        if name == "extra":
+            value = jsonable(value)
+        setattr(row, name, value)
+    return row
+
+
+def row_to_position(row: PositionRow) -> Position:
+    kw = {name: getattr(row, name) for name in _POSITION_FIELDS}
+    kw["side"] = Side(row.side)
+    kw["qty_initial"] = Decimal(str(row.qty_initial))
+    kw["qty_open"] = Decimal(str(row.qty_open))
+    kw["extra"] = dict(row.extra or {})
+    return Position(**kw)
+
+
+def upsert_position(s: Session, p: Position, mode: str = "paper", checked_until: datetime | None = None) -> None:
+    row = s.get(PositionRow, p.id)
+    row = position_to_row(p, row, mode)
+    if checked_until is not None:
+        row.checked_until = checked_until
+    s.add(row)
+
+
+def open_positions(s: Session, mode: str = "paper") -> list[Position]:
+    rows = s.scalars(select(PositionRow).where(PositionRow.mode == mode, PositionRow.closed_at.is_(None))
+                     .order_by(PositionRow.opened_at, PositionRow.id))
+    return [row_to_position(r) for r in rows]
+
+
+def checked_until(s: Session, position_id: str) -> datetime | None:
+    row = s.get(PositionRow, position_id)
+    return None if row is None else row.checked_until
+
+
+def closed_positions(s: Session, mode: str = "paper", since: datetime | None = None) -> list[Position]:
+    q = select(PositionRow).where(PositionRow.mode == mode, PositionRow.closed_at.is_not(None))
+    if since is not None:
+        q = q.where(PositionRow.closed_at >= since)
+    return [row_to_position(r) for r in s.scalars(q.order_by(PositionRow.closed_at, PositionRow.id))]
+
+
+def add_events(s: Session, events: Iterable[PositionEvent]) -> None:
+    for e in events:
+        exists = s.scalar(select(PositionEventRow.id).where(
+            PositionEventRow.position_id == e.position_id, PositionEventRow.kind == e.kind, PositionEventRow.ts == e.ts))
+        if exists:
+            continue
+        s.add(PositionEventRow(position_id=e.position_id, symbol=e.symbol, kind=e.kind, ts=e.ts, price=e.price,
+                               qty=e.qty, pnl=e.pnl, r_multiple=e.r_multiple, reason=e.reason,
+                               old_stop=e.old_stop, new_stop=e.new_stop))
+
+
+def events_for(s: Session, position_id: str | None = None) -> list[PositionEvent]:
+    q = select(PositionEventRow)
+    if position_id:
+        q = q.where(PositionEventRow.position_id == position_id)
+    rows = s.scalars(q.order_by(PositionEventRow.ts, PositionEventRow.id))
+    return [PositionEvent(r.position_id, r.symbol, r.kind, r.ts, r.price, Decimal(str(r.qty)), r.pnl, r.r_multiple,
+                          r.reason, r.old_stop, r.new_stop) for r in rows]
+
+
+# ---- orders and fills -------------------------------------------------------------------------
+def order_exists(s: Session, client_order_id: str) -> OrderRow | None:
+    return s.scalar(select(OrderRow).where(OrderRow.client_order_id == client_order_id))
+
+
+def add_order_fill(s: Session, client_order_id: str, cycle_id: str | None, position_id: str, fill: Fill,
+                   mode: str = "paper") -> OrderRow:
+    order = OrderRow(client_order_id=client_order_id, cycle_id=cycle_id, position_id=position_id,
+                     symbol=fill.symbol, side=fill.side.value, kind=fill.kind, qty=fill.qty, status="filled",
+                     reason=fill.reason, created_at=fill.ts, mode=mode)
+    s.add(order)
+    s.flush()
+    s.add(FillRow(order_id=order.id, symbol=fill.symbol, qty=fill.qty, price=fill.price, fee=fill.fee, ts=fill.ts))
+    return order
+
+
+def fills_for(s: Session, position_id: str) -> list[FillRow]:
+    q = (select(FillRow).join(OrderRow, FillRow.order_id == OrderRow.id)
+         .where(OrderRow.position_id == position_id).order_by(FillRow.ts, FillRow.id))
+    return list(s.scalars(q))
+
+
+# ---- account ----------------------------------------------------------------------------------
+def get_account(s: Session, mode: str, starting_balance: float) -> AccountRow:
+    row = s.get(AccountRow, mode)
+    if row is None:
+        start = Decimal(str(starting_balance))
+        row = AccountRow(mode=mode, starting_balance=start, balance=start, realised_pnl=Decimal(0),
+                         fees_paid=Decimal(0), funding_paid=Decimal(0), state={})
+        s.add(row)
+        s.flush()
+    return row
+
+
+def add_equity_snapshot(s: Session, mode: str, ts: datetime, equity: float, balance: float, unrealised: float,
+                        n_open: int) -> None:
+    row = s.scalar(select(EquitySnapshotRow).where(EquitySnapshotRow.mode == mode, EquitySnapshotRow.ts == ts))
+    if row is None:
+        row = EquitySnapshotRow(mode=mode, ts=ts)
+        s.add(row)
+    row.equity, row.balance, row.unrealised, row.open_positions = equity, balance, unrealised, n_open
+
+
+def equity_history(s: Session, mode: str = "paper") -> list[tuple[datetime, float]]:
+    rows = s.execute(select(EquitySnapshotRow.ts, EquitySnapshotRow.equity)
+                     .where(EquitySnapshotRow.mode == mode).order_by(EquitySnapshotRow.ts))
+    return [(r[0], r[1]) for r in rows]
+
+
+# ---- halts ------------------------------------------------------------------------------------
+def active_halt(s: Session, mode: str, now: datetime) -> HaltRow | None:
+    rows = s.scalars(select(HaltRow).where(HaltRow.mode == mode, HaltRow.released_at.is_(None))
+                     .order_by(HaltRow.created_at.desc()))
+    for r in rows:
+        if r.until is None or r.until > now:
+            return r
+    return None
+
+
+def set_halt(s: Session, mode: str, reason: str, set_by: str, now: datetime, until: datetime | None = None) -> HaltRow:
+    row = HaltRow(mode=mode, reason=reason, set_by=set_by, created_at=now, until=until)
+    s.add(row)
+    return row
+
+
+def release_halts(s: Session, mode: str, now: datetime) -> int:
+    rows = list(s.scalars(select(HaltRow).where(HaltRow.mode == mode, HaltRow.released_at.is_(None))))
+    for r in rows:
+        r.released_at = now
+    return len(rows)
+
+
+def last_resume(s: Session, mode: str) -> datetime | None:
+    return s.scalar(select(HaltRow.released_at).where(HaltRow.mode == mode, HaltRow.released_at.is_not(None))
+                    .order_by(HaltRow.released_at.desc()).limit(1))
+
+
+# ---- cycles -----------------------------------------------------------------------------------
+def start_cycle(s: Session, cycle_id: str, as_of: datetime, mode: str, source: str, started_at: datetime,
+                flow_run_id: str | None = None) -> CycleRow:
+    row = CycleRow(id=cycle_id, as_of=as_of, mode=mode, source=source, started_at=started_at,
+                   flow_run_id=flow_run_id, status="running", summary={})
+    s.add(row)
+    return row
+
+
+def record_analysis(s: Session, cycle_id: str, as_of: datetime, candidates: Sequence[Candidate],
+                    scores: dict[str, Score], news: dict[str, Any], votes: Sequence[Vote],
+                    decisions: dict[str, Decision], verdicts: dict[str, RiskVerdict],
+                    prices: dict[str, float]) -> None:
+    for c in candidates:
+        s.add(CandidateRow(cycle_id=cycle_id, symbol=c.symbol, source=c.source, reason=c.reason,
+                           volume_24h_quote=c.volume_24h_quote, spread_pct=c.spread_pct))
+    for sym, sc in scores.items():
+        s.add(ScoreRow(cycle_id=cycle_id, symbol=sym, final=sc.final, signal=sc.signal.value, trend=sc.trend.value,
+                       vol_state=sc.vol_state.value, vol_ratio=jsonable(sc.vol_ratio), atr_pct=jsonable(sc.atr_pct),
+                       daily_veto=sc.daily_veto, components=jsonable(sc.components),
+                       timeframes=jsonable(sc.timeframes), flags=list(sc.flags), news=jsonable(news.get(sym) or {})))
+    for v in votes:
+        s.add(VoteRow(cycle_id=cycle_id, symbol=v.symbol, member_id=v.member_id, provider=v.provider, model=v.model,
+                      prompt_version=v.prompt_version, action=v.action.value if v.action else None,
+                      confidence=v.confidence, rationale=v.rationale, key_factors=list(v.key_factors),
+                      abstain_reason=v.abstain_reason, latency_s=v.latency_s, input_tokens=v.input_tokens,
+                      output_tokens=v.output_tokens, cost_usd=v.cost_usd, cached=v.cached, as_of=as_of,
+                      price_at_vote=prices.get(v.symbol)))
+    for sym, d in decisions.items():
+        s.add(DecisionRow(cycle_id=cycle_id, symbol=sym, action=d.action.value, confidence=d.confidence,
+                          math_score=d.math_score, combined_score=d.combined_score, votes_valid=d.votes_valid,
+                          votes_total=d.votes_total, tally=jsonable(d.tally), dissent=list(d.dissent),
+                          fallback_to_math=d.fallback_to_math, reason=d.reason))
+    for sym, v in verdicts.items():
+        s.add(RiskVerdictRow(cycle_id=cycle_id, symbol=sym, approved=v.approved, profile=v.profile,
+                             reasons=list(v.reasons), plan=jsonable(v.plan) if v.plan else None))
+
+
+def votes_table(s: Session) -> list[VoteRow]:
+    return list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
+
+
+def recent_cycles(s: Session, limit: int = 10) -> list[CycleRow]:
+    return list(s.scalars(select(CycleRow).order_by(CycleRow.started_at.desc()).limit(limit)))
+
+
+def action_or_none(value: str | None) -> Action | None:
+    return Action(value) if value else None

@@ -1,0 +1,493 @@
+"""Execution, persistence and reporting steps of the cycle (plain functions).
+
+Restart safety:
+- the paper account (balance, open positions and their exact Decimal ledgers) is stored in the
+  `accounts` row and mirrored into `positions`, `orders`, `fills` and `position_events`; every
+  change to it commits in ONE transaction together with what caused it (a cycle's decisions and
+  orders, or one position's monitor update), so a crash leaves either all of it or none of it;
+- an opening order's client id is deterministic (mode + decision time + symbol): rerunning the
+  same decision time never opens a second position;
+- the monitor records how far each position has been checked (`checked_until`), so bars and
+  funding events are applied exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from core.types import (
+    Candidate,
+    Decision,
+    MarketSnapshot,
+    NewsReport,
+    Position,
+    PositionEvent,
+    RiskVerdict,
+    Score,
+    TradePlan,
+    Vote,
+)
+from exchange.base import MarketDataSource
+from exchange.paper import PaperAccount
+from risk import exits
+from risk.manager import AccountState, MarketLimits, TrackRecord, account_state_from_history
+from risk.profiles import get_profile
+from store import repo
+from store.db import transaction
+from store.models import CycleRow
+
+log = logging.getLogger("quorum.execution")
+Factory = sessionmaker[Session]
+
+
+# ---- account load/save -----------------------------------------------------------------------
+def load_account(s: Session, settings: Settings) -> PaperAccount:
+    row = repo.get_account(s, settings.mode, settings.paper.starting_balance)
+    prof = get_profile(settings.risk_profile)
+    if row.state:
+        return PaperAccount.from_dict(row.state)
+    acct = PaperAccount.from_settings(settings.paper, prof.maintenance_margin_rate)
+    return acct
+
+
+def save_account(s: Session, settings: Settings, acct: PaperAccount, clock: datetime | None,
+                 checked: Mapping[str, datetime] | None = None) -> list[PositionEvent]:
+    """Persist the account: compact state (open positions + their ledgers), every position row,
+    the new fills and events. Returns the new events (for the broadcaster)."""
+    state = acct.to_dict()
+    open_ids = {p.id for p in acct.open_positions()}
+    compact = {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
+               "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+    row = repo.get_account(s, settings.mode, settings.paper.starting_balance)
+    row.state = compact
+    row.balance = acct.balance
+    row.realised_pnl = acct.realised_pnl
+    row.fees_paid = acct.fees_paid
+    row.funding_paid = acct.funding_paid
+    if clock is not None and (row.clock is None or clock > row.clock):
+        row.clock = clock
+    row.updated_at = datetime.now(UTC)
+    for p in acct.positions.values():
+        repo.upsert_position(s, p, settings.mode, (checked or {}).get(p.id))
+    s.flush()
+    events = list(acct.events)
+    repo.add_events(s, events)
+    return events
+
+
+def _record_fills(s: Session, acct: PaperAccount, settings: Settings, cycle_id: str | None,
+                  start: int, position_for_fill: Sequence[str]) -> None:
+    for i, fill in enumerate(acct.fills[start:]):
+        pid = position_for_fill[i]
+        coid = f"{settings.mode}:{pid}:{fill.kind}:{fill.ts:%Y%m%dT%H%M%S}:{i}"
+        if repo.order_exists(s, coid) is None:
+            repo.add_order_fill(s, coid, cycle_id, pid, fill, settings.mode)
+
+
+# ---- marks and equity ------------------------------------------------------------------------
+def marks(source: MarketDataSource, symbols: Sequence[str], t: datetime,
+          known: Mapping[str, float] | None = None) -> dict[str, float]:
+    out = dict(known or {})
+    for sym in symbols:
+        if sym not in out:
+            bars = source.bars_between(sym, t - timedelta(hours=48), t)
+            if len(bars):
+                out[sym] = float(bars["close"].iloc[-1])
+    return out
+
+
+def _snapshot_equity(s: Session, settings: Settings, acct: PaperAccount, prices: Mapping[str, float],
+                     t: datetime) -> float:
+    unreal = acct.unrealised(prices)
+    equity = acct.equity(prices)
+    repo.add_equity_snapshot(s, settings.mode, t, float(equity), float(acct.balance), float(unreal),
+                             len(acct.open_positions()))
+    return float(equity)
+
+
+# ---- position monitor ------------------------------------------------------------------------
+def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, funding: pd.Series,
+                     profile_name: str, news_critical: bool = False,
+                     atr: pd.Series | None = None) -> datetime | None:
+    """Apply funding and the exit rules bar by bar (bars indexed by open time). Returns the close
+    time of the last bar processed."""
+    prof = get_profile(profile_name)
+    last = None
+    fund = list(funding.items())
+    fi = 0
+    for t_open, bar in bars.iterrows():
+        t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
+        cur = acct.get(pos.id)
+        if not cur.is_open:
+            break
+        while fi < len(fund) and fund[fi][0].to_pydatetime() <= t_close:
+            ft, rate = fund[fi]
+            if ft.to_pydatetime() > cur.opened_at:
+                acct.apply_funding(cur.id, rate, bar["open"] if ft == t_open else bar["close"], ft.to_pydatetime())
+            fi += 1
+        cur = acct.get(pos.id)
+        a = None if atr is None else atr.get(t_open)
+        result = exits.step(cur, exits.Bar(t_close, bar["open"], bar["high"], bar["low"], bar["close"]), prof,
+                            news_critical=news_critical, atr=None if a is None or a != a else float(a))
+        acct.apply_exit_step(result)
+        if acct.get(pos.id).is_open:
+            acct.check_liquidation(pos.id, bar["high"], bar["low"], t_close)
+        last = t_close
+    return last
+
+
+def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
+                   news_critical: Mapping[str, bool] | None = None) -> dict[str, Any]:
+    """Bring every open position up to `until`, one transaction per position."""
+    summary: dict[str, Any] = {"checked": 0, "events": []}
+    with transaction(factory) as s:
+        ids = [p.id for p in repo.open_positions(s, settings.mode)]
+    for pid in ids:
+        with transaction(factory) as s:
+            acct = load_account(s, settings)
+            if pid not in acct.positions or not acct.get(pid).is_open:
+                continue
+            pos = acct.get(pid)
+            start = repo.checked_until(s, pid) or pos.opened_at
+            if until <= start:
+                continue
+            bars = source.bars_between(pos.symbol, start, until)
+            funding = source.funding_between(pos.symbol, start, until)
+            n_fills = len(acct.fills)
+            last = advance_position(acct, pos, bars, funding, settings.risk_profile,
+                                    (news_critical or {}).get(pos.symbol, False))
+            _record_fills(s, acct, settings, None, n_fills, [pid] * (len(acct.fills) - n_fills))
+            events = save_account(s, settings, acct, until, {pid: last or start})
+            enqueue_event_posts(s, acct, events)
+            summary["checked"] += 1
+            summary["events"] += [f"{e.symbol} {e.kind} @ {e.price:.6g} ({e.reason})" for e in events
+                                  if e.kind != "funding"]
+    return summary
+
+
+# ---- account state for risk ------------------------------------------------------------------
+def open_positions(factory: Factory, settings: Settings) -> list[Position]:
+    with transaction(factory) as s:
+        return repo.open_positions(s, settings.mode)
+
+
+def account_state(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime) -> AccountState:
+    with transaction(factory) as s:
+        acct = load_account(s, settings)
+        prices = marks(source, [p.symbol for p in acct.open_positions()], now)
+        equity = float(acct.equity(prices))
+        hist = repo.equity_history(s, settings.mode)
+        halt = repo.active_halt(s, settings.mode, now)
+        manual = halt.reason if halt is not None and halt.set_by == "manual" else None
+        return account_state_from_history(
+            hist + [(now, equity)], equity=equity, balance=float(acct.balance),
+            positions=acct.open_positions(), now=now, profile=settings.risk_profile, manual_halt=manual,
+            reset_at=repo.last_resume(s, settings.mode))
+
+
+def with_planned(account: AccountState, plan: TradePlan | None, now: datetime) -> AccountState:
+    """The account as later candidates of the same cycle should see it (the plan counted as open)."""
+    if plan is None:
+        return account
+    ghost = Position(id=f"planned-{plan.symbol}", symbol=plan.symbol, side=plan.side, entry=plan.entry,
+                     qty_initial=plan.qty, qty_open=plan.qty, stop=plan.stop, initial_stop=plan.stop, tp1=plan.tp1,
+                     tp2=plan.tp2, leverage=plan.leverage, margin=plan.margin,
+                     liquidation_price=plan.liquidation_price, opened_at=now, best_price=plan.entry)
+    return replace(account, positions=account.positions + (ghost,), balance=account.balance - plan.margin)
+
+
+def limits_for(source: MarketDataSource, symbol: str) -> MarketLimits:
+    return MarketLimits.from_rules(source.market_rules(symbol))
+
+
+def track_record(factory: Factory, settings: Settings) -> TrackRecord | None:
+    with transaction(factory) as s:
+        closed = repo.closed_positions(s, settings.mode)
+    if not closed:
+        return None
+    pnl = [p.realised_pnl - p.fees_paid - p.funding_paid for p in closed]
+    wins = [x for x in pnl if x > 0]
+    losses = [-x for x in pnl if x <= 0]
+    wl = (sum(wins) / len(wins)) / (sum(losses) / len(losses)) if wins and losses and sum(losses) > 0 else 1.0
+    return TrackRecord(len(wins) / len(pnl), wl, len(pnl))
+
+
+# ---- news and panel --------------------------------------------------------------------------
+def news_reports(settings: Settings, snapshots: Mapping[str, MarketSnapshot], now: datetime) -> dict[str, NewsReport]:
+    """News per candidate through the news task (cached 1 h), or an explicit 'unavailable' report."""
+    from agents.llm.registry import member_status
+    from core.settings import PanelMember
+
+    member = PanelMember(id="news", provider="openrouter", model=settings.news_model, timeout_s=60)
+    if not member_status(member).available:
+        return {s: NewsReport(s, now, available=False, note="news analyst off: set OPENROUTER_API_KEY")
+                for s in snapshots}
+    from tasks.panel import news_task
+
+    futures = {s: news_task.submit(member, s, now) for s in snapshots}
+    out = {}
+    for s, f in futures.items():
+        try:
+            out[s] = f.result()
+        except Exception as exc:  # noqa: BLE001 - news never fails the cycle
+            out[s] = NewsReport(s, now, available=False, note=f"news analyst failed: {type(exc).__name__}")
+    return out
+
+
+def run_panel_tasks(settings: Settings, available: Sequence[Any], statuses: Sequence[Any],
+                    snapshots: Mapping[str, MarketSnapshot], scores: Mapping[str, Score],
+                    news: Mapping[str, NewsReport], positions: Sequence[Position], now: datetime,
+                    use_cache: bool) -> list[Vote]:
+    """Fan out one decision task per available member; all candidates in one prompt."""
+    if not available or not snapshots:
+        return []
+    from agents.panel import build_payload
+
+    from tasks.panel import decision_task
+
+    payload = build_payload(snapshots, scores, news, positions, settings)
+    futures = [decision_task.submit(m, list(snapshots), payload, now, use_cache) for m in available]
+    votes: list[Vote] = []
+    for m, f in zip(available, futures, strict=True):
+        try:
+            votes.extend(f.result())
+        except Exception as exc:  # noqa: BLE001 - a member never crashes the cycle
+            votes.extend(Vote(m.id, sym, None, abstain_reason=f"error:{type(exc).__name__}", provider=m.provider,
+                              model=m.model) for sym in snapshots)
+    return votes
+
+
+def panel_status_line(statuses: Sequence[Any], votes: Sequence[Vote]) -> str:
+    n_av = sum(1 for st in statuses if st.available)
+    if n_av == 0:
+        return (f"panel: 0/{len(statuses)} models configured; the panel abstains and the cycle decides on the "
+                "math score alone (set OPENAI_API_KEY, ANTHROPIC_API_KEY, XAI_API_KEY, DEEPSEEK_API_KEY or OLLAMA_HOST)")
+    valid = sum(1 for v in votes if v.valid)
+    return f"panel: {n_av}/{len(statuses)} models available, {valid}/{len(votes)} valid votes"
+
+
+# ---- execution + persistence -----------------------------------------------------------------
+def start_cycle(factory: Factory, cycle_id: str, as_of: datetime, settings: Settings, source: str,
+                flow_run_id: str | None) -> None:
+    with transaction(factory) as s:
+        repo.start_cycle(s, cycle_id, as_of, settings.mode, source, datetime.now(UTC), flow_run_id)
+
+
+def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Settings, cycle_id: str,
+                        as_of: datetime, candidates: Sequence[Candidate], scores: Mapping[str, Score],
+                        news: Mapping[str, NewsReport], votes: Sequence[Vote], decisions: Mapping[str, Decision],
+                        verdicts: Mapping[str, RiskVerdict], prices: Mapping[str, float]) -> dict[str, Any]:
+    """Open approved plans at the first price after the decision and store the whole cycle, in one
+    transaction (all or nothing)."""
+    if settings.mode == "live":
+        from core.errors import ConfigError
+
+        raise ConfigError("live execution is not available in this build: use mode=paper")
+    out: dict[str, Any] = {}
+    with transaction(factory) as s:
+        repo.record_analysis(s, cycle_id, as_of, candidates, dict(scores),
+                             {k: repo.jsonable(v) for k, v in news.items()}, votes, dict(decisions),
+                             dict(verdicts), dict(prices))
+        acct = load_account(s, settings)
+        opened: list[tuple[Position, TradePlan, Decision]] = []
+        for sym, verdict in verdicts.items():
+            if not verdict.approved or verdict.plan is None:
+                continue
+            coid_key = f"{settings.mode}:{as_of:%Y%m%dT%H%M}:{sym}:open"
+            prior = repo.order_exists(s, coid_key)
+            if prior is not None:
+                out[sym] = {"status": "skipped", "note": f"already executed for this decision time (cycle {prior.cycle_id})"}
+                continue
+            nxt = source.price_after(sym, as_of)
+            if nxt is None:
+                out[sym] = {"status": "not_filled", "note": "no price after the decision time yet; order not placed"}
+                continue
+            fill_ts, fill_px = nxt
+            pid = f"{sym.split('/')[0]}-{as_of:%Y%m%d%H%M}"
+            plan = verdict.plan
+            try:
+                pos, fill = acct.open(plan, fill_px, fill_ts, position_id=pid, cycle_id=cycle_id)
+            except Exception as exc:  # OrderRejected
+                out[sym] = {"status": "rejected", "note": str(exc)}
+                continue
+            pos = acct.positions[pid] = pos.with_(extra={"entry_post_key": f"{cycle_id}:{sym}:entry",
+                                                         "plan_entry": plan.entry})
+            opened.append((pos, plan, decisions[sym]))
+            repo.add_order_fill(s, coid_key, cycle_id, pid, fill, settings.mode)
+            out[sym] = {"status": "filled", "position_id": pid, "fill_price": float(fill.price),
+                        "fill_time": fill.ts.isoformat(), "qty": str(fill.qty), "fee": float(fill.fee)}
+        save_account(s, settings, acct, as_of, {p.id: p.opened_at for p, _, _ in opened})
+        prices_all = marks(source, [p.symbol for p in acct.open_positions()], as_of, prices)
+        _snapshot_equity(s, settings, acct, prices_all, as_of)
+        for pos, plan, decision in opened:
+            enqueue_entry_post(s, cycle_id, pos, replace(plan, entry=pos.entry), decision)
+    return out
+
+
+def enqueue_entry_post(s: Session, cycle_id: str, pos: Position, plan: TradePlan, decision: Decision) -> None:
+    from notify.format import entry_key, entry_post
+    from store import outbox
+
+    outbox.enqueue(s, entry_key(cycle_id, pos.symbol), "entry", entry_post(plan, decision), symbol=pos.symbol,
+                   position_id=pos.id)
+
+
+def enqueue_event_posts(s: Session, acct: PaperAccount, events: Sequence[PositionEvent]) -> None:
+    from notify.format import event_key, event_post, post_kind_for_event
+    from store import outbox
+
+    for e in events:
+        pos = acct.positions.get(e.position_id)
+        if pos is None:
+            continue
+        kind = post_kind_for_event(e, pos)
+        if kind is None:
+            continue
+        parent = pos.extra.get("entry_post_key")
+        outbox.enqueue(s, event_key(pos.id, kind, e.ts), kind, event_post(e, pos), symbol=pos.symbol,
+                       position_id=pos.id, parent_key=parent)
+
+
+def deliver(factory: Factory, settings: Settings, console: bool = True) -> dict[str, Any]:
+    """Deliver pending posts (Telegram) or print this run's posts (console). Never raises."""
+    try:
+        from notify.delivery import deliver_pending
+        from notify.telegram import sink_from_settings
+
+        sink = sink_from_settings(settings)
+        if not getattr(sink, "records_delivery", False):
+            if not console:
+                return {"sink": "console", "printed": 0}
+            from notify.console import ConsoleSink
+
+            sink = ConsoleSink(stream=sys.stdout)
+        rep = deliver_pending(factory, sink, log=log)
+        return {"sink": getattr(sink, "name", "?"), "sent": rep.sent, "failed": rep.failed,
+                "config_error": rep.config_error, "errors": rep.errors[:5]}
+    except Exception as exc:  # noqa: BLE001
+        return {"sink": "?", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def finish_cycle(factory: Factory, cycle_id: str, report: Mapping[str, Any]) -> None:
+    with transaction(factory) as s:
+        row = s.get(CycleRow, cycle_id)
+        if row is None:
+            return
+        row.status = "completed"
+        row.finished_at = datetime.now(UTC)
+        row.panel_status = report["panel"]["status"]
+        row.llm_cost_usd = report["llm_cost"]["cost_usd"]
+        row.llm_tokens = report["llm_cost"]["tokens"]
+        row.summary = repo.jsonable({k: report[k] for k in ("candidates", "account", "timings_s", "universe")})
+
+
+def account_summary(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime) -> dict[str, Any]:
+    with transaction(factory) as s:
+        acct = load_account(s, settings)
+        open_pos = acct.open_positions()
+        prices = marks(source, [p.symbol for p in open_pos], now)
+        halt = repo.active_halt(s, settings.mode, now)
+        return {
+            "balance": float(acct.balance), "equity": float(acct.equity(prices)),
+            "unrealised": float(acct.unrealised(prices)), "realised_pnl": float(acct.realised_pnl),
+            "fees_paid": float(acct.fees_paid), "funding_paid": float(acct.funding_paid),
+            "open_positions": [{"id": p.id, "symbol": p.symbol, "side": p.side.value, "entry": p.entry,
+                                "qty": str(p.qty_open), "stop": p.stop, "tp1": p.tp1, "tp2": p.tp2,
+                                "mark": prices.get(p.symbol), "phase": p.phase,
+                                "opened_at": p.opened_at.isoformat()} for p in open_pos],
+            "halt": None if halt is None else {"reason": halt.reason, "set_by": halt.set_by,
+                                               "until": halt.until.isoformat() if halt.until else None},
+        }
+
+
+def cost_summary(votes: Sequence[Vote]) -> dict[str, Any]:
+    """Per-member and total tokens and cost of this cycle (each member makes one call per cycle)."""
+    members: dict[str, dict[str, Any]] = {}
+    for v in votes:
+        m = members.setdefault(v.member_id, {"tokens": 0, "cost_usd": 0.0, "latency_s": 0.0, "cached": v.cached})
+        m["tokens"] += v.input_tokens + v.output_tokens
+        m["cost_usd"] = round(m["cost_usd"] + v.cost_usd, 6)
+        m["latency_s"] = round(max(m["latency_s"], v.latency_s), 3)
+    return {"tokens": sum(m["tokens"] for m in members.values()),
+            "cost_usd": round(sum(m["cost_usd"] for m in members.values()), 6), "members": members}
+
+
+def vote_dict(v: Vote) -> dict[str, Any]:
+    return {"member": v.member_id, "action": v.action.value if v.action else None, "confidence": v.confidence,
+            "abstain": v.abstain_reason, "rationale": v.rationale, "latency_s": round(v.latency_s, 3),
+            "tokens": v.input_tokens + v.output_tokens, "cost_usd": round(v.cost_usd, 6), "cached": v.cached,
+            "prompt_version": v.prompt_version}
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    return {"action": d.action.value, "confidence": round(d.confidence, 4), "math_score": d.math_score,
+            "combined_score": round(d.combined_score, 4), "votes_valid": d.votes_valid, "votes_total": d.votes_total,
+            "dissent": list(d.dissent), "fallback_to_math": d.fallback_to_math, "reason": d.reason}
+
+
+def verdict_dict(v: RiskVerdict) -> dict[str, Any]:
+    plan = None
+    if v.plan is not None:
+        p = v.plan
+        plan = {"side": p.side.value, "entry": p.entry, "stop": p.stop, "tp1": p.tp1, "tp2": p.tp2,
+                "leverage": p.leverage, "qty": str(p.qty), "notional": round(p.notional, 2),
+                "margin": round(p.margin, 2), "risk_usd": round(p.risk_usd, 2), "risk_pct": round(p.risk_pct, 3),
+                "liquidation_price": p.liquidation_price, "stop_pct": round(p.stop_pct, 3)}
+    return {"approved": v.approved, "profile": v.profile, "reasons": list(v.reasons), "plan": plan}
+
+
+def publish_artifacts(report: Mapping[str, Any]) -> None:
+    """A table of candidates and a markdown summary of any trade plan on the flow run."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    except ImportError:  # pragma: no cover
+        return
+    rows = []
+    for c in report["candidates"]:
+        votes = ", ".join(f"{v['member']}:{v['action'] or 'abstain'}" for v in c["votes"]) or "none"
+        rows.append({"symbol": c["symbol"], "score": c["score"]["final"], "signal": c["score"]["signal"],
+                     "trend": c["score"]["trend"], "regime": c["score"]["vol_state"], "votes": votes,
+                     "decision": c["decision"]["action"], "risk": "approved" if c["risk"]["approved"] else "denied",
+                     "reasons": "; ".join(c["risk"]["reasons"])[:300]})
+    try:
+        create_table_artifact(key="cycle-candidates", table=rows, description=f"Cycle {report['cycle_id']}")
+        md = [f"# Cycle {report['cycle_id']}", f"as of {report['as_of']} · {report['panel']['status']}", ""]
+        for c in report["candidates"]:
+            plan = c["risk"]["plan"]
+            if c["risk"]["approved"] and plan:
+                md.append(f"## {plan['side']} {c['symbol']}")
+                md.append(f"entry {plan['entry']} · stop {plan['stop']} · TP1 {plan['tp1']} (50%) · TP2 {plan['tp2']}"
+                          f" · {plan['leverage']}x · qty {plan['qty']} · risk ${plan['risk_usd']}")
+        if len(md) == 3:
+            md.append("No trade this cycle.")
+        create_markdown_artifact(key="cycle-summary", markdown="\n".join(md))
+    except Exception as exc:  # noqa: BLE001 - artifacts never fail the cycle
+        log.warning("could not publish artifacts: %s", exc)
+
+
+def close_all(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime, reason: str) -> list[str]:
+    """Close every open position at market through the same account path (one transaction)."""
+    closed = []
+    with transaction(factory) as s:
+        acct = load_account(s, settings)
+        n_fills = len(acct.fills)
+        pids = []
+        for p in acct.open_positions():
+            nxt = source.price_after(p.symbol, now)
+            px_ts = nxt if nxt is not None else (now, marks(source, [p.symbol], now)[p.symbol])
+            acct.close(p.id, p.qty_open, px_ts[1], px_ts[0], reason=f"manual close-all: {reason}", kind="manual")
+            pids.append(p.id)
+            closed.append(f"{p.symbol} @ {px_ts[1]:.6g}")
+        _record_fills(s, acct, settings, None, n_fills, pids)
+        events = save_account(s, settings, acct, now)
+        enqueue_event_posts(s, acct, events)
+    return closed

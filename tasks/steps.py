@@ -1,0 +1,102 @@
+"""Plain functions that glue the cycle's stages together. The live flow wraps them in Prefect
+tasks (tasks/cycle.py); the backtest calls them directly, bar by bar, without Prefect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import pandas as pd
+
+from agents.consensus import consensus
+from agents.scanner import fixed_universe, scan_volume
+from core.errors import DataError
+from core.settings import Settings
+from core.types import Action, Candidate, Decision, MarketSnapshot, NewsReport, Score, Vote
+from exchange.base import MarketDataSource, TickerInfo
+from risk.manager import AccountState, MarketLimits, RiskInput, TrackRecord, evaluate
+
+BTC = "BTC/USDT:USDT"
+
+
+def select_candidates(settings: Settings, tickers: Mapping[str, TickerInfo], known: list[str],
+                      requested: list[str] | None = None,
+                      hunted: list[Candidate] | None = None) -> tuple[list[Candidate], list[tuple[str, str]], str]:
+    """Candidates for this cycle and why others were dropped.
+
+    Order of preference: symbols asked for on the command line (unknown ones are an error), the
+    LLM hunter's validated list, the configured fixed universe, else the volume scanner.
+    """
+    if requested:
+        unknown = [s for s in requested if s not in known]
+        if unknown:
+            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+        cands, dropped = fixed_universe(requested, tickers, settings.min_volume_usd, settings.max_spread_pct)
+        return cands, dropped, "symbols given on the command line"
+    if hunted:
+        return hunted, [], "LLM coin hunter"
+    if settings.universe == "fixed":
+        cands, dropped = fixed_universe(settings.symbols, tickers, settings.min_volume_usd, settings.max_spread_pct)
+        return cands, dropped, "configured universe"
+    cands, dropped = scan_volume(tickers, settings.scanner_top_n, settings.min_volume_usd, settings.max_spread_pct)
+    note = "volume scanner" if settings.universe == "scanner" else "volume scanner (LLM hunter unavailable)"
+    return cands, dropped, note
+
+
+def btc_change_4h_pct(snapshots: Mapping[str, MarketSnapshot], source: MarketDataSource,
+                      as_of: datetime) -> float | None:
+    """BTC's change over the last 4 closed hours, for the BTC-dump filter."""
+    snap = snapshots.get(BTC)
+    if snap is None:
+        try:
+            snap = source.snapshot(BTC, as_of)
+        except DataError:
+            return None
+    close = snap.candles["1h"]["close"]
+    if len(close) < 5:
+        return None
+    return float(close.iloc[-1] / close.iloc[-5] - 1) * 100
+
+
+def decide(symbol: str, as_of: datetime, votes: list[Vote], score: Score, settings: Settings,
+           weights: Mapping[str, float] | None = None) -> Decision:
+    """Consensus of the panel with the math score, then the daily veto (a deterministic rule)."""
+    d = consensus(symbol, as_of, votes, score.final, settings.consensus, settings.signal, weights)
+    if score.daily_veto and d.action is not Action.WAIT:
+        daily = score.timeframes.get("1d")
+        against = daily is not None and (daily.score > 0) != (d.action is Action.LONG)
+        if against:
+            return Decision(**{**d.__dict__, "action": Action.WAIT,
+                               "reason": f"{d.reason}; daily timeframe vetoes ({daily.score:+.2f})"})
+    return d
+
+
+def risk_verdict(decision: Decision, score: Score, snapshot: MarketSnapshot, account: AccountState,
+                 limits: MarketLimits, settings: Settings, btc_4h: float | None,
+                 news: NewsReport | None, track: TrackRecord | None = None):  # -> RiskVerdict
+    inp = RiskInput.from_snapshot(decision, score, snapshot, account, limits, btc_change_4h_pct=btc_4h,
+                                  news=news, track=track, profile=settings.risk_profile,
+                                  atr_1h=_atr_1h(score, snapshot))
+    return evaluate(inp)
+
+
+def _atr_1h(score: Score, snapshot: MarketSnapshot) -> float | None:
+    tf = score.timeframes.get("1h")
+    if tf is None or not snapshot.last:
+        return None
+    return tf.atr_pct / 100 * snapshot.last
+
+
+def score_breakdown(score: Score) -> dict[str, object]:
+    return {
+        "final": score.final, "signal": score.signal.value, "trend": score.trend.value,
+        "vol_state": score.vol_state.value, "vol_ratio": score.vol_ratio, "atr_pct": score.atr_pct,
+        "daily_veto": score.daily_veto, "components": score.components,
+        "timeframes": {tf: round(t.score, 4) for tf, t in score.timeframes.items()},
+        "flags": list(score.flags),
+    }
+
+
+def as_utc(t: datetime | str | pd.Timestamp) -> datetime:
+    ts = pd.Timestamp(t)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
