@@ -358,7 +358,7 @@ def compute_metrics(
     * ``total_return = E_last / E_first - 1`` of the curve restricted to the window.
     * ``annualised_return`` (CAGR) ``= (1 + total_return) ** (365 d / (end - start)) - 1``
       (the window's actual duration, not the number of bars); ``nan`` for an empty window or when the
-      equity went to or below 0.
+      equity went to or below 0; ``inf`` when it overflows (a large gain over a window of hours).
     * ``sharpe``/``sortino``: see :func:`sharpe_ratio` / :func:`sortino_ratio`, with periods per year
       from :func:`periods_per_year`; ``volatility = std(r, ddof=1) * sqrt(periods)``.
     * ``max_drawdown`` and its duration: see :func:`max_drawdown`.
@@ -382,7 +382,10 @@ def compute_metrics(
     else:
         e0 = e1 = total = math.nan
     if days > 0 and math.isfinite(total) and 1.0 + total > 0:
-        cagr = (1.0 + total) ** (365.0 / days) - 1.0
+        try:
+            cagr = (1.0 + total) ** (365.0 / days) - 1.0
+        except OverflowError:  # a big gain over a very short window
+            cagr = math.inf
     else:
         cagr = math.nan
 

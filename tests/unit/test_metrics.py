@@ -300,3 +300,50 @@ def test_monte_carlo_large_sequences_chunked():
     a = monte_carlo(pnls, 10_000.0, runs=600, seed=11)
     assert a == monte_carlo(pnls, 10_000.0, runs=600, seed=11)
     assert len(a.max_drawdowns) == 600 and 0 < a.max_dd_p5 <= a.max_dd_p95 < 1
+
+
+# ---------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.lists(st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_size=2, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_values)
+def test_property_drawdown_bounds_and_return_identity(vals):
+    idx = pd.date_range("2025-01-01", periods=len(vals), freq="1h", tz="UTC")
+    eq = pd.Series(vals, index=idx)
+    mm = compute_metrics(eq, [], idx[0], idx[-1])
+    assert 0.0 <= mm.max_drawdown < 1.0
+    assert mm.total_return == pytest.approx(vals[-1] / vals[0] - 1)
+    # the drawdown is at least the fall from the running peak to the last value
+    assert mm.max_drawdown >= 1 - vals[-1] / max(vals) - 1e-12
+    assert mm.max_drawdown_duration is not None and mm.max_drawdown_duration >= timedelta(0)
+
+
+_intervals = st.lists(st.tuples(st.integers(0, 100), st.integers(0, 50)), max_size=15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_intervals)
+def test_property_exposure_in_unit_interval(ivs):
+    trades = [tr("X", Side.LONG, D0 + a * H, D0 + (a + b) * H, 0.0, 0, 0, 0.0) for a, b in ivs]
+    e = exposure(trades, D0, D0 + 100 * H)
+    assert 0.0 <= e <= 1.0
+    # brute force on an hourly grid (integer endpoints make it exact)
+    covered = sum(1 for h in range(100) if any(a <= h < a + b for a, b in ivs))
+    assert e == pytest.approx(covered / 100)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(min_value=-50, max_value=50, allow_nan=False), min_size=1, max_size=30),
+    st.integers(0, 99),
+)
+def test_property_monte_carlo_ordered(pnls, seed):
+    r = monte_carlo(pnls, 1000.0, runs=50, seed=seed)
+    assert 0.0 <= r.max_dd_p5 <= r.max_dd_p50 <= r.max_dd_p95 <= 1.0
+    assert r.final_equity_p5 <= r.final_equity_p50 <= r.final_equity_p95
+    assert 0.0 <= r.risk_of_ruin <= 1.0

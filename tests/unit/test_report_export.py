@@ -261,3 +261,29 @@ def test_export_errors_and_stream():
     assert export_to_string(TRADES, "csv") == export_to_string(list(reversed(TRADES)), "csv")
     nan_r = TradeRecord("X/USDT", Side.LONG, D0, D0 + H, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, math.nan)
     assert _read_csv(export_to_string([nan_r], "csv"))[0]["r_multiple"] == ""
+
+
+def test_publish_report_artifacts_calls_prefect(tmp_path, monkeypatch, report_inputs):
+    import sys
+    import types
+
+    from flows.report import metrics_table_rows, publish_report_artifacts
+
+    calls: list[tuple[str, object, dict]] = []
+    fake = types.ModuleType("prefect.artifacts")
+    fake.create_table_artifact = lambda table, **kw: calls.append(("table", table, kw))  # type: ignore[attr-defined]
+    fake.create_link_artifact = lambda link, **kw: calls.append(("link", link, kw))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "prefect.artifacts", fake)
+    if "prefect" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "prefect", types.ModuleType("prefect"))
+    html_path = tmp_path / "report.html"
+    html_path.write_text("x")
+    publish_report_artifacts(
+        html_path, report_inputs["metrics"], key_prefix="Backtest 2025", leaderboard_rows=[{"a": 1}]
+    )
+    assert [c[0] for c in calls] == ["table", "link", "table"]
+    assert calls[0][2]["key"] == "backtest-2025-metrics"
+    assert calls[1][1].startswith("file://") and calls[1][2]["key"] == "backtest-2025-report"
+    rows = metrics_table_rows(report_inputs["metrics"])
+    assert calls[0][1] == rows and rows[0]["metric"] == "Start"
+    assert any(r["metric"] == "Total return" and r["value"].endswith("%") for r in rows)
