@@ -39,7 +39,9 @@ from typing import Any
 __all__ = [
     "AnthropicServer",
     "Behaviour",
+    "FAKE_KEYS",
     "FakeLLMServer",
+    "LocalPanel",
     "OllamaServer",
     "OpenAIServer",
     "RecordedRequest",
@@ -671,3 +673,93 @@ class _ChatServicer(_make_servicer_base()):  # type: ignore[misc]
 
     def GetCompletion(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
         return self._fake.complete(request, context)
+
+
+# --------------------------------------------------------------------------- all six at once
+
+
+FAKE_KEYS = {
+    "OPENAI_API_KEY": "sk-fake-openai",
+    "DEEPSEEK_API_KEY": "sk-fake-deepseek",
+    "OPENROUTER_API_KEY": "sk-or-fake",
+    "ANTHROPIC_API_KEY": "sk-ant-fake",
+    "XAI_API_KEY": "xai-fake",
+}
+
+
+class LocalPanel:
+    """One fake server per provider (openai, deepseek, openrouter, anthropic, ollama, xai) and the
+    environment that points Quorum's registry at them:
+
+        with LocalPanel(delay_s=1.0, responder=my_answer) as panel:
+            settings/env: panel.env  (OPENAI_API_KEY, OPENAI_BASE_URL, ..., XAI_API_HOST, OLLAMA_HOST)
+            panel.servers["xai"].requests
+    The two anthropic members of the default panel share the anthropic server.
+    """
+
+    def __init__(self, responder: Responder | None = None, *, delay_s: float = 0.0,
+                 usage: tuple[int, int] = (120, 45), ollama_models: tuple[str, ...] = ("qwen3:8b",)):
+        kw: dict[str, Any] = {"responder": responder, "delay_s": delay_s, "usage": usage}
+        self.servers: dict[str, FakeLLMServer] = {
+            "openai": OpenAIServer(**kw),
+            "deepseek": OpenAIServer(**kw),
+            "openrouter": OpenAIServer(**kw),
+            "anthropic": AnthropicServer(**kw),
+            "ollama": OllamaServer(models=ollama_models, **kw),
+            "xai": XAIServer(**kw),
+        }
+
+    def start(self) -> LocalPanel:
+        for s in self.servers.values():
+            s.start()
+        return self
+
+    def stop(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+    def __enter__(self) -> LocalPanel:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def env(self) -> dict[str, str]:
+        s = self.servers
+        return {
+            **FAKE_KEYS,
+            "OPENAI_BASE_URL": s["openai"].base_url,  # type: ignore[attr-defined]
+            "DEEPSEEK_BASE_URL": s["deepseek"].base_url,  # type: ignore[attr-defined]
+            "OPENROUTER_BASE_URL": s["openrouter"].base_url,  # type: ignore[attr-defined]
+            "ANTHROPIC_BASE_URL": s["anthropic"].base_url,  # type: ignore[attr-defined]
+            "OLLAMA_HOST": s["ollama"].base_url,  # type: ignore[attr-defined]
+            "XAI_API_HOST": s["xai"].api_host,  # type: ignore[attr-defined]
+        }
+
+    @property
+    def calls(self) -> dict[str, int]:
+        return {name: s.calls for name, s in self.servers.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the six fakes until Ctrl-C and print the environment that points Quorum at them:
+    `python -m tests.fakes.llm_servers --delay 1`."""
+    import argparse
+    import shlex
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    args = ap.parse_args(argv)
+    with LocalPanel(delay_s=args.delay) as panel:
+        for k, v in panel.env.items():
+            print(f"export {k}={shlex.quote(v)}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
