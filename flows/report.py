@@ -75,6 +75,26 @@ _METRIC_LABELS: dict[str, tuple[str, str]] = {
     "net_pnl": ("Net PnL", "+money"),
 }
 
+_SYMBOL_COLS = ("n_trades", "wins", "win_rate", "net_pnl", "avg_r", "fees", "funding", "buy_and_hold")
+
+_MC_LABELS: dict[str, tuple[str, str]] = {
+    "method": ("Method", "text"),
+    "runs": ("Runs", "int"),
+    "seed": ("Seed", "text"),
+    "n_trades": ("Trades per run", "int"),
+    "starting_equity": ("Starting equity", "money"),
+    "ruin_threshold": ("Ruin threshold (share of start)", "pct"),
+    "max_dd_p5": ("Max drawdown p5", "pct"),
+    "max_dd_p50": ("Max drawdown p50", "pct"),
+    "max_dd_p95": ("Max drawdown p95", "pct"),
+    "max_dd_mean": ("Max drawdown mean", "pct"),
+    "risk_of_ruin": ("Risk of ruin", "pct"),
+    "final_equity_p5": ("Final equity p5", "money"),
+    "final_equity_p50": ("Final equity p50", "money"),
+    "final_equity_p95": ("Final equity p95", "money"),
+    "final_equity_mean": ("Final equity mean", "money"),
+}
+
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px;color:#1d2330}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #ddd}
@@ -288,6 +308,8 @@ def _fmt(v: Any, kind: str = "num") -> str:
             return f"{int(f):,d}"
         if kind == "money":
             return f"{f:,.2f}"
+        if kind == "price":  # prices and quantities: keep precision for sub-cent coins
+            return f"{f:,.8g}"
         if kind == "num":
             return f"{f:,.4g}" if abs(f) >= 1e5 or (f != 0 and abs(f) < 1e-3) else f"{f:,.3f}"
     return str(v)
@@ -357,7 +379,8 @@ def render_html(data: dict[str, Any]) -> str:
 
     parts.append("<h2>Per-symbol results</h2>")
     ps = data["per_symbol"]
-    cols: list[str] = sorted({k for v in ps.values() for k in v})
+    present = {k for v in ps.values() for k in v}
+    cols: list[str] = [c for c in _SYMBOL_COLS if c in present] + sorted(present - set(_SYMBOL_COLS))
     pct_cols = {"win_rate", "buy_and_hold"}
     money_cols = {"fees", "funding"}
     int_cols = {"n_trades", "wins", "losses"}
@@ -375,16 +398,11 @@ def render_html(data: dict[str, Any]) -> str:
     parts.append("<h2>Monte Carlo</h2>")
     mc = data["monte_carlo"]
     if mc:
-        mc_show = {k: v for k, v in mc.items() if k != "max_drawdowns"}
-        parts.append(
-            _table(
-                ["statistic", "value"],
-                [
-                    [(k, "text"), (mc_show[k], "pct" if k.startswith(("max_dd", "risk_of")) else "num")]
-                    for k in sorted(mc_show)
-                ],
-            )
-        )
+        known = [k for k in _MC_LABELS if k in mc]
+        rest = sorted(k for k in mc if k not in _MC_LABELS and k != "max_drawdowns")
+        mc_rows = [[(_MC_LABELS[k][0], "text"), (mc[k], _MC_LABELS[k][1])] for k in known]
+        mc_rows += [[(k, "text"), (mc[k], "num")] for k in rest]
+        parts.append(_table(["statistic", "value"], mc_rows))
     else:
         parts.append('<p class="muted">no Monte Carlo run</p>')
     parts.append(_fig_div(_fig_mc(data), FIGURE_IDS[1]))
@@ -416,9 +434,9 @@ def render_html(data: dict[str, Any]) -> str:
         ("closed_at", "text"),
         ("symbol", "text"),
         ("side", "text"),
-        ("entry", "num"),
-        ("exit", "num"),
-        ("qty", "num"),
+        ("entry", "price"),
+        ("exit", "price"),
+        ("qty", "price"),
         ("pnl", "+money"),
         ("fees", "money"),
         ("funding", "money"),
