@@ -591,7 +591,9 @@ def monte_carlo(
 def buy_and_hold(close: pd.Series, start: datetime, end: datetime) -> float:
     """Return of holding the asset over ``[start, end]``: ``last_close / first_close - 1`` where the
     first close is the first bar at or after ``start`` and the last close the last bar at or before
-    ``end`` (no fees, no leverage). ``nan`` when fewer than one bar lies in the window."""
+    ``end`` (no fees, no leverage). ``nan`` when no bar lies in the window. The index is taken as the
+    time each close is known; for a candle frame indexed by bar OPEN time, shift it by the bar length
+    (``close.index + pd.Timedelta("1h")``) to compare like for like with a point-in-time backtest."""
     s = _clean_equity(close)
     if isinstance(s.index, pd.DatetimeIndex):
         s = s[(s.index >= _ts(start)) & (s.index <= _ts(end))]
