@@ -1,0 +1,116 @@
+"""Structured-output schemas for every LLM call.
+
+Each field is typed as narrowly as the provider's structured-output feature allows (enums as
+`Literal`, bounded numbers, bounded lists) and its description tells the model what to put there:
+the schema is part of the prompt. Answers are validated against these models by the adapters; an
+answer that does not validate is an `LLMOutputError` and never parsed any other way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ActionLiteral = Literal["LONG", "SHORT", "WAIT"]
+
+
+class CandidateVerdict(BaseModel):
+    """The panel member's judgement of one candidate."""
+
+    model_config = ConfigDict(title="CandidateVerdict")
+
+    symbol: str = Field(
+        description="The candidate's symbol exactly as given in the input, e.g. 'BTC/USDT:USDT'. "
+        "Only symbols from the input's candidates list are allowed.",
+        min_length=1,
+        max_length=40,
+    )
+    action: ActionLiteral = Field(
+        description="LONG to open a long position, SHORT to open a short position, WAIT to stay out. "
+        "Choose WAIT when the evidence is mixed or weak.",
+    )
+    confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="How sure you are of this action, from 0.0 (a guess) to 1.0 (certain). "
+        "A number between 0 and 1, not a percentage.",
+    )
+    rationale: str = Field(
+        max_length=600,
+        description="One or two short sentences (at most 600 characters) explaining the action, "
+        "citing the facts from the input that matter most.",
+    )
+    key_factors: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Up to 5 short phrases naming the decisive factors, e.g. '4h trend up', "
+        "'funding crowded long', 'negative news'.",
+    )
+
+
+class PanelAnswer(BaseModel):
+    """One verdict per candidate, in any order."""
+
+    model_config = ConfigDict(title="PanelAnswer")
+
+    verdicts: list[CandidateVerdict] = Field(
+        description="Exactly one verdict for every candidate in the input, no other symbols.",
+    )
+
+
+class HunterTicker(BaseModel):
+    model_config = ConfigDict(title="HunterTicker")
+
+    symbol: str = Field(
+        min_length=1,
+        max_length=40,
+        description="The coin's ticker as traded on crypto exchanges, e.g. 'SOL' or 'SOL/USDT'.",
+    )
+    reason: str = Field(
+        max_length=400,
+        description="One short sentence: why this coin is worth a look now (catalyst, momentum, volume).",
+    )
+
+
+class HunterAnswer(BaseModel):
+    model_config = ConfigDict(title="HunterAnswer")
+
+    tickers: list[HunterTicker] = Field(
+        max_length=30,
+        description="Coins with a liquid USDT perpetual future that are worth analysing now, "
+        "most interesting first. Real, currently traded tickers only.",
+    )
+
+
+class NewsItem(BaseModel):
+    model_config = ConfigDict(title="NewsItem")
+
+    date: str = Field(
+        description="When the event happened or was published, ISO 8601 in UTC, e.g. "
+        "'2026-11-20T14:00:00Z' (or '2026-11-20' when the time is unknown).",
+    )
+    headline: str = Field(max_length=300, description="The headline, in your own words, one line.")
+    impact: int = Field(
+        ge=-2,
+        le=2,
+        description="Expected price impact on this coin: -2 strongly negative, -1 negative, "
+        "0 neutral, +1 positive, +2 strongly positive.",
+    )
+    reason: str = Field(max_length=400, description="One short sentence: why this impact.")
+    critical: bool = Field(
+        default=False,
+        description="true only for events that can move the market violently: exchange hack or "
+        "insolvency, lawsuit or regulator action, ETF decision, delisting, protocol exploit.",
+    )
+    source: str = Field(default="", max_length=300, description="The source's name or URL.")
+
+
+class NewsAnswer(BaseModel):
+    model_config = ConfigDict(title="NewsAnswer")
+
+    events: list[NewsItem] = Field(
+        max_length=30,
+        description="News events about this coin from the last 7 days, newest first. "
+        "An empty list when there is no relevant news.",
+    )
