@@ -357,6 +357,10 @@ class CcxtSource:
                 raise
             notes.append(f"open interest unavailable: {exc}")
             return None, None
+        except (IndexError, KeyError, TypeError, ValueError) as exc:  # ccxt choking on an empty answer
+            log.warning("%s open interest for %s: unparseable answer (%r)", self.exchange_id, sym, exc)
+            notes.append(f"{self.exchange_id} returned no usable open interest for {sym}: open_interest is None")
+            return None, None
         if oi is None and hist is None:
             notes.append(f"{self.exchange_id} provides no open interest for {sym}: open_interest is None")
         elif hist is None:

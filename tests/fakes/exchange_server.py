@@ -44,7 +44,7 @@ class FakeBybit:
         self.now_ms = now_ms
         self.launch_ms = launch_ms if launch_ms is not None else now_ms - 2000 * HOUR
         self.with_open_interest = with_open_interest
-        self.honour_end = True  # False: answer like an exchange that ignores `end` (forming bar included)
+        self.send_forming = False  # True: every kline answer also carries the bar still forming at `now`
         self.symbols = {
             "BTCUSDT": (_instrument("BTCUSDT", "BTC", self.launch_ms, "0.10", "0.001"), 40_000.0),
             "ETHUSDT": (_instrument("ETHUSDT", "ETH", self.launch_ms, "0.01", "0.01"), 2_000.0),
@@ -102,7 +102,7 @@ class FakeBybit:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -169,7 +169,7 @@ class FakeBybit:
     def _window(self, q: dict[str, str], start_key: str, end_key: str, step: int, default_limit: int, max_limit: int):
         limit = min(int(q.get("limit", default_limit)), max_limit)
         start = int(q.get(start_key, 0))
-        end = int(q.get(end_key, self.now_ms)) if self.honour_end else self.now_ms
+        end = int(q.get(end_key, self.now_ms))
         first = -(-max(self.launch_ms, start) // step) * step
         last = min(end, self.now_ms) // step * step
         stamps = list(range(first, last + 1, step)) if last >= first else []
@@ -178,6 +178,9 @@ class FakeBybit:
     def _kline(self, q: dict[str, str], mark: bool = False):
         step = INTERVALS[q["interval"]]
         stamps = self._window(q, "start", "end", step, 200, 1000)
+        forming = self.now_ms // step * step
+        if self.send_forming and forming not in stamps:
+            stamps = [forming, *stamps]
         rows = [self.bar(q["symbol"], ts, step, mark) for ts in stamps]
         return self._ok({"symbol": q["symbol"], "category": "linear", "list": rows})
 
