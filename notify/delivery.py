@@ -26,9 +26,9 @@ Delivery policy (restarts, retries, duplicates)
    to `pending` (it was not sent) and is reported once with the fix; no other post is tried.
 7. Delivery never raises into the trading cycle: every error is recorded on its row (without the
    token) and summarised in the returned DeliveryReport. It runs as its own task after persistence.
-8. Without a token the console sink prints the posts (plain text) and they stay `pending` in the
-   outbox; `quorum outbox --send` delivers them once a token is set. Pass `keys=` to print only the
-   posts of the current cycle.
+8. Without a token the console sink prints each post once (plain text; `printed_at` is set so later
+   runs do not print it again) and the post stays `pending` in the outbox; `quorum outbox --send`
+   delivers them once a token is set.
 """
 
 from __future__ import annotations
@@ -310,19 +310,22 @@ def _print_only(
     report: DeliveryReport,
     log: Any,
 ) -> DeliveryReport:
-    """Console sink: print the posts, leave them pending."""
+    """Console sink: print each post once (printed_at), leave it pending for a later Telegram delivery."""
     with session_factory() as s:
         for post_id, key in todo:
             post = s.get(OutboxPost, post_id)
-            if post is None:
+            report.skipped += 1
+            if post is None or post.printed_at is not None:
                 continue
             try:
                 try:
                     sink.send(post.text, None, key=key)
                 except TypeError:
                     sink.send(post.text, None)
-                report.console += 1
             except Exception as exc:  # noqa: BLE001
                 report.errors.append(f"{key}: console: {exc}")
-            report.skipped += 1
+                continue
+            post.printed_at = utcnow()
+            report.console += 1
+        s.commit()
     return report

@@ -468,11 +468,27 @@ def entry_key(cycle_id: str, symbol: str) -> str:
     return f"{cycle_id}:{symbol}:entry"
 
 
+def entry_key_for(position: Position) -> str | None:
+    """The key of a position's entry post: `extra["entry_post_key"]` when recorded, else from its cycle."""
+    explicit = position.extra.get("entry_post_key") if position.extra else None
+    if explicit:
+        return str(explicit)
+    return entry_key(position.cycle_id, position.symbol) if position.cycle_id else None
+
+
 def event_key(position_id: str, kind: str, ts: datetime | None = None) -> str:
     """Key of an update post; stop moves can repeat, so they carry the event time."""
     if kind in ("breakeven", "trailing") and ts is not None:
         return f"{position_id}:{kind}:{ts.strftime('%Y%m%dT%H%M%S')}"
     return f"{position_id}:{kind}"
+
+
+def daily_stats_key(day: date) -> str:
+    return f"daily_stats:{day.isoformat()}"
+
+
+def market_pulse_key(as_of: datetime) -> str:
+    return f"market_pulse:{as_of.strftime('%Y-%m-%dT%H')}"
 
 
 def strip_tags(text: str) -> str:

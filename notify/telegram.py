@@ -42,10 +42,14 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
+from telegram.warnings import PTBDeprecationWarning
 
 from core.errors import ConfigError, QuorumError
 
 T = TypeVar("T")
+
+# PTB 22 warns inside RetryAfter() itself that `retry_after` will become a timedelta; we read both forms.
+warnings.filterwarnings("ignore", message=r".*`retry_after` will be of type", category=PTBDeprecationWarning)
 
 TOKEN_FIX = "Fix: set QUORUM_TELEGRAM_TOKEN to the token @BotFather gave the bot (or unset it to post to the console)."
 CHAT_FIX = (
@@ -195,7 +199,10 @@ class TelegramSink:
                 pass
             raise
         self._bot = bot
-        self.bot_username = bot.bot.username if bot._bot_user is not None else None  # noqa: SLF001
+        try:
+            self.bot_username = bot.username
+        except RuntimeError:  # pragma: no cover - not initialised
+            self.bot_username = None
 
     def close(self) -> None:
         if self._loop is None:

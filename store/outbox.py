@@ -53,6 +53,8 @@ class OutboxPost(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # when the console sink printed it (no token): printed once, the post stays pending for Telegram
+    printed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     def __repr__(self) -> str:
         return f"OutboxPost(key={self.key!r}, kind={self.kind!r}, status={self.status!r}, message_id={self.message_id})"

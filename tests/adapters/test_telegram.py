@@ -24,6 +24,7 @@ from store.outbox import OutboxPost
 from tests.fakes.telegram_server import FakeTelegramServer
 
 CHANNEL = "@quorum_signals"
+PTB_RETRY_AFTER_WARNING = "ignore:.*`retry_after` will be of type:DeprecationWarning"
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
@@ -190,6 +191,7 @@ def test_hostile_text_is_escaped_on_the_wire(tg, factory):
     assert reason in parsed.text
 
 
+@pytest.mark.filterwarnings(PTB_RETRY_AFTER_WARNING)
 def test_429_retry_after_is_waited_out(tg, factory):
     key, body = enqueue_entry(factory)
     tg.fail_next("sendMessage", "429", retry_after=1)
@@ -204,6 +206,7 @@ def test_429_retry_after_is_waited_out(tg, factory):
     assert row(factory, key).status == "sent" and row(factory, key).attempts == 1
 
 
+@pytest.mark.filterwarnings(PTB_RETRY_AFTER_WARNING)
 def test_429_longer_than_the_bound_fails_the_post_for_later(tg, factory):
     key, _ = enqueue_entry(factory)
     tg.fail_next("sendMessage", "429", retry_after=120)
@@ -398,6 +401,31 @@ def test_without_a_token_posts_go_to_the_console_and_stay_pending(factory):
     out = buf.getvalue()
     assert key in out and "a & b <i>" in out and "<b>" not in out
     assert row(factory, key).status == "pending" and row(factory, key).attempts == 0
+    assert row(factory, key).printed_at is not None
+    again = io.StringIO()
+    assert deliver_pending(factory, ConsoleSink(again)).console == 0  # printed once, not every cycle
+    assert again.getvalue() == ""
+
+
+def test_enqueue_survives_a_concurrent_insert_of_the_same_key(factory, monkeypatch):
+    key, _ = enqueue_entry(factory)
+    real_get = outbox.get_post
+    calls = {"n": 0}
+
+    def racing_get(session, k):  # the first lookup misses, as if the other writer committed just after it
+        calls["n"] += 1
+        return None if calls["n"] == 1 else real_get(session, k)
+
+    monkeypatch.setattr(outbox, "get_post", racing_get)
+    with factory() as s:
+        other = outbox.enqueue(s, "other:key", "news", "kept")  # earlier work in the same transaction
+        calls["n"] = 0
+        again = outbox.enqueue(s, key, "entry", "duplicate")
+        assert again.key == key and again.text != "duplicate"
+        s.commit()
+    monkeypatch.setattr(outbox, "get_post", real_get)
+    with factory() as s:
+        assert sorted(p.key for p in outbox.list_posts(s)) == sorted([key, other.key])
 
 
 def test_database_trouble_never_raises(tg):

@@ -20,6 +20,7 @@ from notify.format import (
     consensus_line,
     daily_stats_post,
     entry_key,
+    entry_key_for,
     entry_post,
     event_key,
     event_post,
@@ -181,6 +182,9 @@ def test_keys_are_deterministic():
     assert entry_key("cyc-1", "BTC/USDT:USDT") == "cyc-1:BTC/USDT:USDT:entry"
     assert event_key("pos-1", "tp1") == "pos-1:tp1"
     assert event_key("pos-1", "trailing", T0) == "pos-1:trailing:20260302T000000"
+    assert entry_key_for(pos("p", 0.0, None)) == "c9:BTC/USDT:USDT:entry"
+    assert entry_key_for(pos("p", 0.0, None, extra={"entry_post_key": "k"})) == "k"
+    assert entry_key_for(pos("p", 0.0, None, cycle_id=None)) is None
 
 
 # ------------------------------------------------------------------------------------------ stats
