@@ -148,7 +148,8 @@ class OpenAIProvider:
                 msgs.insert(0, {"role": "system", "content": instruction})
         kwargs: dict[str, Any] = {"model": self.model, "messages": msgs, "response_format": response_format}
         if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
+            # OpenAI's reasoning models accept only max_completion_tokens; compatible APIs use max_tokens
+            kwargs["max_completion_tokens" if self.provider == "openai" else "max_tokens"] = self.max_tokens
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
         return kwargs
