@@ -52,7 +52,7 @@ def cycle(
 ) -> None:
     """Run one trading cycle now."""
     sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
-    _settings()  # fail fast on bad settings, before Prefect starts
+    preflight(as_of, sym_list)
     from flows.trading_cycle import trading_cycle
 
     report = trading_cycle(as_of=as_of, symbols=sym_list, use_llm_cache=not no_llm_cache, broadcast=not as_json)
@@ -116,6 +116,40 @@ def render_cycle(r: dict[str, Any]) -> None:
     out.print(f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}")
     tm = r["timings_s"]
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
+
+
+def preflight(as_of: str | None, symbols: list[str] | None) -> None:
+    """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
+    from core.errors import DataError
+    from exchange.factory import build_source
+    from store.db import open_database
+
+    settings = _settings()
+    source = build_source(settings)
+    if hasattr(source, "check_as_of"):
+        source.check_as_of(as_of)
+    if symbols:
+        known = source.symbols()
+        unknown = [x for x in symbols if x not in known]
+        if unknown:
+            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+    open_database(settings.database_url)
+
+
+DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
+
+
+@app.command()
+def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST_AS_OF) -> None:
+    """Two paper cycles on the bundled history: one at --first-as-of, then one at the last bar
+    (which first walks the positions opened by the first through every bar in between)."""
+    preflight(first_as_of, None)
+    from flows.trading_cycle import trading_cycle
+
+    out.rule(f"cycle 1: as of {first_as_of}")
+    render_cycle(trading_cycle(as_of=first_as_of))
+    out.rule("cycle 2: as of the last bundled bar")
+    render_cycle(trading_cycle())
 
 
 # ---- positions --------------------------------------------------------------------------------
@@ -251,6 +285,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one clear line; QUORUM_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("QUORUM_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(set QUORUM_DEBUG=1 for the traceback)", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

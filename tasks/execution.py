@@ -124,7 +124,9 @@ def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, fund
     last = None
     fund = list(funding.items())
     fi = 0
-    for t_open, bar in bars.iterrows():
+    cols = bars[["open", "high", "low", "close"]].to_numpy(dtype=float)
+    for t_open, (o, h, lo, c) in zip(bars.index, cols, strict=True):
+        o, h, lo, c = float(o), float(h), float(lo), float(c)
         t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
         cur = acct.get(pos.id)
         if not cur.is_open:
@@ -132,15 +134,15 @@ def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, fund
         while fi < len(fund) and fund[fi][0].to_pydatetime() <= t_close:
             ft, rate = fund[fi]
             if ft.to_pydatetime() > cur.opened_at:
-                acct.apply_funding(cur.id, rate, bar["open"] if ft == t_open else bar["close"], ft.to_pydatetime())
+                acct.apply_funding(cur.id, float(rate), o if ft == t_open else c, ft.to_pydatetime())
             fi += 1
         cur = acct.get(pos.id)
         a = None if atr is None else atr.get(t_open)
-        result = exits.step(cur, exits.Bar(t_close, bar["open"], bar["high"], bar["low"], bar["close"]), prof,
+        result = exits.step(cur, exits.Bar(t_close, o, h, lo, c), prof,
                             news_critical=news_critical, atr=None if a is None or a != a else float(a))
         acct.apply_exit_step(result)
         if acct.get(pos.id).is_open:
-            acct.check_liquidation(pos.id, bar["high"], bar["low"], t_close)
+            acct.check_liquidation(pos.id, h, lo, t_close)
         last = t_close
     return last
 

@@ -1,0 +1,37 @@
+# make demo: set up (find Python 3.12+, create .venv, install) and run a paper trading cycle offline.
+# make test: set up and run the whole test suite (PostgreSQL and Redis on loopback).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DB := var/demo.db
+
+.PHONY: demo test setup lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools/find-python.sh
+	@PY=$$(tools/find-python.sh) || exit 1; \
+	if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info >= (3,12) else 1)'; then \
+	  echo "creating $(VENV) with $$PY"; rm -rf $(VENV); $$PY -m venv $(VENV) || exit 1; fi
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p var
+	@rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	QUORUM_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(BIN)/quorum demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/cycle.py
+	$(BIN)/python bench/backtest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
