@@ -325,8 +325,8 @@ class CcxtSource:
                 if len(hist):
                     notes.append("funding rate: the last settled rate at as_of (no forecast)")
                     return float(hist.iloc[-1]), None
-        except QuorumError as exc:
-            if not isinstance(exc, ExchangeError | DataError):
+        except QuorumError as exc:  # optional data: only bad configuration stops the snapshot
+            if isinstance(exc, ConfigError):
                 raise
             notes.append(f"funding rate unavailable: {exc}")
             return None, None
@@ -352,8 +352,8 @@ class CcxtSource:
                 oi = _oi_value(row)
             elif hist is not None:
                 oi = float(hist.iloc[-1])
-        except QuorumError as exc:
-            if not isinstance(exc, ExchangeError | DataError):
+        except QuorumError as exc:  # optional data: only bad configuration stops the snapshot
+            if isinstance(exc, ConfigError):
                 raise
             notes.append(f"open interest unavailable: {exc}")
             return None, None

@@ -66,8 +66,9 @@ def _rows_frame(rows: list, kind: str) -> pd.DataFrame:
     if not rows:
         return _empty()
     if kind == "funding_rate":
+        rows = [r for r in rows if r.get("fundingRate") is not None and r.get("timestamp") is not None]
         ts = [int(r["timestamp"]) for r in rows]
-        df = pd.DataFrame({"open": [float(r["fundingRate"]) for r in rows]})
+        df = pd.DataFrame({"open": [float(r["fundingRate"]) for r in rows]}, dtype="float64")
         for c in ("high", "low", "close", "volume"):
             df[c] = 0.0
     else:
@@ -179,6 +180,22 @@ def _download_kind(
             state["pending"] = []
             write_atomic(state["df"], path)
 
+    try:
+        _fetch_ranges(src, symbol, kind, ranges, state, bar, task, flush)
+    finally:  # keep every page fetched so far, even when interrupted
+        flush()
+    bar.advance_to(task, total_h)
+    df = state["df"]
+    return DownloadResult(
+        symbol=symbol, kind=kind, path=path, rows_added=len(df) - n0, rows_total=len(df),
+        first=df["date"].iloc[0].to_pydatetime() if len(df) else None,
+        last=df["date"].iloc[-1].to_pydatetime() if len(df) else None,
+        requests=state["pages"],
+    )
+
+
+def _fetch_ranges(src: CcxtSource, symbol: str, kind: str, ranges: list[tuple[int, int]], state: dict,
+                  bar: _Progress, task: Any, flush: Callable[[], None]) -> None:
     for a, b in ranges:
         done_before = state["done"]
 
@@ -195,15 +212,6 @@ def _download_kind(
         else:
             src.fetch_ohlcv_range(symbol, "1h", a, b, price="mark" if kind == "mark" else None, on_page=on_page)
         state["done"] = done_before + (b - a) // HOUR_MS + 1
-    flush()
-    bar.advance_to(task, total_h)
-    df = state["df"]
-    return DownloadResult(
-        symbol=symbol, kind=kind, path=path, rows_added=len(df) - n0, rows_total=len(df),
-        first=df["date"].iloc[0].to_pydatetime() if len(df) else None,
-        last=df["date"].iloc[-1].to_pydatetime() if len(df) else None,
-        requests=state["pages"],
-    )
 
 
 def download_history(
@@ -250,10 +258,12 @@ def download_history(
     bar = _Progress(progress)
     with bar.running():
         for s in syms:
+            created = src.market(s).get("created")  # listing time: nothing to fetch before it
+            first_ms = max(start_ms, int(created) // HOUR_MS * HOUR_MS) if created else start_ms
             for kind in wanted:
                 end = until_ms if kind == "funding_rate" else bar_end
                 path = store_path(data_dir, src.exchange_id, s, kind)
-                res = _download_kind(src, s, kind, start_ms, end, path, bar)
+                res = _download_kind(src, s, kind, first_ms, end, path, bar)
                 results.append(res)
                 if log:
                     log(f"{s} {kind}: +{res.rows_added} rows, {res.rows_total} total "

@@ -225,7 +225,7 @@ def test_interrupted_download_keeps_a_valid_file_and_resumes(fx: FakeBybit, tmp_
     with pytest.raises(TransientError):
         download_history(src, [BTC], since, until, tmp_path, progress=False, kinds=["futures"])
     mid = pd.read_feather(path)
-    assert len(mid) >= len(before) and mid["date"].is_unique
+    assert len(mid) == len(before) + 1000 and mid["date"].is_unique  # the page fetched before the failure is kept
     fx.handle = fx.handle_orig  # type: ignore[method-assign]
     download_history(src, [BTC], since, until, tmp_path, progress=False, kinds=["futures"])
     done = pd.read_feather(path)
@@ -259,3 +259,10 @@ def test_cli_download_and_bad_input(fx: FakeBybit, tmp_path: Path) -> None:
         r = runner.invoke(data_app, ["download", *args])
         assert r.exit_code == 2, (args, r.output)
         assert needle in r.stderr and "Traceback" not in r.output and r.stderr.count("\n") == 1
+
+
+def test_download_starts_at_listing(src: CcxtSource, fx: FakeBybit, tmp_path: Path) -> None:
+    res = download_history(src, [BTC], datetime(2023, 1, 1), datetime(2025, 1, 3), tmp_path, progress=False,
+                           kinds=["futures"])
+    assert [int(q["start"]) for q in fx.calls("/v5/market/kline")] == [ms(LAUNCH)]  # not 2023
+    assert res[0].rows_total == 48 and res[0].first == LAUNCH

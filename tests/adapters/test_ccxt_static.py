@@ -301,3 +301,27 @@ def test_retry_reads_retries_only_transient_errors() -> None:
 
     with pytest.raises(TransientError):
         retry_reads(always_down, attempts=2, base_delay=0.0, sleep=sleeps.append)
+
+
+# ----------------------------------------------------------------------------- pagination
+from exchange.ccxt_source import paginate  # noqa: E402
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_paginate_handles_both_page_semantics(newest_first: bool) -> None:
+    """Exchanges answer a full window with its newest rows (bybit) or its oldest (binance): both work."""
+    events = list(range(0, 1000, 3)) + list(range(1000, 1100, 1))  # sparse, then dense rows
+    asked: list[tuple[int, int]] = []
+
+    def fetch(since: int, limit: int, until: int) -> list[list[int]]:
+        asked.append((since, until))
+        inside = [[t] for t in events if since <= t <= until]
+        return inside[-limit:] if newest_first else inside[:limit]
+
+    rows = paginate(fetch, 0, 1099, step_ms=1, limit=20, max_window_ms=200)
+    assert [r[0] for r in rows] == events
+    assert len(asked) < 120
+
+
+def test_paginate_empty_range_asks_nothing() -> None:
+    assert paginate(lambda *a: pytest.fail("asked"), 10, 9, step_ms=1, limit=5) == []
