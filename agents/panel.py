@@ -259,7 +259,7 @@ def _guarded_call(fn: Callable[[], Any], limit_s: float) -> Any:
 
     t = threading.Thread(target=run, name="llm-call", daemon=True)
     t.start()
-    t.join(max(0.0, limit_s) + GUARD_GRACE_S)
+    t.join(max(0.0, limit_s) + min(GUARD_GRACE_S, 0.5 + 0.1 * max(0.0, limit_s)))
     if t.is_alive():
         raise LLMTimeout(f"no answer within {limit_s:.1f}s (hard limit)")
     if "error" in box:
@@ -317,8 +317,9 @@ def decide(
         }
 
     def abstain_all(reason: str, detail: str) -> list[Vote]:
-        log.warning("panel: %s abstains on %d candidate(s): %s: %s",
-                    member.id, len(candidates), reason, detail[:300])
+        # the budget logs its own single line per member and cycle
+        log.log(logging.DEBUG if reason == "budget" else logging.WARNING,
+                "panel: %s abstains on %d candidate(s): %s: %s", member.id, len(candidates), reason, detail[:300])
         lat = elapsed()
         return [
             Vote(member_id=member.id, symbol=s, action=None, abstain_reason=reason,
