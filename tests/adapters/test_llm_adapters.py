@@ -68,6 +68,13 @@ KEYS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _loopback_bypasses_proxies(monkeypatch):
+    """CI machines with HTTP(S)_PROXY set must still reach the fakes on 127.0.0.1 directly."""
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+
+
 # --------------------------------------------------------------------------- servers (module scope)
 
 

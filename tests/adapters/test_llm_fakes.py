@@ -38,6 +38,13 @@ class PanelAnswer(BaseModel):
     summary: str
 
 
+@pytest.fixture(autouse=True)
+def _loopback_bypasses_proxies(monkeypatch):
+    """CI machines with HTTP(S)_PROXY set must still reach the fakes on 127.0.0.1 directly."""
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+
+
 def test_example_from_schema_is_valid_for_nested_models():
     value = example_from_schema(PanelAnswer.model_json_schema())
     parsed = PanelAnswer.model_validate(value)
