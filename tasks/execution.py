@@ -40,7 +40,7 @@ from exchange.base import MarketDataSource
 from exchange.paper import PaperAccount
 from risk import exits
 from risk.manager import AccountState, MarketLimits, TrackRecord, account_state_from_history
-from risk.profiles import get_profile
+from risk.profiles import RiskProfile, get_profile
 from store import repo
 from store.db import transaction
 from store.models import CycleRow
@@ -115,6 +115,26 @@ def _snapshot_equity(s: Session, settings: Settings, acct: PaperAccount, prices:
 
 
 # ---- position monitor ------------------------------------------------------------------------
+def monitor_bar(acct: PaperAccount, position_id: str, t_open: pd.Timestamp, o: float, h: float, lo: float,
+                c: float, funding_due: Sequence[tuple[pd.Timestamp, float]], prof: RiskProfile,
+                news_critical: bool = False, atr: float | None = None) -> datetime:
+    """One bar of the position monitor, shared by the live monitor (`advance_position`) and the
+    backtest: settle the funding events due by this bar's close (`funding_due`, in time order; a
+    funding time equal to the bar's open is marked at the open, later ones at the close), apply the
+    exit rules to the bar, then check liquidation. Returns the bar's close time."""
+    t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
+    cur = acct.get(position_id)
+    for ft, rate in funding_due:
+        if ft.to_pydatetime() > cur.opened_at:
+            acct.apply_funding(cur.id, float(rate), o if ft == t_open else c, ft.to_pydatetime())
+    cur = acct.get(position_id)
+    result = exits.step(cur, exits.Bar(t_close, o, h, lo, c), prof, news_critical=news_critical, atr=atr)
+    acct.apply_exit_step(result)
+    if acct.get(position_id).is_open:
+        acct.check_liquidation(position_id, h, lo, t_close)
+    return t_close
+
+
 def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, funding: pd.Series,
                      profile_name: str, news_critical: bool = False,
                      atr: pd.Series | None = None) -> datetime | None:
@@ -128,22 +148,15 @@ def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, fund
     for t_open, (o, h, lo, c) in zip(bars.index, cols, strict=True):
         o, h, lo, c = float(o), float(h), float(lo), float(c)
         t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
-        cur = acct.get(pos.id)
-        if not cur.is_open:
+        if not acct.get(pos.id).is_open:
             break
+        due = []
         while fi < len(fund) and fund[fi][0].to_pydatetime() <= t_close:
-            ft, rate = fund[fi]
-            if ft.to_pydatetime() > cur.opened_at:
-                acct.apply_funding(cur.id, float(rate), o if ft == t_open else c, ft.to_pydatetime())
+            due.append(fund[fi])
             fi += 1
-        cur = acct.get(pos.id)
         a = None if atr is None else atr.get(t_open)
-        result = exits.step(cur, exits.Bar(t_close, o, h, lo, c), prof,
-                            news_critical=news_critical, atr=None if a is None or a != a else float(a))
-        acct.apply_exit_step(result)
-        if acct.get(pos.id).is_open:
-            acct.check_liquidation(pos.id, h, lo, t_close)
-        last = t_close
+        last = monitor_bar(acct, pos.id, t_open, o, h, lo, c, due, prof, news_critical,
+                           None if a is None or a != a else float(a))
     return last
 
 
@@ -214,6 +227,12 @@ def limits_for(source: MarketDataSource, symbol: str) -> MarketLimits:
 def track_record(factory: Factory, settings: Settings) -> TrackRecord | None:
     with transaction(factory) as s:
         closed = repo.closed_positions(s, settings.mode)
+    return track_record_from(closed)
+
+
+def track_record_from(closed: Sequence[Position]) -> TrackRecord | None:
+    """Win rate and win/loss ratio of closed positions (net of fees and funding), for Kelly sizing;
+    shared by the live cycle and the backtest."""
     if not closed:
         return None
     pnl = [p.realised_pnl - p.fees_paid - p.funding_paid for p in closed]
