@@ -94,10 +94,13 @@ def outbox(
                 "posts stay pending in the outbox."
             )
             raise typer.Exit(1)
-        report = deliver_pending(factory, sink, log=lambda m: console.print(m, markup=False))
-        console.print(report.summary(), markup=False)
-        for err in report.errors:
-            console.print(f"  - {err}", markup=False)
+        lines: list[str] = []
+        report = deliver_pending(factory, sink, log=lines.append)
+        summary = report.summary(include_config_error=False)
+        if report.summary() not in lines and summary not in lines:
+            lines.append(summary)
+        for line in dict.fromkeys(lines):  # each message once, in order
+            console.print(Text(line))
         if report.config_error:
             raise typer.Exit(2)
         if not report.ok:

@@ -74,7 +74,7 @@ class DeliveryReport:
     def ok(self) -> bool:
         return not self.errors and self.config_error is None
 
-    def summary(self) -> str:
+    def summary(self, *, include_config_error: bool = True) -> str:
         parts = [f"sent {self.sent}", f"failed {self.failed}", f"skipped {self.skipped}"]
         if self.console:
             parts.append(f"printed {self.console} (no Telegram token; still pending)")
@@ -82,7 +82,7 @@ class DeliveryReport:
             parts.append(f"in flight {len(self.in_flight_keys)} ({RESEND_HINT})")
         if self.waiting_keys:
             parts.append(f"waiting for parent {len(self.waiting_keys)}")
-        if self.config_error:
+        if self.config_error and include_config_error:
             parts.append(f"Telegram not configured correctly: {self.config_error}")
         return "outbox delivery: " + ", ".join(parts)
 

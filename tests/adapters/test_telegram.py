@@ -428,6 +428,18 @@ def test_enqueue_survives_a_concurrent_insert_of_the_same_key(factory, monkeypat
         assert sorted(p.key for p in outbox.list_posts(s)) == sorted([key, other.key])
 
 
+def test_telegram_unreachable_is_reported_and_posts_stay_pending(factory):
+    key, _ = enqueue_entry(factory)
+    server = FakeTelegramServer().start()
+    base_url = server.base_url
+    server.stop()  # nothing listens on that port any more: connection refused
+    sink = TelegramSink(server.token, CHANNEL, base_url, backoff_s=0.01)
+    report = deliver_pending(factory, sink)  # must not raise
+    assert report.sent == 0 and report.errors and "could not open telegram" in report.errors[0]
+    assert "gave up after 3 tries" in report.errors[0]
+    assert row(factory, key).status == "pending" and row(factory, key).attempts == 0
+
+
 def test_database_trouble_never_raises(tg):
     def broken():
         raise RuntimeError("database is down")
