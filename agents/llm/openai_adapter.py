@@ -48,9 +48,27 @@ def strict_json_schema(schema: type[Any]) -> dict[str, Any]:
     try:
         from openai.lib._pydantic import to_strict_json_schema
 
-        return to_strict_json_schema(schema)
+        strict = to_strict_json_schema(schema)
     except ImportError:  # pragma: no cover - older/newer SDK layout
-        return _strict(schema.model_json_schema())
+        strict = _strict(schema.model_json_schema())
+    return _drop_defaults(strict)
+
+
+def _drop_defaults(node: Any) -> Any:
+    """Strict mode has no use for `default` (every property is required): remove it everywhere."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "default":
+                continue
+            if k in ("properties", "$defs", "definitions") and isinstance(v, dict):
+                out[k] = {name: _drop_defaults(sub) for name, sub in v.items()}
+            else:
+                out[k] = _drop_defaults(v)
+        return out
+    if isinstance(node, list):
+        return [_drop_defaults(v) for v in node]
+    return node
 
 
 def _strict(node: Any) -> Any:

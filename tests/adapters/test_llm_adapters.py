@@ -379,6 +379,38 @@ def test_deepseek_without_system_message_gets_one_with_the_schema(servers):
     assert msgs[1] == {"role": "user", "content": "Verdict?"}
 
 
+def test_openai_strict_schema_for_nested_models():
+    from agents.llm.openai_adapter import strict_json_schema
+
+    class Leg(BaseModel):
+        symbol: str
+        size: float = 1.0
+        note: str | None = None
+
+    class Plan(BaseModel):
+        legs: list[Leg]
+        default: int = 3  # a property literally named "default" survives
+
+    schema = strict_json_schema(Plan)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                assert node["additionalProperties"] is False
+                assert sorted(node["required"]) == sorted(node["properties"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert "default" in schema["properties"]
+    assert "default" not in schema["properties"]["default"]
+    assert "default" not in schema["$defs"]["Leg"]["properties"]["size"]
+    assert "default" not in json.dumps(schema["$defs"])
+
+
 def test_openai_connection_refused_is_transient():
     srv = OpenAIServer().start()
     url = srv.base_url
