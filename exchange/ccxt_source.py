@@ -13,6 +13,7 @@ and `notes` says so.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -163,6 +164,7 @@ class CcxtSource:
         self._sleep = sleep
         self._now = now or (lambda: datetime.now(UTC))
         self._markets_loaded = False
+        self._markets_lock = threading.Lock()  # one load when tasks share the source across threads
 
     # ---------------------------------------------------------------- plumbing
     def _read(self, what: str, fn: Callable[[], Any], symbol: str | None = None) -> Any:
@@ -178,9 +180,11 @@ class CcxtSource:
 
     def load_markets(self) -> dict[str, dict]:
         if not self._markets_loaded:
-            if not self.client.markets:
-                self._read("load_markets", self.client.load_markets)
-            self._markets_loaded = True
+            with self._markets_lock:
+                if not self._markets_loaded:
+                    if not self.client.markets:
+                        self._read("load_markets", self.client.load_markets)
+                    self._markets_loaded = True
         return self.client.markets
 
     def market(self, symbol: str) -> dict:
