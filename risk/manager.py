@@ -13,7 +13,8 @@ Order of work:
 3. Market checks: spread, funding against the trade, BTC dump (longs), critical negative news
    (longs).
 4. Sizing: entry = ask for LONG / bid for SHORT; stop by the profile's method, × regime multiplier,
-   rounded to the price tick AWAY from entry (so the risk per unit is never understated); leverage
+   rounded to the price tick AWAY from entry (so the risk per unit is never understated; targets
+   are rounded away from entry too, so they always stay on the profit side); leverage
    from the ATR tiers × regime multiplier, capped by the profile and the market, then REDUCED until
    the isolated-margin liquidation price lies beyond the stop (with `liq_buffer_pct`); quantity =
    min(risk budget / stop distance, margin caps × leverage / entry), rounded DOWN to `qty_step`;
@@ -502,9 +503,12 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
     else:
         tp1_raw = entry + side.sign * prof.tp1_r * r_dist
         tp2_raw = entry + side.sign * prof.tp2_r * r_dist
-    toward = "floor" if side is Side.LONG else "ceil"
-    tp1 = round_price(tp1_raw, lim.price_tick, toward)
-    tp2 = round_price(tp2_raw, lim.price_tick, toward)
+    # away from entry: a coarse tick can never pull a target onto or behind the entry
+    away = "ceil" if side is Side.LONG else "floor"
+    tp1 = round_price(tp1_raw, lim.price_tick, away)
+    tp2 = round_price(tp2_raw, lim.price_tick, away)
+    if tp1 <= 0 or tp2 <= 0:
+        reasons.append(f"targets TP1 {tp1} / TP2 {tp2} are not positive at tick {lim.price_tick}")
 
     # --- leverage ------------------------------------------------------------------------------
     atr_pct = inp.score.atr_pct if math.isfinite(inp.score.atr_pct) else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -65,3 +66,8 @@ def critical_news(symbol: str = "BTC/USDT:USDT") -> NewsReport:
 
 def hours(n: float) -> timedelta:
     return timedelta(hours=n)
+
+
+def examples(n: int) -> int:
+    """Hypothesis example count, scaled by RISK_EXAMPLES_SCALE (e.g. 50 for a long soak run)."""
+    return max(1, int(n * float(os.environ.get("RISK_EXAMPLES_SCALE", "1"))))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risk import account_state_from_history, breaker_state, evaluate, get_profile
-from tests.unit.risk_builders import risk_input
+from tests.unit.risk_builders import examples, risk_input
 
 D0 = datetime(2025, 3, 5, tzinfo=UTC)  # Wednesday 00:00 UTC
 
@@ -61,7 +61,7 @@ def test_account_state_from_history_feeds_evaluate():
     assert not v.approved and any("until a manual resume: manual halt: operator" in r for r in v.reasons)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     start=st.floats(1_000.0, 1_000_000.0),
     drop=st.floats(0.05, 0.6),

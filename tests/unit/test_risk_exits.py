@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from core.types import Position, Side
 from risk import Bar, get_profile, step
-from tests.unit.risk_builders import NOW, hours
+from tests.unit.risk_builders import NOW, examples, hours
 
 DEFAULT = get_profile("default")
 
@@ -175,7 +175,7 @@ def bar_paths(draw):
     return side, moves, prof, atr, news_at
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(bar_paths())
 def test_property_stop_never_moves_against_the_position(path):
     side, moves, prof, atr, news_at = path

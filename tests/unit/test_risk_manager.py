@@ -13,7 +13,7 @@ from core.errors import ConfigError
 from core.types import Action, Side, VolState
 from risk import PROFILES, MarketLimits, TrackRecord, evaluate, get_profile, liquidation_price
 from risk.manager import base_asset, correlation_group, kelly_star, leverage_for_atr
-from tests.unit.risk_builders import account, critical_news, position, risk_input
+from tests.unit.risk_builders import account, critical_news, examples, position, risk_input
 
 # ------------------------------------------------------------------------------------------------
 # hand-computed default plan
@@ -307,7 +307,7 @@ def scenarios(draw):
     return inp
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_property_no_plan_exceeds_its_caps(inp):
     v = evaluate(inp)
@@ -323,7 +323,7 @@ def test_property_no_plan_exceeds_its_caps(inp):
     # stop on the loss side, targets on the profit side
     s = p.side.sign
     assert (p.entry - p.stop) * s > 0
-    assert (p.tp1 - p.entry) * s > 0 and (p.tp2 - p.tp1) * s >= 0
+    assert (p.tp1 - p.entry) * s > 0 and (p.tp2 - p.tp1) * s >= 0 and p.tp2 > 0
     # leverage caps and liquidation beyond the stop
     assert 1 <= p.leverage <= min(prof.max_leverage, inp.limits.max_leverage)
     assert (p.stop - p.liquidation_price) * s > 0
@@ -352,7 +352,7 @@ def test_property_no_plan_exceeds_its_caps(inp):
         assert inp.funding_rate * 100 * s <= prof.funding_veto_pct + 1e-12
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(PROFILE_NAMES), st.floats(0.0, 0.99), st.floats(100.0, 1e6), st.floats(0, 12))
 def test_property_daily_loss_beyond_limit_always_denies(prof_name, loss, equity, atr):
     prof = get_profile(prof_name)

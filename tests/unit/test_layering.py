@@ -1,0 +1,70 @@
+"""DESIGN.md §2: core/ and risk/ import no Prefect, ccxt, SQLAlchemy, httpx or SDK; risk/ imports only core/.
+
+Parses the source with `ast` (nothing is imported), including imports nested in functions and
+`importlib.import_module("...")` / `__import__("...")` calls with a literal name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {"prefect", "ccxt", "sqlalchemy", "httpx", "openai", "anthropic", "xai_sdk", "ollama", "telegram",
+             "redis", "psycopg", "alembic", "requests", "aiohttp", "grpc"}
+PROJECT_PACKAGES = {"core", "risk", "agents", "exchange", "store", "notify", "tasks", "flows", "deployments",
+                    "bench"}
+ALLOWED_PROJECT = {"core": {"core"}, "risk": {"core", "risk"}}
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import stays inside its own package
+                pkg = path.relative_to(ROOT).parts[0]
+                found.append((node.lineno, f"{pkg}.{node.module or ''}"))
+            elif node.module:
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in {"import_module", "__import__"} and node.args and isinstance(node.args[0], ast.Constant):
+                found.append((node.lineno, str(node.args[0].value)))
+    return found
+
+
+def sources(package: str) -> list[Path]:
+    files = sorted((ROOT / package).rglob("*.py"))
+    return [f for f in files if ".venv" not in f.parts]
+
+
+@pytest.mark.parametrize("package", ["core", "risk"])
+def test_layer_imports(package):
+    files = sources(package)
+    assert files, f"{package}/ has no Python files"
+    problems = []
+    for f in files:
+        for lineno, mod in imported_modules(f):
+            top = mod.split(".")[0]
+            where = f"{f.relative_to(ROOT)}:{lineno} imports {mod}"
+            if top in FORBIDDEN:
+                problems.append(where + " (forbidden in the pure layers)")
+            elif top in PROJECT_PACKAGES and top not in ALLOWED_PROJECT[package]:
+                problems.append(where + f" ({package}/ may import only {sorted(ALLOWED_PROJECT[package])})")
+    assert not problems, "\n".join(problems)
+
+
+def test_checker_catches_violations(tmp_path):
+    bad = ROOT / "risk" / "_layering_probe_tmp.py"
+    assert not bad.exists()
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\ndef f():\n    import ccxt.async_support\n    from prefect import flow\n"
+                     "    importlib.import_module('sqlalchemy.orm')\nfrom exchange.base import MarketRules\n")
+    mods = {m for _, m in imported_modules(probe)}
+    assert {"ccxt.async_support", "prefect", "sqlalchemy.orm", "exchange.base", "os"} <= mods
