@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -113,7 +114,7 @@ class Settings(BaseSettings):
     replay_exchange: str = "binance"
     replay_spread_pct: float = Field(0.02, ge=0, le=5)
     exchange: str = "bybit"
-    symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     universe: Literal["fixed", "scanner", "hunter"] = "fixed"
     scanner_top_n: int = Field(10, ge=1, le=100)
     min_volume_usd: float = Field(10_000_000, ge=0)

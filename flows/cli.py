@@ -152,6 +152,32 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST
     render_cycle(trading_cycle())
 
 
+@app.command()
+def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Run the position monitor once (stops, targets, trailing, exits, funding)."""
+    preflight(as_of, None)
+    from flows.position_monitor import position_monitor
+
+    res = position_monitor(as_of=as_of)
+    if as_json:
+        sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
+        return
+    out.print(f"checked {res['checked']} position(s) up to {res['as_of']}")
+    for e in res["events"]:
+        out.print(f"  {e}")
+
+
+@app.command("daily-report")
+def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
+    """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
+    preflight(as_of, None)
+    from flows.daily_report import daily_report
+
+    res = daily_report(as_of=as_of)
+    out.print(f"daily report for {res['day']}: {res['trades']} trades, P&L {res['pnl']:+,.2f}")
+
+
 # ---- positions --------------------------------------------------------------------------------
 @app.command()
 def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

@@ -363,7 +363,7 @@ def enqueue_entry_post(s: Session, cycle_id: str, pos: Position, plan: TradePlan
 
 
 def enqueue_event_posts(s: Session, acct: PaperAccount, events: Sequence[PositionEvent]) -> None:
-    from notify.format import event_key, event_post, post_kind_for_event
+    from notify.format import entry_key_for, event_key, event_post, post_kind_for_event
     from store import outbox
 
     for e in events:
@@ -373,7 +373,7 @@ def enqueue_event_posts(s: Session, acct: PaperAccount, events: Sequence[Positio
         kind = post_kind_for_event(e, pos)
         if kind is None:
             continue
-        parent = pos.extra.get("entry_post_key")
+        parent = entry_key_for(pos)
         outbox.enqueue(s, event_key(pos.id, kind, e.ts), kind, event_post(e, pos), symbol=pos.symbol,
                        position_id=pos.id, parent_key=parent)
 

@@ -1,0 +1,88 @@
+"""daily_report: the day's stats post and a market pulse post (both through the outbox)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from prefect import flow
+
+from agents.math_engine import score_snapshot
+from core.settings import load_settings
+from exchange.factory import build_source
+from notify.format import (
+    MarketPulse,
+    compute_daily_stats,
+    daily_stats_key,
+    daily_stats_post,
+    market_pulse_key,
+    market_pulse_post,
+)
+from store import outbox, repo
+from store.db import get_session_factory, transaction
+from tasks import execution
+
+BTC = "BTC/USDT:USDT"
+
+
+def model_hits(s, day_start: datetime, day_end: datetime, source) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """Per member: (direction right at +24 h, directional votes) for votes cast in the day before `day_start`."""
+    hits: dict[str, list[int]] = {}
+    for v in repo.votes_table(s):
+        if v.action not in ("LONG", "SHORT") or v.price_at_vote is None:
+            continue
+        if not (day_start - timedelta(days=1) <= v.as_of < day_start):
+            continue
+        bars = source.bars_between(v.symbol, v.as_of, v.as_of + timedelta(hours=24))
+        if len(bars) < 24:
+            continue
+        later = float(bars["close"].iloc[-1])
+        right = (later > v.price_at_vote) == (v.action == "LONG")
+        h = hits.setdefault(v.member_id, [0, 0])
+        h[0] += int(right)
+        h[1] += 1
+    return {k: (a, b) for k, (a, b) in hits.items()}
+
+
+def market_pulse(source, settings, as_of: datetime) -> MarketPulse:  # type: ignore[no-untyped-def]
+    moves, funding = [], []
+    btc_trend, regime = "unknown", "unknown"
+    for sym in settings.symbols:
+        try:
+            snap = source.snapshot(sym, as_of)
+        except Exception:  # noqa: BLE001 - a missing symbol is left out of the pulse
+            continue
+        close = snap.candles["1h"]["close"]
+        if len(close) >= 25:
+            moves.append((sym, float(close.iloc[-1] / close.iloc[-25] - 1) * 100))
+        if snap.funding_rate is not None:
+            funding.append((sym, snap.funding_rate))
+        if sym == BTC:
+            sc = score_snapshot(snap, settings.signal)
+            btc_trend, regime = sc.trend.value, sc.vol_state.value
+    moves.sort(key=lambda x: -abs(x[1]))
+    funding.sort(key=lambda x: -abs(x[1]))
+    return MarketPulse(as_of=as_of, regime=regime, btc_trend=btc_trend, top_movers=tuple(moves[:5]),
+                       funding_extremes=tuple(funding[:3]))
+
+
+@flow(name="daily-report", log_prints=False)
+def daily_report(as_of: str | None = None) -> dict[str, Any]:
+    settings = load_settings()
+    source = build_source(settings)
+    t = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
+    day_start = pd.Timestamp(t).floor("D").to_pydatetime()
+    day = (day_start - timedelta(days=1)).date()  # report the last complete UTC day
+    factory = get_session_factory(settings)
+    with transaction(factory) as s:
+        closed = repo.closed_positions(s, settings.mode)
+        curve = repo.equity_history(s, settings.mode)
+        votes_hit = model_hits(s, day_start, t, source)
+        stats = compute_daily_stats(closed, day, curve, votes_hit,
+                                    pnl_of=lambda p: p.realised_pnl - p.fees_paid - p.funding_paid)
+        outbox.enqueue(s, daily_stats_key(day), "daily_stats", daily_stats_post(stats))
+        pulse = market_pulse(source, settings, t)
+        outbox.enqueue(s, market_pulse_key(t), "market_pulse", market_pulse_post(pulse))
+    delivery = execution.deliver(factory, settings)
+    return {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}
