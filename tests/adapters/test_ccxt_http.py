@@ -266,3 +266,14 @@ def test_download_starts_at_listing(src: CcxtSource, fx: FakeBybit, tmp_path: Pa
                            kinds=["futures"])
     assert [int(q["start"]) for q in fx.calls("/v5/market/kline")] == [ms(LAUNCH)]  # not 2023
     assert res[0].rows_total == 48 and res[0].first == LAUNCH
+
+
+def test_downloaded_store_is_read_by_the_replay_source(src: CcxtSource, tmp_path: Path) -> None:
+    from exchange.replay import ReplaySource
+
+    download_history(src, [BTC], datetime(2025, 1, 1), datetime(2025, 3, 1), tmp_path, progress=False)
+    replay = ReplaySource(tmp_path, exchange="bybit")
+    assert replay.symbols() == [BTC]
+    snap = replay.snapshot(BTC, datetime(2025, 2, 20, 12, tzinfo=UTC))
+    assert snap.candles["1h"].index[-1] == pd.Timestamp("2025-02-20 11:00", tz="UTC")
+    assert snap.funding_rate is not None
