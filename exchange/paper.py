@@ -85,7 +85,7 @@ class PaperAccount:
     maker_fee: Decimal = Decimal("0.0002")
     slippage_bps: Decimal = Decimal("2")
     maintenance_margin_rate: Decimal = Decimal("0.005")
-    balance: Decimal = field(default=Decimal(-1))
+    balance: Decimal = None  # type: ignore[assignment]  # None: starts at starting_balance
     realised_pnl: Decimal = Decimal(0)
     fees_paid: Decimal = Decimal(0)
     funding_paid: Decimal = Decimal(0)
@@ -101,8 +101,7 @@ class PaperAccount:
         self.maker_fee = D(self.maker_fee)
         self.slippage_bps = D(self.slippage_bps)
         self.maintenance_margin_rate = D(self.maintenance_margin_rate)
-        if self.balance == Decimal(-1):
-            self.balance = _q(self.starting_balance)
+        self.balance = _q(self.starting_balance) if self.balance is None else D(self.balance)
 
     @classmethod
     def from_settings(cls, settings: PaperSettings, maintenance_margin_rate: float = 0.005) -> PaperAccount:
@@ -279,7 +278,7 @@ class PaperAccount:
         """Settle one funding payment. Returns the amount PAID (negative: received)."""
         pid = position if isinstance(position, str) else position.id
         pos = self.get(pid)
-        if not pos.is_open or (pos.last_funding_at is not None and ts <= pos.last_funding_at) or ts < pos.opened_at:
+        if not pos.is_open or (pos.last_funding_at is not None and ts <= pos.last_funding_at) or ts <= pos.opened_at:
             return Decimal(0)
         led = self._ledger[pid]
         amount = _q(pos.qty_open * D(mark_price) * D(rate) * pos.side.sign)

@@ -15,8 +15,12 @@
    short).
 5. **stale exit** — open ≥ `stale_hours` (48 h) with profit at the bar close < 1 %.
 6. **time exit** — open ≥ `time_exit_hours` where the profile has one (kelly: 24 h).
-7. **news-panic exit** — `news_critical=True` (critical negative news) closes the rest.
+7. **news-panic exit** — `news_critical=True` closes the rest. The caller sets it when critical
+   news goes against the position (critical negative news for a long; the news analyst's
+   `NewsReport.critical_negative`), when the profile has `close_on_critical_news`.
 Exits 5–7 fill at the bar close.
+
+Bars whose close time is at or before `position.opened_at` are ignored (no pre-fill prices).
 
 Intrabar ordering: an hourly bar does not say whether its high or its low came first. When one
 bar touches both the stop and a target, this module assumes the WORSE outcome for the trader: the
@@ -96,6 +100,8 @@ def step(
         return StepResult(pos, events, orders)
     s = pos.side.sign
     ts = _utc(bar.ts)
+    if ts <= _utc(pos.opened_at):  # a bar that closed before the fill says nothing about the position
+        return StepResult(pos, events, orders)
 
     def close(qty: Decimal, price: float, kind: str, reason: str, maker: bool = False) -> None:
         nonlocal pos

@@ -511,8 +511,12 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
         reasons.append(f"targets TP1 {tp1} / TP2 {tp2} are not positive at tick {lim.price_tick}")
 
     # --- leverage ------------------------------------------------------------------------------
-    atr_pct = inp.score.atr_pct if math.isfinite(inp.score.atr_pct) else 0.0
-    lev0 = leverage_for_atr(atr_pct, prof)
+    if math.isfinite(inp.score.atr_pct) and inp.score.atr_pct >= 0:
+        atr_pct = inp.score.atr_pct
+        lev0 = leverage_for_atr(atr_pct, prof)
+    else:  # unknown volatility: the most cautious tier
+        atr_pct = float("nan")
+        lev0 = min([lv for _, lv in prof.leverage_by_atr] + [prof.max_leverage])
     reg = prof.regime_leverage_mult.get(inp.score.vol_state, 1.0)
     lev = max(1, math.floor(lev0 * reg + 1e-9))
     lev = max(1, min(lev, prof.max_leverage, int(lim.max_leverage)))

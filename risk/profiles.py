@@ -23,7 +23,10 @@ Profiles (DESIGN.md §3 and issue 4):
 - ``kelly``: risk = 15 % of the Kelly fraction (from the stored win rate and win/loss ratio)
   × a volatility adjustment × the regime adjustment, capped by the account-size tier
   (< $100: 3 %, 1 position; $100–500: 5 %, 2; $500–2,000: 8 %, 3; > $2,000: 12 %, 5);
-  Chandelier stop 3×ATR (1h) from the extreme; 24 h time exit.
+  Chandelier stop 3×ATR (1h) from the extreme as the initial stop and as the only trailing rule
+  (no breakeven move, no 2 % trail); TP1/TP2 at 1.5R/2.5R as default; 24 h time exit, no stale exit.
+  With fewer than 20 closed trades, or no track record, it risks `kelly_fallback_risk_pct` (0.5 %)
+  × the same adjustments; a non-positive Kelly fraction (no edge) is a denial.
 - ``arena`` (one account per model): margin of a single trade ≤ 50 % of the free balance with no
   open position, ≤ 30 % with positions, total margin ≤ 80 % of equity; stop 3 %, take-profit 10 %
   (all of it); daily −15 %.
@@ -204,6 +207,8 @@ PROFILES: Mapping[str, RiskProfile] = MappingProxyType(
             max_positions=5,
             stop_method="chandelier",
             chandelier_atr_mult=3.0,
+            breakeven_trigger_pct=None,  # the Chandelier is this profile's trailing stop
+            trail_after_tp1_pct=None,
             time_exit_hours=24.0,
             stale_hours=None,
         ),

@@ -165,6 +165,13 @@ def test_liquidation_before_stop_reduces_leverage():
     assert higher > p.stop - wide.liq_buffer_pct / 100 * p.entry
 
 
+def test_unknown_volatility_uses_the_most_cautious_leverage():
+    v = evaluate(risk_input(profile="arena", atr_pct=float("nan")))
+    assert v.approved and v.plan.leverage == 3
+    v = evaluate(risk_input(profile="default", atr_pct=float("nan")))
+    assert not v.approved and any("no stop can be set" in r for r in v.reasons)
+
+
 def test_market_max_leverage_caps():
     p = evaluate(risk_input(atr_pct=1.0, limits=MarketLimits(max_leverage=4))).plan
     assert p.leverage == 4
