@@ -152,6 +152,12 @@ class AnthropicProvider:
             return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
         return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.client.close()
 

@@ -139,6 +139,12 @@ class OllamaProvider:
             return TransientError(f"{who}: server error (HTTP {status}): {detail}")
         return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             for c in self._clients.values():

@@ -236,6 +236,12 @@ class OpenAIProvider:
             return TransientError(f"{who}: unexpected response shape")
         return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.client.close()
 

@@ -173,6 +173,12 @@ class XAIProvider:
             return TransientError(f"{who}: unavailable at {self.api_host} ({details}); check XAI_API_HOST / the network")
         return TransientError(f"{who}: server error ({name}): {details}")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             for c in self._clients.values():

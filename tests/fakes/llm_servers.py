@@ -751,6 +751,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     args = ap.parse_args(argv)
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the servers cleanly on SIGTERM too
     with LocalPanel(delay_s=args.delay) as panel:
         for k, v in panel.env.items():
             print(f"export {k}={shlex.quote(v)}", flush=True)
