@@ -143,19 +143,14 @@ def hunter_messages(now: datetime, max_candidates: int) -> list[Message]:
     return [Message("system", text), Message("user", user)]
 
 
-def hunt(
+def hunt_answer(
     provider: Any,
-    markets: Iterable[str],
-    tickers: Mapping[str, Any],
     *,
     now: datetime,
-    min_volume: float,
-    max_spread: float,
     max_candidates: int = 10,
     timeout_s: float = 90.0,
-) -> list[Candidate] | None:
-    """Ask the hunter model and validate its tickers. None (logged) when there is no provider, the
-    call fails, or no ticker survives validation: the caller then uses the volume scanner."""
+) -> HunterAnswer | None:
+    """Ask the hunter model; None (logged) when there is no provider or the call fails."""
     if provider is None:
         log.info("hunter: no provider configured; falling back to the volume scanner")
         return None
@@ -169,12 +164,31 @@ def hunt(
     except Exception as exc:  # noqa: BLE001 - a hunter failure must never stop the cycle
         log.warning("hunter: unexpected %s (%s); falling back to the volume scanner", type(exc).__name__, exc)
         return None
+    log.info("hunter: %d ticker(s) from %s/%s ($%.4f)", len(answer.tickers), getattr(result, "provider", "?"),
+             getattr(result, "model", "?"), float(getattr(result, "cost_usd", 0.0) or 0.0))
+    return answer
+
+
+def hunt(
+    provider: Any,
+    markets: Iterable[str],
+    tickers: Mapping[str, Any],
+    *,
+    now: datetime,
+    min_volume: float,
+    max_spread: float,
+    max_candidates: int = 10,
+    timeout_s: float = 90.0,
+) -> list[Candidate] | None:
+    """Ask the hunter model and validate its tickers. None (logged) when there is no provider, the
+    call fails, or no ticker survives validation: the caller then uses the volume scanner."""
+    answer = hunt_answer(provider, now=now, max_candidates=max_candidates, timeout_s=timeout_s)
+    if answer is None:
+        return None
     candidates, dropped = validate_hunter_answer(answer, markets, tickers, min_volume, max_spread)
     if not candidates:
         log.warning("hunter: none of %d ticker(s) passed validation; falling back to the volume scanner",
                     len(answer.tickers))
         return None
-    log.info("hunter: %d candidate(s) kept, %d dropped (%s/%s, $%.4f)", len(candidates), len(dropped),
-             getattr(result, "provider", "?"), getattr(result, "model", "?"),
-             float(getattr(result, "cost_usd", 0.0) or 0.0))
+    log.info("hunter: %d candidate(s) kept, %d dropped", len(candidates), len(dropped))
     return candidates[:max_candidates]

@@ -160,7 +160,7 @@ def _position_dict(p: Any) -> dict[str, Any]:
     }
 
 
-def build_payload(
+def payload_from_candidates(
     candidates: Iterable[Mapping[str, Any]],
     *,
     as_of: datetime,
@@ -175,6 +175,47 @@ def build_payload(
         "open_positions": [_position_dict(p) for p in open_positions],
         "risk_limits": dict(risk_limits or {}),
     }
+
+
+def risk_limits_of(settings: Any) -> dict[str, Any]:
+    """The limits the risk manager enforces, as shown to the models (from settings' risk profile)."""
+    out: dict[str, Any] = {
+        "risk_profile": getattr(settings, "risk_profile", "default"),
+        "min_volume_usd": getattr(settings, "min_volume_usd", None),
+        "max_spread_pct": getattr(settings, "max_spread_pct", None),
+    }
+    try:
+        from risk.profiles import get_profile
+
+        prof = get_profile(out["risk_profile"])
+    except Exception:  # noqa: BLE001 - limits are context for the models, never required
+        return out
+    for name in ("risk_per_trade_pct", "max_leverage", "stop_min_pct", "stop_max_pct", "tp1_r", "tp2_r",
+                 "max_positions", "max_per_group", "funding_veto_pct", "btc_dump_pct", "daily_loss_pct",
+                 "stale_hours", "time_exit_hours"):
+        value = getattr(prof, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def build_payload(
+    snapshots: Mapping[str, MarketSnapshot],
+    scores: Mapping[str, Score],
+    news: Mapping[str, NewsReport],
+    positions: Iterable[Any] = (),
+    settings: Any = None,
+    *,
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
+    """The decision input for this cycle from the collected objects (see `payload_from_candidates`).
+    `as_of` defaults to the latest snapshot time; risk limits come from `settings` when given."""
+    cands = [candidate_payload(snap, scores.get(sym), news.get(sym)) for sym, snap in snapshots.items()]
+    when = as_of or max((s.as_of for s in snapshots.values()), default=None)
+    if when is None:
+        raise ValueError("build_payload needs snapshots or as_of")
+    limits = risk_limits_of(settings) if settings is not None else {}
+    return payload_from_candidates(cands, as_of=when, open_positions=positions, risk_limits=limits)
 
 
 # --------------------------------------------------------------------------- messages

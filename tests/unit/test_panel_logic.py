@@ -13,8 +13,8 @@ from agents.budget import TokenBudget
 from agents.llm.base import LLMResult, LLMTimeout, LLMUnavailable, Message, Usage
 from agents.panel import (
     build_decision_messages,
-    build_payload,
     decide,
+    payload_from_candidates,
     prompt_version,
     run_panel,
     summarize_votes,
@@ -28,7 +28,7 @@ from store.llm_cache import InMemoryResponseCache, cache_key
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 CANDS = [BTC, ETH]
-PAYLOAD = build_payload(
+PAYLOAD = payload_from_candidates(
     [{"symbol": ETH, "market": {"last": 3000.0}}, {"symbol": BTC, "market": {"last": 90000.0}}],
     as_of=NOW, risk_limits={"max_positions": 3},
 )
@@ -240,7 +240,7 @@ def test_cache_key_changes_with_prompt_model_and_messages():
     assert prompt_version(custom) != prompt_version(member())
     assert k != cache_key("openai", "gpt-other", prompt_version(member()), msgs, "PanelAnswer")
     assert k != cache_key("openai", "gpt-test", prompt_version(custom), msgs, "PanelAnswer")
-    other = build_payload([{"symbol": BTC, "market": {"last": 90001.0}}], as_of=NOW)
+    other = payload_from_candidates([{"symbol": BTC, "market": {"last": 90001.0}}], as_of=NOW)
     assert k != cache_key("openai", "gpt-test", prompt_version(member()),
                           build_decision_messages(other, member()), "PanelAnswer")
 
