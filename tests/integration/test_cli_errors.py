@@ -1,0 +1,88 @@
+"""Bad input gets one clear line (no traceback) and nothing is half-written."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    p = tmp_path / "cli.db"
+    return p, {"QUORUM_DATABASE_URL": f"sqlite:///{p}", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _cycles(p: Path) -> int:
+    if not p.exists():
+        return 0
+    with sqlite3.connect(p) as c:
+        try:
+            return c.execute("select count(*) from cycles").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def _one_clear_line(r: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    text = " ".join(lines)
+    assert text.startswith("error:"), r.stderr
+    for n in needles:
+        assert n in text, text
+
+
+def test_unknown_symbol(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    r = run_cli("cycle", "--symbols", "PEPE/USDT:USDT", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "unknown symbol", "PEPE/USDT:USDT")
+    assert _cycles(p) == 0
+
+
+def test_as_of_outside_the_data(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    r = run_cli("cycle", "--as-of", "2031-01-01", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "outside the replay data")
+    assert _cycles(p) == 0
+
+
+def test_malformed_settings_file(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    (tmp_path / "quorum.yaml").write_text("risk_profile: [default\n")
+    r = run_cli("cycle", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "quorum.yaml", "malformed YAML")
+    assert _cycles(p) == 0
+
+
+def test_bad_setting_value(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    r = run_cli("cycle", cwd=tmp_path, env_extra={**env, "QUORUM_RISK_PROFILE": "yolo"})
+    _one_clear_line(r, "risk_profile", "yolo", "allowed")
+
+
+def test_unreachable_database(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    env = {**env, "QUORUM_DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"}
+    r = run_cli("cycle", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "unreachable", "127.0.0.1:1")
+    assert "s3cret" not in r.stderr  # no secret in the message
+
+
+def test_doctor_reports_missing_pieces(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    r = run_cli("doctor", cwd=tmp_path, env_extra=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "set OPENAI_API_KEY" in r.stdout and "QUORUM_TELEGRAM_TOKEN" in r.stdout
+    assert "replay: 6 symbols" in r.stdout
