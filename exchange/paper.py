@@ -45,11 +45,12 @@ BPS = Decimal(10_000)
 
 
 def D(x: Any) -> Decimal:
+    """Decimal from Decimal, int, str, float or a numpy scalar (floats by their shortest repr)."""
     if isinstance(x, Decimal):
         return x
-    if isinstance(x, float):
-        return Decimal(repr(x))
-    return Decimal(str(x))
+    if isinstance(x, int | str):
+        return Decimal(str(x))
+    return Decimal(repr(float(x)))
 
 
 def _q(x: Decimal) -> Decimal:

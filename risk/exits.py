@@ -130,7 +130,7 @@ def step(
     favourable = bar.high if s > 0 else bar.low
     # 2. TP1
     if not pos.tp1_done and (favourable - pos.tp1) * s >= 0:
-        q = pos.qty_initial * Decimal(repr(prof.tp1_fraction))
+        q = pos.qty_initial * Decimal(repr(float(prof.tp1_fraction)))
         if qty_step is not None and qty_step > 0:
             q = (q / qty_step).to_integral_value(rounding=ROUND_DOWN) * qty_step
         if q <= 0 or q >= pos.qty_open:

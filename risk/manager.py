@@ -184,7 +184,7 @@ def round_price(price: float, tick: Decimal, mode: str) -> float:
     """Round a float price to the tick: mode 'floor', 'ceil'."""
     if tick <= 0:
         return price
-    d = Decimal(repr(price))
+    d = Decimal(repr(float(price)))
     n = (d / tick).to_integral_value(rounding=ROUND_FLOOR if mode == "floor" else ROUND_CEILING)
     return float(n * tick)
 
@@ -478,7 +478,7 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
 
     acct = inp.account
     lim = inp.limits
-    entry = inp.ask if side is Side.LONG else inp.bid
+    entry = float(inp.ask if side is Side.LONG else inp.bid)
     if not (math.isfinite(entry) and entry > 0):
         reasons.append(f"no usable entry price (bid {inp.bid}, ask {inp.ask})")
         return _deny(sym, reasons, prof.name)
@@ -569,13 +569,13 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
                 notes.append(f"size capped by {label}")
     if not math.isfinite(qty_raw) or qty_raw < 0:
         qty_raw = 0.0
-    qty = round_down(Decimal(repr(qty_raw)), lim.qty_step)
+    qty = round_down(Decimal(repr(float(qty_raw))), lim.qty_step)
     if qty <= 0:
         reasons.append(f"quantity {qty_raw:.8g} rounds to zero at step {lim.qty_step}")
     else:
         if qty < lim.min_qty:
             reasons.append(f"quantity {qty} is below the market minimum {lim.min_qty}")
-        notional_d = qty * Decimal(repr(entry))
+        notional_d = qty * Decimal(repr(float(entry)))
         if notional_d < lim.min_notional:
             reasons.append(f"notional {float(notional_d):.2f} is below the market minimum {lim.min_notional}")
     notional = float(qty) * entry

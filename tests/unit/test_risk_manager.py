@@ -172,7 +172,17 @@ def test_unknown_volatility_uses_the_most_cautious_leverage():
     assert not v.approved and any("no stop can be set" in r for r in v.reasons)
 
 
-def test_market_max_leverage_caps():
+def test_numpy_inputs_give_plain_floats():
+    import numpy as np
+
+    inp = risk_input(price=100.0, atr_pct=2.0)
+    inp = dataclasses.replace(inp, bid=np.float64(99.99), ask=np.float64(100.01),
+                              score=dataclasses.replace(inp.score, atr_pct=np.float64(2.0)))
+    v = evaluate(inp)
+    assert v.approved and type(v.plan.entry) is float and type(v.plan.stop) is float
+    # stop 100.01 * 0.98 = 98.0098 floored to 98.00; 150 / 2.01 = 74.6268.. down to the 0.001 step
+    assert v.plan.stop == 98.0 and v.plan.qty == Decimal("74.626")
+
     p = evaluate(risk_input(atr_pct=1.0, limits=MarketLimits(max_leverage=4))).plan
     assert p.leverage == 4
 
