@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from core.types import Action, Decision, NewsReport, Position, Score, Side, Trend, VolState
+from core.types import Action, Decision, NewsReport, Position, Score, Side, TradePlan, Trend, VolState
 from risk import AccountState, MarketLimits, RiskInput, TrackRecord
 
 NOW = datetime(2025, 3, 5, 12, 0, tzinfo=UTC)  # a Wednesday
@@ -71,3 +71,14 @@ def hours(n: float) -> timedelta:
 def examples(n: int) -> int:
     """Hypothesis example count, scaled by RISK_EXAMPLES_SCALE (e.g. 50 for a long soak run)."""
     return max(1, int(n * float(os.environ.get("RISK_EXAMPLES_SCALE", "1"))))
+
+
+def trade_plan(symbol="BTC/USDT:USDT", side=Side.LONG, entry=100.0, qty="0.1", lev=5, stop_pct=3.0) -> TradePlan:
+    s = side.sign
+    stop = entry * (1 - s * stop_pct / 100)
+    r = abs(entry - stop)
+    q = Decimal(qty)
+    return TradePlan(symbol=symbol, side=side, entry=entry, stop=stop, tp1=entry + s * 1.5 * r,
+                     tp2=entry + s * 2.5 * r, leverage=lev, qty=q, notional=float(q) * entry,
+                     margin=float(q) * entry / lev, risk_usd=float(q) * r, risk_pct=0.0,
+                     liquidation_price=0.0, stop_pct=stop_pct, reason="test plan")

@@ -12,23 +12,13 @@ from hypothesis import strategies as st
 
 from core.errors import OrderRejected
 from core.settings import PaperSettings
-from core.types import Side, TradePlan
+from core.types import Side
 from exchange.paper import PaperAccount
 from risk import Bar, evaluate, get_profile, step
 from tests.unit.risk_builders import NOW, examples, risk_input
+from tests.unit.risk_builders import trade_plan as plan
 
 CENT = Decimal("0.01")
-
-
-def plan(symbol="BTC/USDT:USDT", side=Side.LONG, entry=100.0, qty="0.1", lev=5, stop_pct=3.0) -> TradePlan:
-    s = side.sign
-    stop = entry * (1 - s * stop_pct / 100)
-    r = abs(entry - stop)
-    q = Decimal(qty)
-    return TradePlan(symbol=symbol, side=side, entry=entry, stop=stop, tp1=entry + s * 1.5 * r,
-                     tp2=entry + s * 2.5 * r, leverage=lev, qty=q, notional=float(q) * entry,
-                     margin=float(q) * entry / lev, risk_usd=float(q) * r, risk_pct=0.0,
-                     liquidation_price=0.0, stop_pct=stop_pct, reason="test plan")
 
 
 def ledger_identity(a: PaperAccount) -> Decimal:

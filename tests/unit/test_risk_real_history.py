@@ -17,6 +17,7 @@ import pytest
 from core.types import Position, Side
 from exchange.paper import PaperAccount
 from risk import Bar, get_profile, step
+from tests.unit.risk_builders import trade_plan as mk_plan
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "binance" / "futures"
 DEFAULT = get_profile("default")
@@ -62,8 +63,6 @@ def test_tp1_breakeven_trailing_tp2_on_btc_2025_01_01(btc):
 
     acct = PaperAccount(Decimal(100_000), slippage_bps=Decimal(0), taker_fee=Decimal(0), maker_fee=Decimal(0))
     # mirror the position into the account at the same entry (no fees/slippage: pure price P&L)
-    from tests.unit.test_paper_account import plan as mk_plan
-
     p0, _ = acct.open(mk_plan(entry=pos.entry, qty="1", lev=5, stop_pct=2.0), pos.entry, pos.opened_at,
                       position_id="H1")
     assert p0.tp1 == pytest.approx(pos.tp1) and p0.tp2 == pytest.approx(pos.tp2)
@@ -152,8 +151,6 @@ def test_funding_heavy_hold_btc_february_2025():
     t1 = t0 + pd.Timedelta(days=30)
     window = fr[(fr.index > t0) & (fr.index <= t1)]
     assert len(window) == 90  # 3 a day
-    from tests.unit.test_paper_account import plan as mk_plan
-
     acct = PaperAccount(Decimal(1_000_000), taker_fee=Decimal("0.0005"), slippage_bps=Decimal(0))
     entry = float(px.open.loc[t0])
     lp, _ = acct.open(mk_plan(entry=entry, qty="2", lev=3), entry, t0.to_pydatetime())
