@@ -193,7 +193,9 @@ class _SymbolData:
 
 
 def _load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Timestamp,
-                 settings: Settings) -> _SymbolData:
+                 settings: Settings, timings: dict[str, float] | None = None) -> _SymbolData:
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
     hist = source.history(symbol)
     h1 = hist.h1
     # never hand the scorer a bar that closes after `end` (the engine is causal anyway; belt and braces)
@@ -209,6 +211,8 @@ def _load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Time
     )
     from core.frames import resample
 
+    t1 = time.perf_counter()
+    timings["load"] = timings.get("load", 0.0) + (t1 - t0)
     frames = {tf: resample(h1, tf) for tf in ("1h", "4h", "1d")}
     t_ns = times.as_unit("ns").asi8
     sd.n_closed = np.searchsorted(open_ns + H1_NS, t_ns, side="right")
@@ -248,6 +252,7 @@ def _load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Time
     fi = np.searchsorted(sd.funding_ns, t_ns, side="right") - 1
     sd.funding_at = np.where(fi >= 0, sd.funding_rate[np.clip(fi, 0, None)] if len(sd.funding_rate) else np.nan,
                              np.nan)
+    timings["indicators"] = timings.get("indicators", 0.0) + (time.perf_counter() - t1)
     return sd
 
 
@@ -511,7 +516,9 @@ def run_backtest(
     else:
         universe = list(known)
     ranges = [source.data_range(s) for s in universe]
-    lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    # from the first symbol with a futures bar (a symbol without data yet is simply not a candidate)
+    # to the last bar all symbols share (every decision has a fill bar)
+    lo, hi = min(r[0] for r in ranges), min(r[1] for r in ranges)
     last_close = hi + TF_DELTA["1h"]
     times = times[(times >= lo) & (times <= hi)]  # hi: the last bar's open, so every decision has a fill bar
     if len(times) == 0:
@@ -519,8 +526,7 @@ def run_backtest(
                         f"{', '.join(universe)} ({lo.isoformat()} .. {last_close.isoformat()})")
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
-    data = {s: _load_symbol(source, s, times, end_ts, settings) for s in load}
-    timings["load+indicators"] = time.perf_counter() - t0
+    data = {s: _load_symbol(source, s, times, end_ts, settings, timings) for s in load}
 
     prof = get_profile(settings.risk_profile)
     mm = prof.maintenance_margin_rate
