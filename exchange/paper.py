@@ -271,8 +271,10 @@ class PaperAccount:
         self.positions[pos.id] = pos.with_(**changes)
         fill = Fill(pos.symbol, pos.side, "close", q, px, fee, ts, reason=reason)
         self.fills.append(fill)
+        r = abs(pos.entry - pos.initial_stop)
+        r_mult = 0.0 if r <= 0 else (float(px) - pos.entry) * s / r
         self.events.append(PositionEvent(pos.id, pos.symbol, kind or "manual", ts, float(px), q, float(pnl),
-                                         0.0, reason))
+                                         r_mult, reason))
         return fill, pnl
 
     def apply_funding(self, position: Position | str, rate: Any, mark_price: Any, ts: datetime) -> Decimal:

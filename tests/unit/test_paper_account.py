@@ -58,6 +58,7 @@ def test_open_partial_close_funding_close_hand_computed():
     assert a.balance == expected
     assert ledger_identity(a) == 0
     assert [e.kind for e in a.events] == ["opened", "tp1", "funding", "tp2"]
+    assert a.events[1].r_multiple == pytest.approx((109.978 - 100.02) / (100.02 - 97.0))  # R from the fill
     assert closed.realised_pnl == pytest.approx(0.4979 + 0.999)
 
 
