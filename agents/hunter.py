@@ -149,8 +149,10 @@ def hunt_answer(
     now: datetime,
     max_candidates: int = 10,
     timeout_s: float = 90.0,
+    raise_errors: bool = False,
 ) -> HunterAnswer | None:
-    """Ask the hunter model; None (logged) when there is no provider or the call fails."""
+    """Ask the hunter model; None (logged) when there is no provider or the call fails.
+    With raise_errors=True a failed call raises instead (so a cached task never caches a blip)."""
     if provider is None:
         log.info("hunter: no provider configured; falling back to the volume scanner")
         return None
@@ -160,9 +162,13 @@ def hunt_answer(
             result.parsed)
     except (LLMOutputError, TransientError, LLMTimeout, LLMUnavailable, TimeoutError, QuorumError) as exc:
         log.warning("hunter: %s (%s); falling back to the volume scanner", type(exc).__name__, exc)
+        if raise_errors:
+            raise
         return None
     except Exception as exc:  # noqa: BLE001 - a hunter failure must never stop the cycle
         log.warning("hunter: unexpected %s (%s); falling back to the volume scanner", type(exc).__name__, exc)
+        if raise_errors:
+            raise
         return None
     log.info("hunter: %d ticker(s) from %s/%s ($%.4f)", len(answer.tickers), getattr(result, "provider", "?"),
              getattr(result, "model", "?"), float(getattr(result, "cost_usd", 0.0) or 0.0))

@@ -129,9 +129,11 @@ def analyse_news(
     timeout_s: float = 90.0,
     half_life_h: float = 24.0,
     critical_max_age_h: float = 72.0,
+    raise_errors: bool = False,
 ) -> NewsReport:
     """The news report for `symbol` at `now`. Never raises for model problems: without a provider, or
-    when the call fails, the report is `available=False` with a note saying why."""
+    when the call fails, the report is `available=False` with a note saying why. With
+    raise_errors=True a failed call raises instead (so a cached task never caches a blip)."""
     if provider is None:
         return NewsReport(symbol=symbol, as_of=now, available=False, note="no news provider configured")
     try:
@@ -141,6 +143,8 @@ def analyse_news(
     except Exception as exc:  # noqa: BLE001 - any failure: no news this cycle, said plainly
         reason = getattr(exc, "reason", None) or type(exc).__name__
         log.warning("news: %s unavailable: %s: %s", symbol, reason, str(exc)[:200])
+        if raise_errors:
+            raise
         return NewsReport(symbol=symbol, as_of=now, available=False,
                           note=f"news unavailable ({reason}): {str(exc)[:160]}")
     events, dropped = events_from_answer(answer, now)

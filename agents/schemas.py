@@ -8,11 +8,22 @@ answer that does not validate is an `LLMOutputError` and never parsed any other 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ActionLiteral = Literal["LONG", "SHORT", "WAIT"]
+
+
+def _clip(n: int):  # type: ignore[no-untyped-def]
+    """Truncate instead of rejecting: an over-long text or list never costs a vote. (String length
+    limits are also not part of the JSON schema: OpenAI's strict mode rejects minLength/maxLength.)"""
+    return AfterValidator(lambda v: v[:n])
+
+
+ShortText = Annotated[str, _clip(600)]
+Headline = Annotated[str, _clip(300)]
+Symbol = Annotated[str, _clip(60)]
 
 
 class CandidateVerdict(BaseModel):
@@ -20,11 +31,9 @@ class CandidateVerdict(BaseModel):
 
     model_config = ConfigDict(title="CandidateVerdict")
 
-    symbol: str = Field(
+    symbol: Symbol = Field(
         description="The candidate's symbol exactly as given in the input, e.g. 'BTC/USDT:USDT'. "
         "Only symbols from the input's candidates list are allowed.",
-        min_length=1,
-        max_length=40,
     )
     action: ActionLiteral = Field(
         description="LONG to open a long position, SHORT to open a short position, WAIT to stay out. "
@@ -36,14 +45,12 @@ class CandidateVerdict(BaseModel):
         description="How sure you are of this action, from 0.0 (a guess) to 1.0 (certain). "
         "A number between 0 and 1, not a percentage.",
     )
-    rationale: str = Field(
-        max_length=600,
+    rationale: ShortText = Field(
         description="One or two short sentences (at most 600 characters) explaining the action, "
         "citing the facts from the input that matter most.",
     )
-    key_factors: list[str] = Field(
+    key_factors: Annotated[list[str], _clip(5)] = Field(
         default_factory=list,
-        max_length=5,
         description="Up to 5 short phrases naming the decisive factors, e.g. '4h trend up', "
         "'funding crowded long', 'negative news'.",
     )
@@ -62,13 +69,10 @@ class PanelAnswer(BaseModel):
 class HunterTicker(BaseModel):
     model_config = ConfigDict(title="HunterTicker")
 
-    symbol: str = Field(
-        min_length=1,
-        max_length=40,
+    symbol: Symbol = Field(
         description="The coin's ticker as traded on crypto exchanges, e.g. 'SOL' or 'SOL/USDT'.",
     )
-    reason: str = Field(
-        max_length=400,
+    reason: ShortText = Field(
         description="One short sentence: why this coin is worth a look now (catalyst, momentum, volume).",
     )
 
@@ -76,8 +80,7 @@ class HunterTicker(BaseModel):
 class HunterAnswer(BaseModel):
     model_config = ConfigDict(title="HunterAnswer")
 
-    tickers: list[HunterTicker] = Field(
-        max_length=30,
+    tickers: Annotated[list[HunterTicker], _clip(30)] = Field(
         description="Coins with a liquid USDT perpetual future that are worth analysing now, "
         "most interesting first. Real, currently traded tickers only.",
     )
@@ -90,27 +93,26 @@ class NewsItem(BaseModel):
         description="When the event happened or was published, ISO 8601 in UTC, e.g. "
         "'2026-11-20T14:00:00Z' (or '2026-11-20' when the time is unknown).",
     )
-    headline: str = Field(max_length=300, description="The headline, in your own words, one line.")
+    headline: Headline = Field(description="The headline, in your own words, one line.")
     impact: int = Field(
         ge=-2,
         le=2,
         description="Expected price impact on this coin: -2 strongly negative, -1 negative, "
         "0 neutral, +1 positive, +2 strongly positive.",
     )
-    reason: str = Field(max_length=400, description="One short sentence: why this impact.")
+    reason: ShortText = Field(description="One short sentence: why this impact.")
     critical: bool = Field(
         default=False,
         description="true only for events that can move the market violently: exchange hack or "
         "insolvency, lawsuit or regulator action, ETF decision, delisting, protocol exploit.",
     )
-    source: str = Field(default="", max_length=300, description="The source's name or URL.")
+    source: Headline = Field(default="", description="The source's name or URL.")
 
 
 class NewsAnswer(BaseModel):
     model_config = ConfigDict(title="NewsAnswer")
 
-    events: list[NewsItem] = Field(
-        max_length=30,
+    events: Annotated[list[NewsItem], _clip(30)] = Field(
         description="News events about this coin from the last 7 days, newest first. "
         "An empty list when there is no relevant news.",
     )

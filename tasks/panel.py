@@ -156,7 +156,7 @@ def news_member(settings: Settings) -> PanelMember:
 def ask_hunter(settings: Settings, now: datetime) -> HunterAnswer | None:
     member = hunter_member(settings)
     return hunt_answer(provider_for(member), now=now, max_candidates=settings.scanner_top_n,
-                       timeout_s=member.timeout_s)
+                       timeout_s=member.timeout_s, raise_errors=True)
 
 
 def hunted_candidates(answer: HunterAnswer | None, markets: Sequence[str], tickers: Mapping[str, Any],
@@ -200,13 +200,15 @@ def decision_task_for(member: PanelMember):  # type: ignore[no-untyped-def]
 
 @task(name="coin-hunter", cache_key_fn=_hunter_key, cache_expiration=HUNTER_CACHE, timeout_seconds=180)
 def hunter_task(settings: Settings, now: datetime) -> HunterAnswer | None:
-    """The hunter's raw answer (None on failure), cached 4 h per hunter model and 4-hour window of
-    `now`; validate it each cycle with `hunted_candidates` (markets and liquidity change)."""
+    """The hunter's raw answer, cached 4 h per hunter model and 4-hour window of `now`; validate it each
+    cycle with `hunted_candidates` (markets and liquidity change). None without a hunter provider; a
+    failed call raises (a failed run is not cached): fall back to the volume scanner."""
     return ask_hunter(settings, now)
 
 
 @task(name="news", task_run_name="news-{symbol}", cache_key_fn=_news_key, cache_expiration=NEWS_CACHE,
       timeout_seconds=150)
 def news_task(member: PanelMember, symbol: str, now: datetime) -> NewsReport:
-    """The news report for one symbol, cached 1 h per (model, symbol, hour of `now`)."""
-    return analyse_news(provider_for(member), symbol, now, timeout_s=member.timeout_s)
+    """The news report for one symbol, cached 1 h per (model, symbol, hour of `now`). Without a provider
+    the report says unavailable; a failed call raises (a failed run is not cached)."""
+    return analyse_news(provider_for(member), symbol, now, timeout_s=member.timeout_s, raise_errors=True)

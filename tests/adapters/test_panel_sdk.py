@@ -204,3 +204,13 @@ def test_six_members_run_concurrently(monkeypatch):
     votes = [v for vs in out.values() for v in vs]
     assert summarize_votes(votes)["valid"] == 12, [(v.member_id, v.abstain_reason, v.rationale) for v in votes]
     assert wall < 2.0, f"panel took {wall:.2f}s"
+
+
+def test_refusal(setup):
+    from tests.fakes.llm_servers import refusal
+
+    member, provider, server = setup
+    server.enqueue(refusal("I can't give trading advice."), refusal("Still no."))
+    votes = run(member, provider)
+    # providers without a refusal field deliver the text as an (invalid) answer: repaired once
+    assert set(reasons(votes)) <= {"refused", "invalid_output"} and votes[0].abstain_reason is not None

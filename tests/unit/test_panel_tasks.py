@@ -44,3 +44,22 @@ def test_hunter_and_news_tasks_without_key(monkeypatch):
     assert tp.hunted_candidates(None, [], {}, s) is None
     report = tp.news_task.fn(tp.news_member(s), "BTC/USDT:USDT", NOW)
     assert not report.available
+
+
+def test_failures_raise_so_prefect_never_caches_them(monkeypatch):
+    import pytest
+
+    from core.errors import TransientError
+
+    class Down:
+        provider, model = "openrouter", "perplexity/sonar"
+
+        def ask(self, messages, schema, *, timeout_s):
+            raise TransientError("HTTP 503")
+
+    monkeypatch.setattr(tp, "provider_for", lambda member: Down())
+    s = Settings()
+    with pytest.raises(TransientError):
+        tp.hunter_task.fn(s, NOW)
+    with pytest.raises(TransientError):
+        tp.news_task.fn(tp.news_member(s), "BTC/USDT:USDT", NOW)
