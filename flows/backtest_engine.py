@@ -69,7 +69,7 @@ from core.metrics import (
     trade_records_from_positions,
 )
 from core.settings import PanelMember, Settings
-from core.types import Action, Decision, MarketSnapshot, Position, RiskVerdict, Score, Vote
+from core.types import Action, Decision, MarketSnapshot, NewsReport, Position, RiskVerdict, Score, Vote
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
 from risk.manager import AccountState, MarketLimits, account_state_from_history
@@ -80,6 +80,7 @@ from tasks.steps import BTC, btc_change_4h_pct, decide, risk_verdict, select_can
 H1_NS = 3_600_000_000_000
 PanelMode = str  # "math" | "cache" | "live"
 PANEL_MODES = ("math", "cache", "live")
+NO_NEWS_NOTE = "news analyst off: set OPENROUTER_API_KEY"  # as tasks.execution.news_reports says it
 _SIGNAL_CODE = {Action.LONG: 1, Action.SHORT: -1, Action.WAIT: 0}
 
 __all__ = [
@@ -383,6 +384,7 @@ class BacktestResult:
     leaderboard: list[LeaderboardRow]
     member_results: dict[str, MemberResult]
     member_positions: dict[str, list[Position]]
+    member_decisions: dict[str, list[DecisionRecord]]
     counters: dict[str, Any]
     timings: dict[str, float]
     stopped_reason: str | None = None
@@ -548,6 +550,7 @@ def run_backtest(
     books = [main, *shadows.values()]
 
     decisions: list[DecisionRecord] = []
+    member_decisions: dict[str, list[DecisionRecord]] = {mid: [] for mid in shadows}
     all_votes: list[tuple[datetime, Vote]] = []
     member_outcomes: dict[str, list[tuple[datetime, Vote]]] = {m.id: [] for m in panel_members}
     cons_calls: list[tuple[int, str, Action, float]] = []  # (k, symbol, action, confidence) for the leaderboard
@@ -600,9 +603,14 @@ def run_backtest(
             votes: list[Vote] = []
             if panel_members and scores:
                 snaps = {s: source.snapshot(s, t) for s in scores}
-                from tasks.steps import panel_payload
+                from agents.panel import build_payload
 
-                payload = panel_payload(snaps, scores, {}, main.acct.open_positions(), settings, t)
+                # exactly as the live cycle builds it (tasks.execution.run_panel_tasks): same facts, same
+                # prompt, same response-cache key
+                # (no historical news in a backtest: the same 'unavailable' report the live cycle
+                # builds when its news analyst is off)
+                news = {s: NewsReport(s, t, available=False, note=NO_NEWS_NOTE) for s in snaps}
+                payload = build_payload(snaps, scores, news, main.acct.open_positions(), settings)
                 votes = _panel_votes(panel_mode, panel_members, providers or {}, list(scores), payload, cache,
                                      budget, t)
                 for v in votes:
@@ -625,7 +633,8 @@ def run_backtest(
             for mid, book in shadows.items():
                 mine = {v.symbol: v for v in votes if v.member_id == mid}
                 md = {s: _member_decision(mine[s], scores[s]) for s in scores if s in mine}
-                _trade_book(book, md, scores, data, k, t, settings, spread, None, None, None, record=False)
+                _trade_book(book, md, scores, data, k, t, settings, spread, member_decisions[mid], None, None,
+                            record=True)
             if prog is not None and (k % 24 == 0 or k == len(times) - 1):
                 prog.update(prog.task_ids[0], completed=k + 1,
                             info=f"{t:%Y-%m-%d %H:%M} equity {main.curve[-1][1]:,.0f} "
@@ -700,7 +709,8 @@ def run_backtest(
                           "members": [m.id for m in panel_members], "seed": seed},
         equity=equity, trades=trades, positions=list(main.acct.positions.values()), open_at_end=open_end,
         metrics=metrics, monte_carlo=mc, buy_and_hold=bh, decisions=decisions, fills=main.fills, votes=all_votes,
-        leaderboard=board, member_results=results, member_positions=member_positions, counters=counters,
+        leaderboard=board, member_results=results, member_positions=member_positions,
+        member_decisions=member_decisions, counters=counters,
         timings=timings, stopped_reason=stopped, notes=notes,
     )
 

@@ -3,9 +3,8 @@ tasks (tasks/cycle.py); the backtest calls them directly, bar by bar, without Pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 
@@ -13,7 +12,7 @@ from agents.consensus import consensus
 from agents.scanner import fixed_universe, scan_volume
 from core.errors import DataError
 from core.settings import Settings
-from core.types import Action, Candidate, Decision, MarketSnapshot, NewsReport, Position, Score, Vote
+from core.types import Action, Candidate, Decision, MarketSnapshot, NewsReport, Score, Vote
 from exchange.base import MarketDataSource, TickerInfo
 from risk.manager import AccountState, MarketLimits, RiskInput, TrackRecord, evaluate
 
@@ -86,22 +85,6 @@ def _atr_1h(score: Score, snapshot: MarketSnapshot) -> float | None:
     if tf is None or not snapshot.last:
         return None
     return tf.atr_pct / 100 * snapshot.last
-
-
-def panel_payload(snapshots: Mapping[str, MarketSnapshot], scores: Mapping[str, Score],
-                  news: Mapping[str, NewsReport], positions: Sequence[Position], settings: Settings,
-                  as_of: datetime) -> dict[str, Any]:
-    """The decision panel's input for one cycle (candidates in the order given, open positions and
-    the risk limits). Shared by the live cycle and the backtest so that the same facts give the same
-    prompt, hence the same response-cache key."""
-    from agents.panel import build_payload, candidate_payload
-    from risk.profiles import get_profile
-
-    prof = get_profile(settings.risk_profile)
-    limits = {"profile": prof.name, "max_positions": prof.max_positions,
-              "risk_per_trade_pct": prof.risk_per_trade_pct, "max_leverage": prof.max_leverage}
-    return build_payload([candidate_payload(snapshots[s], scores.get(s), news.get(s)) for s in snapshots],
-                         as_of=as_of, open_positions=positions, risk_limits=limits)
 
 
 def score_breakdown(score: Score) -> dict[str, object]:
