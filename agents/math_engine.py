@@ -52,119 +52,166 @@ VETO_MIN = 0.1
 _TREND_CODE = {1: Trend.UP, -1: Trend.DOWN, 0: Trend.RANGE}
 
 
-def timeframe_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Per-bar component scores for one timeframe (causal; NaN where history is too short)."""
-    c, h, lo, v = df["close"], df["high"], df["low"], df["volume"]
-    atr = ta.atr(h, lo, c, length=14)
-    atr = atr.where(atr > 0)
-    ma20 = c.rolling(20, min_periods=20).mean()
-    ma50 = c.rolling(50, min_periods=50).mean()
-    ma200 = c.rolling(200, min_periods=200).mean()
-    parts = [np.tanh((c - ma20) / atr), np.tanh((c - ma50) / (2 * atr)), np.tanh((c - ma200) / (3 * atr)),
-             np.tanh((ma20 - ma20.shift(5)) / atr)]
-    trend = pd.concat(parts, axis=1).mean(axis=1, skipna=True).where(ma50.notna())
-    up = (c > ma50) & (ma20 > ma50) & ((ma50 > ma200) | ma200.isna())
-    down = (c < ma50) & (ma20 < ma50) & ((ma50 < ma200) | ma200.isna())
-    state = pd.Series(np.where(up, 1, np.where(down, -1, 0)), index=df.index)
-    rsi = ta.rsi(c, length=14)
-    trending = state != 0
-    rsi_trend = ((rsi - 50) / 25).clip(-1, 1)
-    rsi_range = ((50 - rsi) / 20).clip(-1, 1) * ((rsi - 50).abs() >= 20)
-    macd_hist = (c.ewm(span=12, adjust=False).mean() - c.ewm(span=26, adjust=False).mean())
-    macd_hist = macd_hist - macd_hist.ewm(span=9, adjust=False).mean()
-    momentum = (0.6 * np.where(trending, rsi_trend, rsi_range) + 0.4 * np.tanh(macd_hist / atr))
-    cmf = ta.cmf(h, lo, c, v, length=20)
-    vol_rel = (v / v.rolling(20, min_periods=20).mean()).clip(0, 1)
-    volume = (2 * cmf).clip(-1, 1) * vol_rel
-    out = pd.DataFrame({
-        "trend": trend.clip(-1, 1),
-        "momentum": pd.Series(momentum, index=df.index).where(rsi.notna()),
-        "volume": volume,
-        "state": state,
-        "rsi": rsi,
-        "atr_pct": atr / c * 100,
-    })
+def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
+    """Trailing mean over n values; NaN until n values exist (like rolling(n, min_periods=n))."""
+    out = np.full(x.shape, np.nan)
+    if len(x) >= n:
+        c = np.cumsum(np.r_[0.0, x])
+        out[n - 1:] = (c[n:] - c[:-n]) / n
     return out
 
 
-def tech_score(feat: pd.DataFrame, trend_state: pd.Series) -> pd.Series:
+def _rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    return _rolling_mean(x, n) * n
+
+
+def _ema(x: np.ndarray, span: int) -> np.ndarray:
+    return pd.Series(x).ewm(span=span, adjust=False).mean().to_numpy()
+
+
+def _shift(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(x.shape, np.nan)
+    if len(x) > k:
+        out[k:] = x[:-k]
+    return out
+
+
+@dataclass(frozen=True)
+class Features:
+    """Per-bar component scores of one timeframe, as arrays over the bars (causal)."""
+
+    index: pd.DatetimeIndex  # bar open times
+    cols: dict[str, np.ndarray]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.cols, index=self.index)
+
+
+def timeframe_features(df: pd.DataFrame, atr_length: int = 14) -> Features:
+    """Per-bar component scores for one timeframe (causal; NaN where history is too short).
+
+    RSI and ATR come from pandas-ta; moving averages, MACD and money flow are plain array maths.
+    """
+    c = df["close"].to_numpy(dtype=float)
+    h = df["high"].to_numpy(dtype=float)
+    lo = df["low"].to_numpy(dtype=float)
+    v = df["volume"].to_numpy(dtype=float)
+    atr_s = ta.atr(df["high"], df["low"], df["close"], length=atr_length)
+    atr = np.full(len(c), np.nan) if atr_s is None else atr_s.to_numpy(dtype=float)
+    atr = np.where(atr > 0, atr, np.nan)
+    ma20, ma50, ma200 = _rolling_mean(c, 20), _rolling_mean(c, 50), _rolling_mean(c, 200)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        parts = np.vstack([np.tanh((c - ma20) / atr), np.tanh((c - ma50) / (2 * atr)),
+                           np.tanh((c - ma200) / (3 * atr)), np.tanh((ma20 - _shift(ma20, 5)) / atr)])
+        valid = ~np.isnan(parts)
+        cnt = valid.sum(axis=0)
+        trend = np.where(cnt > 0, np.where(valid, parts, 0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
+        trend = np.where(np.isnan(ma50), np.nan, trend)
+        no200 = np.isnan(ma200)
+        up = (c > ma50) & (ma20 > ma50) & ((ma50 > ma200) | no200)
+        down = (c < ma50) & (ma20 < ma50) & ((ma50 < ma200) | no200)
+        state = np.where(up, 1, np.where(down, -1, 0))
+        rsi_s = ta.rsi(df["close"], length=14)
+        rsi = np.full(len(c), np.nan) if rsi_s is None else rsi_s.to_numpy(dtype=float)
+        rsi_trend = np.clip((rsi - 50) / 25, -1, 1)
+        rsi_range = np.clip((50 - rsi) / 20, -1, 1) * (np.abs(rsi - 50) >= 20)
+        macd = _ema(c, 12) - _ema(c, 26)
+        hist = macd - _ema(macd, 9)
+        momentum = 0.6 * np.where(state != 0, rsi_trend, rsi_range) + 0.4 * np.tanh(hist / atr)
+        momentum = np.where(np.isnan(rsi), np.nan, momentum)
+        # Chaikin money flow (20): sum(money-flow volume) / sum(volume)
+        rng = h - lo
+        mfm = np.where(rng > 0, ((c - lo) - (h - c)) / np.where(rng > 0, rng, 1), 0.0)
+        cmf = _rolling_sum(mfm * v, 20) / _rolling_sum(v, 20)
+        vol_rel = np.clip(v / _rolling_mean(v, 20), 0, 1)
+        volume = np.clip(2 * cmf, -1, 1) * vol_rel
+    return Features(df.index, {
+        "trend": np.clip(trend, -1, 1), "momentum": momentum, "volume": volume, "state": state.astype(float),
+        "rsi": rsi, "atr_pct": atr / c * 100,
+    })
+
+
+def tech_score(feat: dict[str, np.ndarray], trend_state: np.ndarray) -> np.ndarray:
     """Technical score of one timeframe given the regime (4h trend state) aligned to it."""
-    w = {k: np.where(trend_state == 0, WEIGHTS[Trend.RANGE][k], WEIGHTS[Trend.UP][k]) for k in TECH}
+    rng_w, tr_w = WEIGHTS[Trend.RANGE], WEIGHTS[Trend.UP]
+    w = {k: np.where(trend_state == 0, rng_w[k], tr_w[k]) for k in TECH}
     total = sum(w.values())
-    s = sum(w[k] * feat[k].fillna(0.0) for k in TECH) / total
-    return s.where(feat["trend"].notna())
+    s = sum(w[k] * np.nan_to_num(feat[k], nan=0.0) for k in TECH) / total
+    return np.where(np.isnan(feat["trend"]), np.nan, s)
 
 
-def _at_close(feat: pd.DataFrame, tf: str) -> pd.DataFrame:
-    """Re-index a timeframe's features by bar close time (when the value becomes known)."""
-    return feat.set_axis(feat.index + TF_DELTA[tf])
-
-
-def align(feat_by_tf: dict[str, pd.DataFrame], decision_times: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
-    """Each timeframe's last known (closed) row at every decision time."""
-    return {tf: _at_close(f, tf).reindex(decision_times, method="ffill") for tf, f in feat_by_tf.items()}
+def align(feat: Features, tf: str, decision_times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    """Each column's last known value (bar closed by then) at every decision time."""
+    close_ns = (feat.index + TF_DELTA[tf]).as_unit("ns").asi8
+    pos = np.searchsorted(close_ns, decision_times.as_unit("ns").asi8, side="right") - 1
+    ok = pos >= 0
+    safe = np.where(ok, pos, 0)
+    return {k: np.where(ok, col[safe], np.nan) for k, col in feat.cols.items()}
 
 
 def vol_ratio_series(h1: pd.DataFrame) -> pd.Series:
-    r = np.log(h1["close"]).diff()
-    short = r.rolling(24, min_periods=24).std()
-    normal = r.rolling(720, min_periods=240).std()
-    return (short / normal).set_axis(h1.index + TF_DELTA["1h"])
-
-
-def daily_atr_pct(d1: pd.DataFrame) -> pd.Series:
-    atr = ta.atr(d1["high"], d1["low"], d1["close"], length=30)
-    if atr is None:
-        return pd.Series(np.nan, index=d1.index + TF_DELTA["1d"])
-    return (atr / d1["close"] * 100).set_axis(d1.index + TF_DELTA["1d"])
+    c = h1["close"].to_numpy(dtype=float)
+    r = np.r_[np.nan, np.diff(np.log(c))]
+    rs = pd.Series(r)
+    short = rs.rolling(24, min_periods=24).std().to_numpy()
+    normal = rs.rolling(720, min_periods=240).std().to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.Series(short / normal, index=h1.index + TF_DELTA["1h"])
 
 
 @dataclass(frozen=True)
 class SeriesScores:
     """Vectorised scores of one symbol at many decision times (the backtest reads rows of this)."""
 
-    frame: pd.DataFrame  # columns: final, tech_<tf>, <component>, state_4h, vol_ratio, atr_pct, daily_veto
+    frame: pd.DataFrame  # columns: tech, tech_<tf>, <component>_<tf>, state_4h, vol_ratio, atr_pct, ...
+
+
+DAILY_ATR_LENGTH = 30
 
 
 def score_frames(frames: dict[str, pd.DataFrame], decision_times: pd.DatetimeIndex,
                  signal: SignalSettings) -> SeriesScores:
     """Score many decision times at once from full candle frames (only closed bars are used)."""
-    feats = {tf: timeframe_features(frames[tf]) if len(frames[tf]) >= MIN_BARS else None for tf in TIMEFRAMES}
-    present = {tf: f for tf, f in feats.items() if f is not None}
-    if "1h" not in present:
+    if len(frames["1h"]) < MIN_BARS:
         raise DataError(f"need at least {MIN_BARS} closed 1h bars to score")
-    aligned = align(present, decision_times)
-    state4 = aligned.get("4h", aligned["1h"])["state"].fillna(0)
-    out = pd.DataFrame(index=decision_times)
-    wsum = 0.0
-    blend = pd.Series(0.0, index=decision_times)
+    aligned: dict[str, dict[str, np.ndarray]] = {}
     for tf in TIMEFRAMES:
-        if tf not in aligned:
-            out[f"tech_{tf}"] = np.nan
+        if len(frames[tf]) >= MIN_BARS:
+            atr_len = DAILY_ATR_LENGTH if tf == "1d" else 14
+            aligned[tf] = align(timeframe_features(frames[tf], atr_len), tf, decision_times)
+    n = len(decision_times)
+    state4 = np.nan_to_num(aligned.get("4h", aligned["1h"])["state"], nan=0.0)
+    out: dict[str, np.ndarray] = {}
+    blend = np.zeros(n)
+    wsum = 0.0
+    for tf in TIMEFRAMES:
+        a = aligned.get(tf)
+        if a is None:
+            out[f"tech_{tf}"] = np.full(n, np.nan)
+            for k in (*TECH, "rsi", "atrpct", "state"):
+                out[f"{k}_{tf}"] = np.full(n, np.nan)
             continue
-        s = tech_score(aligned[tf], state4)
-        out[f"tech_{tf}"] = s
+        sc = tech_score(a, state4)
+        out[f"tech_{tf}"] = sc
         w = signal.tf_weights[tf]
-        blend = blend + w * s.fillna(0.0)
-        wsum += w * 1.0
+        blend = blend + w * np.nan_to_num(sc, nan=0.0)
+        wsum += w
         for k in TECH:
-            out[f"{k}_{tf}"] = aligned[tf][k]
-        out[f"rsi_{tf}"] = aligned[tf]["rsi"]
-        out[f"atrpct_{tf}"] = aligned[tf]["atr_pct"]
-        out[f"state_{tf}"] = aligned[tf]["state"]
-    regime_w = np.where(state4 == 0, 1 - WEIGHTS[Trend.RANGE]["open_interest"] - WEIGHTS[Trend.RANGE]["news"],
-                        1 - WEIGHTS[Trend.UP]["open_interest"] - WEIGHTS[Trend.UP]["news"])
+            out[f"{k}_{tf}"] = a[k]
+        out[f"rsi_{tf}"] = a["rsi"]
+        out[f"atrpct_{tf}"] = a["atr_pct"]
+        out[f"state_{tf}"] = a["state"]
     out["tech"] = blend / wsum
-    out["tech_weight"] = regime_w
+    out["tech_weight"] = np.where(state4 == 0, 1 - WEIGHTS[Trend.RANGE]["open_interest"] - WEIGHTS[Trend.RANGE]["news"],
+                                  1 - WEIGHTS[Trend.UP]["open_interest"] - WEIGHTS[Trend.UP]["news"])
     out["state_4h"] = state4
-    out["vol_ratio"] = vol_ratio_series(frames["1h"]).reindex(decision_times, method="ffill")
-    if "1d" in present:
-        out["atr_pct"] = daily_atr_pct(frames["1d"]).reindex(decision_times, method="ffill")
-    else:
-        out["atr_pct"] = np.nan
-    # fall back to 1h ATR scaled to a day (sqrt(24)) when daily history is short
-    out["atr_pct"] = out["atr_pct"].fillna(out.get("atrpct_1h", np.nan) * np.sqrt(24))
-    return SeriesScores(out)
+    vr = vol_ratio_series(frames["1h"])
+    pos = np.searchsorted(vr.index.as_unit("ns").asi8, decision_times.as_unit("ns").asi8, side="right") - 1
+    out["vol_ratio"] = np.where(pos >= 0, vr.to_numpy()[np.maximum(pos, 0)], np.nan)
+    # stop volatility: daily ATR(30) %, else the 1h ATR% scaled to a day when daily history is short
+    daily = out["atrpct_1d"]
+    out["atr_pct"] = np.where(np.isnan(daily), out["atrpct_1h"] * np.sqrt(24), daily)
+    return SeriesScores(pd.DataFrame(out, index=decision_times))
 
 
 def finalize(row_tech: float, tech_weight: float, tech_1d: float, oi: float, news: float, state4: int,

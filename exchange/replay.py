@@ -49,7 +49,7 @@ def _read(path: Path) -> pd.DataFrame:
     df = pd.read_feather(path)
     if "date" not in df.columns:
         raise DataError(f"{path}: no 'date' column")
-    df = df.set_index(pd.DatetimeIndex(pd.to_datetime(df.pop("date"), utc=True)))
+    df = df.set_index(pd.DatetimeIndex(pd.to_datetime(df.pop("date"), utc=True)).as_unit("ns"))
     df.index.name = "date"
     return df.sort_index()
 
@@ -68,7 +68,7 @@ class SymbolHistory:
 
     @cached_property
     def open_times(self) -> np.ndarray:
-        return self.h1.index.asi8
+        return self.h1.index.as_unit("ns").asi8
 
 
 class ReplaySource:
