@@ -1,0 +1,339 @@
+"""`quorum backtest`, `quorum leaderboard`, `quorum export`.
+
+Register on the main app with:  app.registered_commands += cli_backtest.app.registered_commands
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import QuorumError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Backtests, the model leaderboard and exports.")
+out = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _symbols(value: str | None) -> list[str] | None:
+    return [s.strip().upper() for s in value.split(",") if s.strip()] if value else None
+
+
+def _pct(x: Any) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.2%}"
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return format(x, fmt) if isinstance(x, int | float) else str(x)
+
+
+# ---- backtest ---------------------------------------------------------------------------------
+@app.command("backtest")
+def backtest_cmd(
+    start: Annotated[str, typer.Option("--from", help="first decision day/time (UTC)")] = "2025-01-01",
+    end: Annotated[str, typer.Option("--to", help="last decision day (a date means through 23:00 UTC)")] = "2025-05-31",
+    panel: Annotated[str, typer.Option("--panel", help="math | cache | live")] = "math",
+    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    out_dir: Annotated[str, typer.Option("--out", help="report directory")] = "reports",
+    train_days: Annotated[int | None, typer.Option("--train-days", help="walk-forward: warm-up days per window")] = None,
+    test_days: Annotated[int | None, typer.Option("--test-days", help="walk-forward: test days per window")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect",
+                                          help="run as one Prefect flow run with artifacts (default) or plain")] = True,
+) -> None:
+    """Replay a date range through the live cycle's functions; print the metrics and the report path."""
+    t0 = time.perf_counter()
+    try:
+        from core.settings import load_settings
+
+        load_settings()  # fail fast on bad settings
+        kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
+                  train_days=train_days, test_days=test_days, progress=not as_json)
+        if prefect:
+            from flows.backtest import backtest
+
+            summary = backtest(**kw)
+        else:
+            from flows.backtest import execute
+
+            summary = execute(**kw)
+    except QuorumError as exc:
+        _fail(str(exc))
+        return
+    summary["runtime_s"] = round(time.perf_counter() - t0, 2)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        return
+    if "walk_forward" in summary:
+        _render_walk_forward(summary)
+    else:
+        _render_backtest(summary)
+    out.print(f"runtime {summary['runtime_s']:.1f} s")
+
+
+def _render_backtest(s: dict[str, Any]) -> None:
+    from flows.report import metrics_table_rows
+
+    t = Table(title=f"Backtest {s['start']} .. {s['end']} · panel {s['panel']} · {', '.join(s['symbols'])}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for row in metrics_table_rows(s["metrics"]):
+        t.add_row(row["metric"], row["value"])
+    mc = s.get("monte_carlo") or {}
+    if mc:
+        t.add_row(f"Monte Carlo max DD p50 / p95 ({mc.get('runs')} runs)",
+                  f"{_num(mc.get('max_dd_p50'), '.2%')} / {_num(mc.get('max_dd_p95'), '.2%')}")
+        t.add_row("Risk of ruin (equity < 50%)", _num(mc.get("risk_of_ruin"), ".2%"))
+    out.print(t)
+    bh = Table(title="Buy and hold over the same window")
+    bh.add_column("symbol")
+    bh.add_column("return", justify="right")
+    for sym, r in s.get("buy_and_hold", {}).items():
+        bh.add_row(sym, _pct(r))
+    out.print(bh)
+    c = s["counters"]
+    out.print(f"decisions: {c['decision_times']} times, {c['non_wait_decisions']} non-WAIT, {c['approved']} approved, "
+              f"{c['filled']} filled; votes {c['votes']} ({c['valid_votes']} valid, {c['cache_miss']} cache misses)")
+    if s.get("leaderboard") and len(s["leaderboard"]) > 1:
+        _render_board(s["leaderboard"], "Model leaderboard (shadow accounts)")
+    for n in s.get("notes", []):
+        out.print(f"[dim]note: {n}[/dim]")
+    out.print(f"report: {s['report_html']}")
+    out.print(f"json:   {s['report_json']}")
+
+
+def _render_walk_forward(s: dict[str, Any]) -> None:
+    wf = s["walk_forward"]
+    t = Table(title="Walk-forward: test windows only")
+    for col in ("test window", "return", "Sharpe", "max DD", "trades", "win rate", "report"):
+        t.add_column(col)
+    for w, rep in zip(wf["windows"], s["reports"], strict=True):
+        t.add_row(f"{w['test_start'][:16]} .. {w['test_end'][:16]}", _pct(w["total_return"]), _num(w["sharpe"], ".2f"),
+                  _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), _num(w["win_rate"], ".1%"), rep["html"])
+    out.print(t)
+    out.print(f"[dim]{wf['note']}[/dim]")
+
+
+def _render_board(rows: list[dict[str, Any]], title: str) -> None:
+    t = Table(title=title)
+    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("return", "total_return", "+.2%"),
+            ("Sharpe", "sharpe", ".2f"), ("max DD", "max_drawdown", ".2%"), ("win", "win_rate", ".1%"),
+            ("trades", "n_trades", "d"), ("hit 4h", "hit_rate_4h", ".1%"), ("hit 24h", "hit_rate_24h", ".1%"),
+            ("Brier", "brier_24h", ".3f"), ("abstain", "abstention_rate", ".1%"),
+            ("latency", "median_latency_s", ".2f"), ("$/decision", "cost_per_decision", ".4f"),
+            ("Δ vs consensus [95% CI]", "", "")]
+    for name, _, _ in cols:
+        t.add_column(name)
+    for r in rows:
+        cells = [_num(r.get(k), f) if k else "" for _, k, f in cols[:-1]]
+        lo, hi = r.get("diff_vs_consensus_low"), r.get("diff_vs_consensus_high")
+        cells.append("—" if lo is None else f"{_num(r.get('diff_vs_consensus_mean'), '+.2e')} [{lo:+.1e}, {hi:+.1e}]"
+                     + (" *" if r.get("diff_vs_consensus_significant") else ""))
+        t.add_row(*cells)
+    out.print(t)
+
+
+# ---- leaderboard ------------------------------------------------------------------------------
+def _latest_report(directory: Path) -> Path | None:
+    files = sorted(directory.glob("backtest-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    return files[-1] if files else None
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    report: Annotated[str | None, typer.Option("--report", help="a backtest JSON report (default: the newest)")] = None,
+    reports_dir: Annotated[str, typer.Option("--dir", help="where to look for the newest report")] = "reports",
+    from_db: Annotated[bool, typer.Option("--db", help="rank from the votes stored by live cycles instead")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rank panel members and the consensus (return, Sharpe, drawdown, hit rate, Brier, abstention,
+    latency, cost, bootstrap CI vs the consensus)."""
+    try:
+        if from_db:
+            rows, title = leaderboard_from_db(), "Model leaderboard (stored votes; no shadow equity)"
+        else:
+            path = Path(report) if report else _latest_report(Path(reports_dir))
+            if path is None or not path.exists():
+                _fail(f"no backtest report found (looked for {reports_dir}/backtest-*.json); run `quorum backtest` "
+                      "first, or use --db")
+                return
+            data = json.loads(path.read_text())
+            rows, title = data.get("leaderboard") or [], f"Model leaderboard ({path.name})"
+    except QuorumError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+        return
+    if not rows:
+        out.print("no leaderboard rows (a math-mode backtest has no panel members)")
+        return
+    _render_board(rows, title)
+    if len(rows) == 1:
+        out.print("[dim]only the consensus: run a backtest with --panel cache or --panel live to rank models[/dim]")
+
+
+def leaderboard_from_db() -> list[dict[str, Any]]:
+    """Leaderboard rows from the votes and decisions stored by live cycles: hit rates at 4 h / 24 h
+    against the replay history, Brier, abstention, latency and cost (no shadow equity: returns are
+    only known from a backtest)."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    from core.settings import load_settings
+    from core.types import Action
+    from exchange.factory import build_source
+    from store.db import get_session_factory, transaction
+    from store.models import CycleRow, DecisionRow, VoteRow
+
+    settings = load_settings()
+    source = build_source(settings)
+    closes: dict[str, pd.Series] = {}
+
+    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
+        if sym not in closes:
+            try:
+                h1 = source.history(sym).h1
+                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
+            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
+                closes[sym] = pd.Series(dtype=float)
+        c = closes[sym]
+        return (forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24)))
+
+    factory = get_session_factory(settings)
+    with transaction(factory) as s:
+        votes = list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
+        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
+                              .order_by(CycleRow.as_of, DecisionRow.symbol)))
+    by_member: dict[str, list[VoteOutcome]] = {}
+    times = []
+    for v in votes:
+        a = Action(v.action) if v.action and not v.abstain_reason else None
+        by_member.setdefault(v.member_id, []).append(
+            VoteOutcome(a, float(v.confidence), *fwd(v.symbol, v.as_of), latency_s=float(v.latency_s),
+                        cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
+        times.append(v.as_of)
+    cons = []
+    for d, as_of in decs:
+        cons.append(VoteOutcome(Action(d.action), float(d.confidence), *fwd(d.symbol, as_of), latency_s=None,
+                                symbol=d.symbol, as_of=as_of))
+        times.append(as_of)
+    if not times:
+        return []
+    empty = pd.Series(dtype=float)
+    results = [MemberResult(CONSENSUS_ID, empty, (), cons)] + [MemberResult(m, empty, (), vs)
+                                                                for m, vs in sorted(by_member.items())]
+    rows = leaderboard(results, min(times), max(times), sort_by="hit_rate_24h")
+    return [r.to_dict() for r in rows]
+
+
+# ---- export -----------------------------------------------------------------------------------
+@app.command("export")
+def export_cmd(
+    fmt: Annotated[str, typer.Option("--format", help="json | csv | tax | audit")] = "json",
+    out_file: Annotated[str | None, typer.Option("--out", help="file to write (default: stdout)")] = None,
+) -> None:
+    """Closed trades (json, csv, tax CSV) or the decision audit trail (audit CSV) from the database."""
+    if fmt not in ("json", "csv", "tax", "audit"):
+        _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
+    try:
+        from flows.export import export_trades
+
+        trades, rows = load_export_data(audit=fmt == "audit")
+        target: Any = out_file if out_file else sys.stdout
+        export_trades(trades, fmt, target, audit_rows=rows)  # type: ignore[arg-type]
+    except QuorumError as exc:
+        _fail(str(exc))
+        return
+    if out_file:
+        n = len(rows) if fmt == "audit" and rows is not None else len(trades)
+        err.print(f"wrote {n} {'audit rows' if fmt == 'audit' else 'trades'} to {out_file}")
+
+
+def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
+    """Closed positions as TradeRecords, and (with audit=True) one AuditRow per cycle and symbol built
+    from the cycles, scores, votes, decisions, risk_verdicts, orders and fills tables."""
+    from sqlalchemy import select
+
+    from core.metrics import trade_records_from_positions
+    from core.settings import load_settings
+    from flows.export import AuditFill, AuditOrder, AuditRow, AuditVote
+    from store import repo
+    from store.db import get_session_factory, transaction
+    from store.models import CycleRow, DecisionRow, FillRow, OrderRow, RiskVerdictRow, ScoreRow, VoteRow
+
+    settings = load_settings()
+    factory = get_session_factory(settings)
+    with transaction(factory) as s:
+        trades = trade_records_from_positions(repo.closed_positions(s, settings.mode))
+        if not audit:
+            return trades, None
+        cycles = {c.id: c for c in s.scalars(select(CycleRow).order_by(CycleRow.as_of, CycleRow.id))}
+        scores = list(s.scalars(select(ScoreRow)))
+        votes: dict[tuple[str, str], list[VoteRow]] = {}
+        for v in s.scalars(select(VoteRow).order_by(VoteRow.member_id)):
+            votes.setdefault((v.cycle_id, v.symbol), []).append(v)
+        decisions = {(d.cycle_id, d.symbol): d for d in s.scalars(select(DecisionRow))}
+        verdicts = {(r.cycle_id, r.symbol): r for r in s.scalars(select(RiskVerdictRow))}
+        orders: dict[tuple[str, str], list[OrderRow]] = {}
+        for o in s.scalars(select(OrderRow).where(OrderRow.cycle_id.is_not(None)).order_by(OrderRow.id)):
+            orders.setdefault((o.cycle_id or "", o.symbol), []).append(o)
+        fills: dict[int, list[FillRow]] = {}
+        for f in s.scalars(select(FillRow).order_by(FillRow.id)):
+            fills.setdefault(f.order_id, []).append(f)
+        rows = []
+        for sc in scores:
+            cyc = cycles.get(sc.cycle_id)
+            if cyc is None:
+                continue
+            key = (sc.cycle_id, sc.symbol)
+            d, rv = decisions.get(key), verdicts.get(key)
+            ords = orders.get(key, [])
+
+            def side(o: OrderRow) -> str:
+                buy = (o.side == "LONG") == (o.kind == "open")
+                return "buy" if buy else "sell"
+
+            rows.append(AuditRow(
+                cycle_id=sc.cycle_id, time=cyc.as_of, symbol=sc.symbol, math_score=sc.final,
+                math_components=dict(sc.components or {}),
+                votes=[AuditVote(v.member_id, v.action if not v.abstain_reason else None, v.confidence, v.rationale,
+                                 v.abstain_reason, v.model, v.latency_s, v.cost_usd) for v in votes.get(key, [])],
+                consensus_action=d.action if d else "WAIT", consensus_confidence=d.confidence if d else None,
+                dissent=list(d.dissent or []) if d else [],
+                risk_approved=None if rv is None or (d is not None and d.action == "WAIT") else rv.approved,
+                risk_reasons=list(rv.reasons or []) if rv else [],
+                orders=[AuditOrder(o.client_order_id, side(o), "market", float(o.qty), None, o.status, o.kind == "close")
+                        for o in ords],
+                fills=[AuditFill(f.ts, side(o), o.kind, float(f.qty), float(f.price), float(f.fee), o.reason)
+                       for o in ords for f in fills.get(o.id, [])],
+                note=d.reason if d else "",
+            ))
+    rows.sort(key=lambda r: (r.time, r.symbol, r.cycle_id))
+    return trades, rows
+
+
+def main() -> None:  # pragma: no cover - for `python -m flows.cli_backtest`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
