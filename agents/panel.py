@@ -338,7 +338,10 @@ def decide(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[Vote]:
     """One call for all `candidates`; one Vote per candidate (in the order given). Never raises for
-    model problems (see the module docstring for the abstention reasons)."""
+    model problems (see the module docstring for the abstention reasons).
+
+    `now` is the decision time (it is part of the payload the caller built). The token budget counts
+    against the wall-clock UTC day, since that is when the money is spent, also when replaying the past."""
     started = time.monotonic()
     candidates = list(dict.fromkeys(candidates))
     version = prompt_version(member)
@@ -399,8 +402,8 @@ def decide(
 
     if budget is not None:
         est = estimate_tokens(sum(len(m.content) for m in messages), len(candidates))
-        if not budget.allow(member.id, est, now):
-            why = budget.refusal(member.id, est, now) or "token budget spent"
+        if not budget.allow(member.id, est):
+            why = budget.refusal(member.id, est) or "token budget spent"
             return abstain_all("budget", why)
 
     deadline = started + float(member.timeout_s)
@@ -416,7 +419,7 @@ def decide(
                 lambda m=attempt_msgs, r=remaining: provider.ask(m, SCHEMA, timeout_s=r), remaining)
             spent.add(result)
             if budget is not None:
-                budget.spend(member.id, result.usage.input_tokens + result.usage.output_tokens, now)
+                budget.spend(member.id, result.usage.input_tokens + result.usage.output_tokens)
             answer = _as_answer(result.parsed)
         except RateLimited as exc:
             wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2**retries

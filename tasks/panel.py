@@ -52,38 +52,52 @@ class PanelRuntime:
 
 
 _lock = threading.Lock()
-_runtime: PanelRuntime | None = None
+_override: PanelRuntime | None = None
+_runtimes: dict[tuple[Any, ...], PanelRuntime] = {}
 _providers: dict[str, Any] = {}
 
 
+def _runtime_key(settings: Settings) -> tuple[Any, ...]:
+    return (settings.database_url, settings.redis_url or os.environ.get("QUORUM_REDIS_URL"),
+            settings.token_budget_cycle, settings.token_budget_day)
+
+
 def runtime(settings: Settings | None = None) -> PanelRuntime:
-    """The process's response cache and token budget (built once, from settings)."""
-    global _runtime
+    """The response cache and token budget for these settings' database/Redis/budgets (built once per
+    distinct configuration in the process; settings default to load_settings())."""
+    if _override is not None:
+        return _override
+    if settings is None:
+        from core.settings import load_settings
+
+        settings = load_settings()
+    key = _runtime_key(settings)
     with _lock:
-        if _runtime is None:
-            _runtime = _build_runtime(settings)
-        return _runtime
+        rt = _runtimes.get(key)
+    if rt is None:
+        built = _build_runtime(settings)
+        with _lock:
+            rt = _runtimes.setdefault(key, built)
+    return rt
 
 
 def set_runtime(rt: PanelRuntime | None) -> None:
-    """Replace the process runtime (tests, the bench); None rebuilds it from settings on next use."""
-    global _runtime
+    """Force one runtime for every call (tests, the bench); None goes back to building them from
+    settings (and forgets the ones built so far, and the providers)."""
+    global _override
     with _lock:
-        _runtime = rt
+        _override = rt
+        _runtimes.clear()
         _providers.clear()
 
 
-def _build_runtime(settings: Settings | None) -> PanelRuntime:
+def _build_runtime(settings: Settings) -> PanelRuntime:
     from store.llm_cache import (
         RedisTokenUsageStore,
         SqlTokenUsageStore,
         build_response_cache,
     )
 
-    if settings is None:
-        from core.settings import load_settings
-
-        settings = load_settings()
     factory = None
     try:
         from store.db import get_session_factory
@@ -189,8 +203,8 @@ def _news_key(context: Any, parameters: dict[str, Any]) -> str:
 @task(name="decide", task_run_name="decide-{member.id}", retries=0, cache_policy=NO_CACHE,
       timeout_seconds=300)
 def decision_task(member: PanelMember, candidates: list[str], payload: dict[str, Any], now: datetime,
-                  use_cache: bool = True) -> list[Vote]:
-    return decide_member(member, candidates, payload, now, use_cache)
+                  use_cache: bool = True, settings: Settings | None = None) -> list[Vote]:
+    return decide_member(member, candidates, payload, now, use_cache, settings)
 
 
 def decision_task_for(member: PanelMember):  # type: ignore[no-untyped-def]

@@ -63,3 +63,19 @@ def test_failures_raise_so_prefect_never_caches_them(monkeypatch):
         tp.hunter_task.fn(s, NOW)
     with pytest.raises(TransientError):
         tp.news_task.fn(tp.news_member(s), "BTC/USDT:USDT", NOW)
+
+
+def test_runtime_per_database(tmp_path, monkeypatch):
+    from store.llm_cache import SqlResponseCache
+
+    monkeypatch.delenv("QUORUM_REDIS_URL", raising=False)
+    tp.set_runtime(None)
+    try:
+        a = Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}")
+        b = Settings(database_url=f"sqlite:///{tmp_path / 'b.db'}")
+        ra, rb = tp.runtime(a), tp.runtime(b)
+        assert ra is tp.runtime(a) and ra is not rb
+        assert isinstance(ra.cache, SqlResponseCache)
+        assert ra.budget.per_cycle == a.token_budget_cycle
+    finally:
+        tp.set_runtime(None)
