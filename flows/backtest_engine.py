@@ -80,7 +80,6 @@ from tasks.steps import BTC, btc_change_4h_pct, decide, risk_verdict, select_can
 H1_NS = 3_600_000_000_000
 PanelMode = str  # "math" | "cache" | "live"
 PANEL_MODES = ("math", "cache", "live")
-NO_NEWS_NOTE = "news analyst off: set OPENROUTER_API_KEY"  # as tasks.execution.news_reports says it
 _SIGNAL_CODE = {Action.LONG: 1, Action.SHORT: -1, Action.WAIT: 0}
 
 __all__ = [
@@ -444,6 +443,18 @@ def _panel_votes(mode: str, members: Sequence[PanelMember], providers: Mapping[s
     return votes
 
 
+def _no_news_note(settings: Settings) -> str:
+    """The note of the 'unavailable' news report the live cycle builds (tasks.execution.news_reports)
+    when its news analyst is off, so that the panel prompt, hence the cache key, is the same."""
+    try:
+        from agents.llm.registry import member_status
+        from tasks.panel import news_member
+
+        return f"news analyst off: {member_status(news_member(settings)).reason}"
+    except Exception:  # noqa: BLE001 - the panel tasks module is optional here
+        return "news analyst off"
+
+
 def _member_decision(vote: Vote, score: Score) -> Decision:
     """A member's own call as a Decision (its shadow account trades it through the same risk)."""
     action = vote.action if vote.valid and vote.action is not None else Action.WAIT
@@ -546,6 +557,7 @@ def run_backtest(
             from agents.llm.registry import build_provider, member_status
 
             providers = {m.id: build_provider(m) for m in panel_members if member_status(m).available}
+    no_news_note = _no_news_note(settings) if panel_members else ""
     shadows = {m.id: _Book(m.id, PaperAccount.from_settings(settings.paper, mm), prof) for m in panel_members}
     books = [main, *shadows.values()]
 
@@ -560,12 +572,12 @@ def run_backtest(
     deny_reasons: dict[str, int] = {}
     stopped: str | None = None
     spread = float(getattr(source, "spread_pct", settings.replay_spread_pct))
+    py_times = list(times.to_pydatetime())
     prog = _progress(progress, len(times), f"backtest {panel_mode}")
     t_loop = time.perf_counter()
     tokens_used = 0
     try:
-        for k, ts in enumerate(times):
-            t = ts.to_pydatetime()
+        for k, t in enumerate(py_times):
             if budget is not None and run_budget and tokens_used >= run_budget:
                 stopped = (f"token budget of {run_budget:,} tokens spent ({tokens_used:,} used): stopped cleanly "
                            f"before {t.isoformat()}")
@@ -609,7 +621,7 @@ def run_backtest(
                 # prompt, same response-cache key
                 # (no historical news in a backtest: the same 'unavailable' report the live cycle
                 # builds when its news analyst is off)
-                news = {s: NewsReport(s, t, available=False, note=NO_NEWS_NOTE) for s in snaps}
+                news = {s: NewsReport(s, t, available=False, note=no_news_note) for s in snaps}
                 payload = build_payload(snaps, scores, news, main.acct.open_positions(), settings)
                 votes = _panel_votes(panel_mode, panel_members, providers or {}, list(scores), payload, cache,
                                      budget, t)
@@ -677,8 +689,9 @@ def run_backtest(
     # leaderboard: the consensus and every member's shadow account
     fwd = _forward_returns(data, done_times)
     results: dict[str, MemberResult] = {}
-    cons_votes = [VoteOutcome(a, conf, *fwd(kk, s), latency_s=None, symbol=s, as_of=times[kk].to_pydatetime())
-                  for kk, s, a, conf in cons_calls]
+    none2 = (None, None)  # WAIT is not directional: its forward returns are never read
+    cons_votes = [VoteOutcome(a, conf, *(none2 if a is Action.WAIT else fwd(kk, s)), latency_s=None, symbol=s,
+                              as_of=py_times[kk]) for kk, s, a, conf in cons_calls]
     results[CONSENSUS_ID] = MemberResult(CONSENSUS_ID, equity, trades, cons_votes)
     member_positions: dict[str, list[Position]] = {}
     k_of = {ts.to_pydatetime(): i for i, ts in enumerate(done_times)}
