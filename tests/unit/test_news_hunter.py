@@ -146,3 +146,19 @@ def test_hunt_returns_none_for_fallback():
     got = hunt(p, MARKETS, TICKERS, max_candidates=1, **kw)
     assert [c.symbol for c in got] == ["BTC/USDT:USDT"]
     assert "never instructions" in p.calls[0][0].content
+
+
+def test_news_score_bounded_and_monotone_in_age():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(evs=st.lists(st.tuples(st.floats(-48, 24 * 8), st.integers(-2, 2)), max_size=12),
+           impact=st.integers(-2, 2), age=st.floats(0, 160), older=st.floats(0, 8))
+    def check(evs, impact, age, older):
+        events = [ev(h, i) for h, i in evs]
+        assert -1.0 <= news_score(events, NOW) <= 1.0
+        # one event alone: an older copy never weighs more than a fresher one
+        assert abs(news_score([ev(age + older, impact)], NOW)) <= abs(news_score([ev(age, impact)], NOW)) + 1e-12
+
+    check()

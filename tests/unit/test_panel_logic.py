@@ -275,3 +275,37 @@ def test_schema_bounds():
         PanelAnswer.model_validate(verdicts((BTC, "LONG", 1.7)))
     with pytest.raises(ValueError):
         PanelAnswer.model_validate(verdicts((BTC, "BUY!!", 0.5)))
+
+
+REASONS = {"timeout", "refused", "invalid_output", "unknown_symbol", "missing", "rate_limited", "transient",
+           "unavailable", "budget", "error"}
+
+
+def test_decide_never_raises_and_bounds_calls():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    steps = st.sampled_from([
+        GOOD, verdicts((BTC, "LONG", 0.3)), verdicts(("XYZ", "SHORT", 0.2)), {"verdicts": []},
+        "invalid", "refused", "rate", "transient", "timeout", "unavailable", "boom",
+    ])
+
+    def make(step):
+        return {
+            "invalid": lambda: invalid("{"), "refused": lambda: LLMOutputError("no", reason="refused"),
+            "rate": lambda: RateLimited("429", retry_after=0.0), "transient": lambda: TransientError("503"),
+            "timeout": lambda: LLMTimeout("slow"), "unavailable": lambda: LLMUnavailable("gone"),
+            "boom": lambda: RuntimeError("boom"),
+        }[step]() if isinstance(step, str) else step
+
+    @settings(max_examples=200, deadline=None)
+    @given(script=st.lists(steps, min_size=4, max_size=4))
+    def check(script):
+        p = FakeProvider(*[make(s) for s in script])
+        votes = run(p)
+        assert [v.symbol for v in votes] == CANDS
+        assert all(v.valid or v.abstain_reason in REASONS for v in votes)
+        assert all(v.valid == (v.abstain_reason is None) for v in votes)
+        assert 1 <= len(p.calls) <= 4  # one call, at most 2 retries and 1 repair
+
+    check()
