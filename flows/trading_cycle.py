@@ -77,12 +77,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
 
         hunter_future = hunter_task.submit(settings, decision_time)
     tickers = tickers_task.submit(source, decision_time).result()
-    hunted = None
-    if hunter_future is not None:
-        try:
-            hunted = hunter_future.result()
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("LLM coin hunter failed (%s); falling back to the volume scanner", exc)
+    hunted = execution.hunt(settings, source, tickers, hunter_future, logger)
     candidates, dropped, universe_note = select_candidates(settings, tickers, source.symbols(), symbols, hunted)
     futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
     snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}

@@ -244,16 +244,14 @@ def track_record_from(closed: Sequence[Position]) -> TrackRecord | None:
 
 # ---- news and panel --------------------------------------------------------------------------
 def news_reports(settings: Settings, snapshots: Mapping[str, MarketSnapshot], now: datetime) -> dict[str, NewsReport]:
-    """News per candidate through the news task (cached 1 h), or an explicit 'unavailable' report."""
+    """News per candidate through the news task (cached 1 h per symbol), or an explicit 'unavailable'."""
     from agents.llm.registry import member_status
-    from core.settings import PanelMember
+    from tasks.panel import news_member, news_task
 
-    member = PanelMember(id="news", provider="openrouter", model=settings.news_model, timeout_s=60)
-    if not member_status(member).available:
-        return {s: NewsReport(s, now, available=False, note="news analyst off: set OPENROUTER_API_KEY")
-                for s in snapshots}
-    from tasks.panel import news_task
-
+    member = news_member(settings)
+    st = member_status(member)
+    if not st.available:
+        return {s: NewsReport(s, now, available=False, note=f"news analyst off: {st.reason}") for s in snapshots}
     futures = {s: news_task.submit(member, s, now) for s in snapshots}
     out = {}
     for s, f in futures.items():
@@ -264,19 +262,33 @@ def news_reports(settings: Settings, snapshots: Mapping[str, MarketSnapshot], no
     return out
 
 
+def hunt(settings: Settings, source: MarketDataSource, tickers: Mapping[str, Any], hunter_future: Any,
+         logger: Any) -> list[Candidate] | None:
+    """The LLM hunter's validated candidates, or None (the volume scanner is the fallback)."""
+    if hunter_future is None:
+        return None
+    from tasks.panel import hunted_candidates
+
+    try:
+        return hunted_candidates(hunter_future.result(), source.symbols(), tickers, settings)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("LLM coin hunter failed (%s); falling back to the volume scanner", type(exc).__name__)
+        return None
+
+
 def run_panel_tasks(settings: Settings, available: Sequence[Any], statuses: Sequence[Any],
                     snapshots: Mapping[str, MarketSnapshot], scores: Mapping[str, Score],
                     news: Mapping[str, NewsReport], positions: Sequence[Position], now: datetime,
                     use_cache: bool) -> list[Vote]:
-    """Fan out one decision task per available member; all candidates in one prompt."""
+    """Fan out one decision task per available member (all candidates in one prompt), concurrently."""
     if not available or not snapshots:
         return []
     from agents.panel import build_payload
+    from tasks import panel
 
-    from tasks.panel import decision_task
-
-    payload = build_payload(snapshots, scores, news, positions, settings)
-    futures = [decision_task.submit(m, list(snapshots), payload, now, use_cache) for m in available]
+    panel.set_runtime(panel._build_runtime(settings))  # this cycle's database/Redis cache and budgets
+    payload = build_payload(snapshots, scores, news, positions, settings, as_of=now)
+    futures = [panel.decision_task_for(m).submit(m, list(snapshots), payload, now, use_cache) for m in available]
     votes: list[Vote] = []
     for m, f in zip(available, futures, strict=True):
         try:

@@ -1,0 +1,97 @@
+"""The cycle with the six-model panel on local wire-protocol servers (real SDKs on the code path)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.fakes.llm_servers import LocalPanel
+from tests.fakes.panel_answers import decision_input, panel_responder, verdict_for
+
+pytestmark = [pytest.mark.prefect]
+AS_OF = "2025-05-23T04:00:00Z"
+SYMS = ["SOL/USDT:USDT", "XRP/USDT:USDT"]
+
+
+def contrarian(body: dict) -> str:
+    """Votes against the math score (one dissenting member)."""
+    payload = decision_input(body)
+    if payload is None:
+        return panel_responder(body)
+    out = []
+    for c in payload.get("candidates", []):
+        v = verdict_for(c)
+        v["action"] = {"LONG": "SHORT", "SHORT": "LONG", "WAIT": "WAIT"}[v["action"]]
+        out.append(v)
+    return json.dumps({"verdicts": out})
+
+
+@pytest.fixture
+def panel(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    with LocalPanel(responder=panel_responder) as p:
+        p.servers["ollama"].responder = contrarian
+        for k, v in p.env.items():
+            monkeypatch.setenv(k, v)
+        yield p
+
+
+def _halt_entries() -> None:
+    """A manual halt keeps the account unchanged between the two runs, so the snapshot (and the
+    prompt, which includes open positions) is identical and the rerun must come from the cache."""
+    from datetime import UTC, datetime
+
+    from core.settings import load_settings
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    with transaction(get_session_factory(load_settings())) as s:
+        repo.set_halt(s, "paper", "test: keep the account flat", "manual", datetime(2025, 1, 1, tzinfo=UTC))
+
+
+def test_six_votes_consensus_dissent_cost_and_cache_replay(panel, prefect_harness) -> None:  # noqa: ARG001
+    from flows.trading_cycle import trading_cycle
+
+    _halt_entries()
+
+    r1 = trading_cycle(as_of=AS_OF, symbols=SYMS, broadcast=False)
+    assert r1["panel"]["status"].startswith("panel: 6/6 models available")
+    for c in r1["candidates"]:
+        members = sorted(v["member"] for v in c["votes"])
+        assert members == sorted(["gpt", "grok", "deepseek", "claude-sonnet", "claude-opus", "qwen-local"])
+        assert all(v["action"] for v in c["votes"]), c["votes"]
+    sol = next(c for c in r1["candidates"] if c["symbol"] == "SOL/USDT:USDT")
+    # five members follow SOL's +0.49 math score (LONG), qwen-local dissents with SHORT
+    assert sol["decision"]["action"] == "LONG" and not sol["decision"]["fallback_to_math"]
+    assert sol["decision"]["votes_valid"] == 6
+    assert any("qwen-local" in d for d in sol["decision"]["dissent"])
+    assert r1["llm_cost"]["tokens"] > 0 and r1["llm_cost"]["cost_usd"] > 0
+    assert not sol["risk"]["approved"] and any("manual halt" in x for x in sol["risk"]["reasons"])
+    calls = dict(panel.calls)
+    assert sum(calls.values()) >= 5  # five servers (both Claude members share one), news may be cached
+
+    r2 = trading_cycle(as_of=AS_OF, symbols=SYMS, broadcast=False)
+    assert panel.calls == calls, "the rerun must be served from the response cache"
+    for a, b in zip(r1["candidates"], r2["candidates"], strict=True):
+        assert a["decision"] == b["decision"]
+        assert all(v["cached"] for v in b["votes"])
+    assert r2["llm_cost"]["cost_usd"] == 0
+
+
+@pytest.mark.slow
+def test_six_slow_models_run_concurrently(monkeypatch: pytest.MonkeyPatch, prefect_harness) -> None:  # noqa: ARG001
+    from flows.trading_cycle import trading_cycle
+
+    base = trading_cycle(as_of=AS_OF, symbols=SYMS, broadcast=False)["timings_s"]["total"]
+    with LocalPanel(responder=panel_responder, delay_s=1.0) as p:
+        for k, v in p.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("QUORUM_LLM_CACHE", "false")
+        t = time.perf_counter()
+        r = trading_cycle(as_of="2025-05-24T04:00:00Z", symbols=SYMS, broadcast=False, use_llm_cache=False)
+        wall = time.perf_counter() - t
+    assert all(len(c["votes"]) == 6 and all(v["action"] for v in c["votes"]) for c in r["candidates"])
+    # six calls of 1 s each in parallel (plus news on the same servers): far below six seconds
+    assert r["timings_s"]["panel"] < 2.5, r["timings_s"]
+    assert wall < base + 1.0 + 2.5
