@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.faults import crash_point
 from core.settings import Settings
 from core.types import (
     Candidate,
@@ -183,6 +184,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
             _record_fills(s, acct, settings, None, n_fills, [pid] * (len(acct.fills) - n_fills))
             events = save_account(s, settings, acct, until, {pid: last or start})
             enqueue_event_posts(s, acct, events)
+            crash_point("monitor:before-commit")
             summary["checked"] += 1
             summary["events"] += [f"{e.symbol} {e.kind} @ {e.price:.6g} ({e.reason})" for e in events
                                   if e.kind != "funding"]
@@ -363,6 +365,8 @@ def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Se
         _snapshot_equity(s, settings, acct, prices_all, as_of)
         for pos, plan, decision in opened:
             enqueue_entry_post(s, cycle_id, pos, replace(plan, entry=pos.entry), decision)
+        crash_point("cycle:before-commit")
+    crash_point("cycle:after-commit")
     return out
 
 

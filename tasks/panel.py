@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 HUNTER_CACHE = timedelta(hours=4)
 NEWS_CACHE = timedelta(hours=1)
-TASK_TIMEOUT_MARGIN_S = 30.0
 
 
 # --------------------------------------------------------------------------- runtime
@@ -200,19 +199,20 @@ def _news_key(context: Any, parameters: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- tasks
 
 
-@task(name="decide", task_run_name="decide-{member.id}", retries=0, cache_policy=NO_CACHE,
-      timeout_seconds=300)
+@task(name="decide", task_run_name="decide-{member.id}", retries=0, cache_policy=NO_CACHE)
 def decision_task(member: PanelMember, candidates: list[str], payload: dict[str, Any], now: datetime,
                   use_cache: bool = True, settings: Settings | None = None) -> list[Vote]:
     return decide_member(member, candidates, payload, now, use_cache, settings)
 
 
 def decision_task_for(member: PanelMember):  # type: ignore[no-untyped-def]
-    """decision_task with a Prefect timeout a little above the member's own time limit."""
-    return decision_task.with_options(timeout_seconds=float(member.timeout_s) + TASK_TIMEOUT_MARGIN_S)
+    """The decision task for `member`. Its time limit is enforced inside agents.panel.decide (a guard
+    thread around the SDK call); a Prefect task timeout cannot interrupt a blocking call in a worker
+    thread (Prefect warns on every run), so none is set here."""
+    return decision_task
 
 
-@task(name="coin-hunter", cache_key_fn=_hunter_key, cache_expiration=HUNTER_CACHE, timeout_seconds=180)
+@task(name="coin-hunter", cache_key_fn=_hunter_key, cache_expiration=HUNTER_CACHE)
 def hunter_task(settings: Settings, now: datetime) -> HunterAnswer | None:
     """The hunter's raw answer, cached 4 h per hunter model and 4-hour window of `now`; validate it each
     cycle with `hunted_candidates` (markets and liquidity change). None without a hunter provider; a
@@ -220,8 +220,7 @@ def hunter_task(settings: Settings, now: datetime) -> HunterAnswer | None:
     return ask_hunter(settings, now)
 
 
-@task(name="news", task_run_name="news-{symbol}", cache_key_fn=_news_key, cache_expiration=NEWS_CACHE,
-      timeout_seconds=150)
+@task(name="news", task_run_name="news-{symbol}", cache_key_fn=_news_key, cache_expiration=NEWS_CACHE)
 def news_task(member: PanelMember, symbol: str, now: datetime) -> NewsReport:
     """The news report for one symbol, cached 1 h per (model, symbol, hour of `now`). Without a provider
     the report says unavailable; a failed call raises (a failed run is not cached)."""

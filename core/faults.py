@@ -1,0 +1,16 @@
+"""Crash points for restart-safety tests.
+
+`crash_point("name")` kills the process with SIGKILL (no cleanup, no finally blocks, no atexit)
+when QUORUM_CRASH_AT=name is set; otherwise it does nothing. The names mark the moments where a
+real crash would hurt most (after work is done, before or between commits).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("QUORUM_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
