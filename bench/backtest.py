@@ -72,7 +72,7 @@ def main() -> None:
     t_imports = time.perf_counter() - T_START
     start, end = pd.Timestamp(args.start, tz="UTC"), pd.Timestamp(args.end, tz="UTC")
     with tempfile.TemporaryDirectory() as tmp:
-        used = assemble(Path(args.data), start, Path(tmp))
+        used = assemble(Path(args.data).resolve(), start, Path(tmp))
         settings = load_settings(data_dir=tmp)
         source = ReplaySource(Path(tmp))
         t0 = time.perf_counter()

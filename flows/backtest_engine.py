@@ -173,7 +173,7 @@ class _SymbolData:
     h1: pd.DataFrame
     futures_start_ns: int
     frame: pd.DataFrame | None = None  # score frame at the decision times
-    records: list[dict[str, Any]] | None = None
+    columns: dict[str, np.ndarray] | None = None  # the score frame's columns as arrays
     pre_final: np.ndarray | None = None  # final score per decision time (same as Score.final unrounded)
     pre_signal: np.ndarray | None = None  # 1 LONG, -1 SHORT, 0 WAIT
     n_closed: np.ndarray | None = None  # bars closed by each decision time
@@ -184,8 +184,8 @@ class _SymbolData:
     def score(self, k: int, signal: Any) -> Score:
         s = self._scores.get(k)
         if s is None:
-            assert self.records is not None and self.frame is not None
-            row = _Row(self.records[k])
+            assert self.columns is not None and self.frame is not None
+            row = _Row({c: a[k].item() for c, a in self.columns.items()})
             row.name = self.frame.index[k]
             s = math_engine.score_from_row(self.symbol, row, 0.0, ("oi_missing",), None, signal)
             self._scores[k] = s
@@ -224,7 +224,7 @@ def _load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Time
     if series is not None:
         fr = series.frame
         sd.frame = fr
-        sd.records = fr.to_dict("records")
+        sd.columns = {c: fr[c].to_numpy() for c in fr.columns}
         tech = fr["tech"].to_numpy(dtype=float)
         tw = fr["tech_weight"].to_numpy(dtype=float)
         t1d = fr["tech_1d"].to_numpy(dtype=float) if "tech_1d" in fr else np.full(n, np.nan)
@@ -650,7 +650,7 @@ def run_backtest(
             if prog is not None and (k % 24 == 0 or k == len(times) - 1):
                 prog.update(prog.task_ids[0], completed=k + 1,
                             info=f"{t:%Y-%m-%d %H:%M} equity {main.curve[-1][1]:,.0f} "
-                                 f"trades {counters['filled']}")
+                                 f"fills {counters['filled']}")
     finally:
         if prog is not None:
             prog.stop()
@@ -849,6 +849,7 @@ def walk_forward(settings: Settings, source: Any, start: datetime | str, end: da
         windows.append({"train_start": cur - pd.Timedelta(days=train_days), "train_end": cur,
                         "test_start": res.start, "test_end": res.end, "total_return": m.total_return,
                         "sharpe": m.sharpe, "max_drawdown": m.max_drawdown, "n_trades": m.n_trades,
-                        "win_rate": m.win_rate, "profit_factor": m.profit_factor})
+                        "win_rate": m.win_rate, "profit_factor": m.profit_factor,
+                        "open_at_end": len(res.open_at_end)})
         cur = cur + pd.Timedelta(days=test_days)
     return WalkForwardResult(windows, results, WALK_FORWARD_NOTE)

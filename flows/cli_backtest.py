@@ -122,11 +122,12 @@ def _render_backtest(s: dict[str, Any]) -> None:
 def _render_walk_forward(s: dict[str, Any]) -> None:
     wf = s["walk_forward"]
     t = Table(title="Walk-forward: test windows only")
-    for col in ("test window", "return", "Sharpe", "max DD", "trades", "win rate", "report"):
+    for col in ("test window", "return", "Sharpe", "max DD", "trades", "open at end", "win rate", "report"):
         t.add_column(col)
     for w, rep in zip(wf["windows"], s["reports"], strict=True):
         t.add_row(f"{w['test_start'][:16]} .. {w['test_end'][:16]}", _pct(w["total_return"]), _num(w["sharpe"], ".2f"),
-                  _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), _num(w["win_rate"], ".1%"), rep["html"])
+                  _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), str(w.get("open_at_end", 0)),
+                  _num(w["win_rate"], ".1%"), rep["html"])
     out.print(t)
     out.print(f"[dim]{wf['note']}[/dim]")
 
