@@ -188,6 +188,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
             summary["checked"] += 1
             summary["events"] += [f"{e.symbol} {e.kind} @ {e.price:.6g} ({e.reason})" for e in events
                                   if e.kind != "funding"]
+        crash_point("monitor:after-commit")
     return summary
 
 
