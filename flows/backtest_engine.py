@@ -44,6 +44,7 @@ wall time and are reported, not used in any decision.)
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -576,6 +577,10 @@ def run_backtest(
     prog = _progress(progress, len(times), f"backtest {panel_mode}")
     t_loop = time.perf_counter()
     tokens_used = 0
+    panel_log = logging.getLogger("agents.panel")
+    panel_level = panel_log.level
+    if panel_mode == "cache":  # a miss is expected and counted: not one warning per member per bar
+        panel_log.setLevel(logging.ERROR)
     try:
         for k, t in enumerate(py_times):
             if budget is not None and run_budget and tokens_used >= run_budget:
@@ -652,6 +657,7 @@ def run_backtest(
                             info=f"{t:%Y-%m-%d %H:%M} equity {main.curve[-1][1]:,.0f} "
                                  f"fills {counters['filled']}")
     finally:
+        panel_log.setLevel(panel_level)
         if prog is not None:
             prog.stop()
     timings["loop"] = time.perf_counter() - t_loop
