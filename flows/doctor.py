@@ -85,13 +85,16 @@ def run_doctor(out: Console, probe: bool = False) -> bool:
     _check(rows, "telegram", _tg)
 
     def _halt() -> str:
-        from store import repo
-        from store.db import get_session_factory, transaction
+        from exchange.factory import build_source
+        from store.db import get_session_factory
+        from tasks.execution import account_summary
 
-        with transaction(get_session_factory(settings)) as s:
-            h = repo.active_halt(s, settings.mode, datetime.now(UTC))
+        src = build_source(settings)
+        now = src.default_as_of().to_pydatetime() if hasattr(src, "default_as_of") else datetime.now(UTC)
+        h = account_summary(get_session_factory(settings), src, settings, now)["halt"]
         if h is not None:
-            raise RuntimeError(f"HALTED ({h.set_by}): {h.reason} — `quorum resume` to allow entries")
+            until = f" until {h['until']}" if h["until"] else " until `quorum resume`"
+            raise RuntimeError(f"HALTED ({h['set_by']}){until}: {h['reason']}")
         return "entries allowed"
 
     ok &= _check(rows, "halt", _halt)

@@ -434,6 +434,16 @@ def account_summary(factory: Factory, source: MarketDataSource, settings: Settin
         open_pos = acct.open_positions()
         prices = marks(source, [p.symbol for p in open_pos], now)
         halt = repo.active_halt(s, settings.mode, now)
+        halt_info = None if halt is None else {"reason": halt.reason, "set_by": halt.set_by,
+                                               "until": halt.until.isoformat() if halt.until else None}
+        if halt_info is None:  # a breaker halt is derived from the stored equity snapshots
+            st = account_state_from_history(
+                repo.equity_history(s, settings.mode), equity=float(acct.equity(prices)),
+                balance=float(acct.balance), positions=open_pos, now=now, profile=settings.risk_profile,
+                reset_at=repo.last_resume(s, settings.mode))
+            if st.halted:
+                halt_info = {"reason": st.halt_reason, "set_by": "breaker",
+                             "until": st.halted_until.isoformat() if st.halted_until else None}
         return {
             "balance": float(acct.balance), "equity": float(acct.equity(prices)),
             "unrealised": float(acct.unrealised(prices)), "realised_pnl": float(acct.realised_pnl),
@@ -442,8 +452,7 @@ def account_summary(factory: Factory, source: MarketDataSource, settings: Settin
                                 "qty": str(p.qty_open), "stop": p.stop, "tp1": p.tp1, "tp2": p.tp2,
                                 "mark": prices.get(p.symbol), "phase": p.phase,
                                 "opened_at": p.opened_at.isoformat()} for p in open_pos],
-            "halt": None if halt is None else {"reason": halt.reason, "set_by": halt.set_by,
-                                               "until": halt.until.isoformat() if halt.until else None},
+            "halt": halt_info,
         }
 
 

@@ -1,0 +1,81 @@
+"""Emergency controls, positions/trades views, the monitor and daily-report flows, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+pytestmark = [pytest.mark.prefect]
+FIRST = "2025-05-23T04:00:00Z"
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    r = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_halt_positions_close_all_resume_trades(prefect_harness) -> None:  # noqa: ARG001
+    out = run("cycle", "--as-of", FIRST, "--json")
+    rep = json.loads(out[out.index("{"):])
+    opened = [p["symbol"] for p in rep["account"]["open_positions"]]
+    assert opened
+
+    text = run("positions")
+    for sym in opened:
+        assert sym in text
+    assert "initial" in text and "entries: allowed" in text
+
+    text = run("halt", "--reason", "exchange incident")
+    assert "halted" in text
+    assert "HALTED (manual): exchange incident" in run("positions")
+    doc = CliRunner().invoke(app, ["doctor"])
+    assert "HALTED (manual)" in doc.output
+
+    # a halted cycle approves nothing, and says why
+    rep2 = json.loads((o := run("cycle", "--as-of", "2025-05-23T05:00:00Z", "--json"))[o.index("{"):])
+    assert all(not c["risk"]["approved"] for c in rep2["candidates"])
+    assert any("manual halt: exchange incident" in r for c in rep2["candidates"] for r in c["risk"]["reasons"])
+
+    text = run("halt", "--close-all")
+    assert f"closed {len(opened)} position(s)" in text
+    pos = json.loads((o := run("positions", "--json"))[o.index("{"):])
+    assert pos["open_positions"] == []
+    trades = json.loads((o := run("trades", "--json"))[o.index("["):])
+    assert {t["symbol"] for t in trades} == set(opened)
+    assert all(t["exit"] == "manual" and t["fees"] > 0 for t in trades)
+    assert "resumed" in run("resume")
+    assert "entries: allowed" in run("positions")
+
+
+def test_monitor_flow_and_daily_report(prefect_harness) -> None:  # noqa: ARG001
+    run("cycle", "--as-of", FIRST)
+    res = json.loads((o := run("monitor", "--as-of", "2025-05-31T23:00:00Z", "--json"))[o.index("{"):])
+    assert res["checked"] >= 1 and res["events"]
+    text = run("daily-report", "--as-of", "2025-05-26T01:00:00Z")
+    assert "daily report for 2025-05-25" in text
+    from core.settings import load_settings
+    from store import outbox
+    from store.db import get_session_factory, transaction
+
+    with transaction(get_session_factory(load_settings())) as s:
+        kinds = {p.kind for p in outbox.list_posts(s)}
+    assert {"entry", "daily_stats", "market_pulse"} <= kinds
+
+
+def test_breaker_halt_is_visible(prefect_harness) -> None:  # noqa: ARG001
+    from core.settings import load_settings
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    f = get_session_factory(load_settings())
+    with transaction(f) as s:  # equity fell 6% today: the daily -5% breaker holds until midnight UTC
+        repo.add_equity_snapshot(s, "paper", datetime(2025, 5, 31, 0, 0, tzinfo=UTC), 10_000, 10_000, 0, 0)
+        repo.add_equity_snapshot(s, "paper", datetime(2025, 5, 31, 12, 0, tzinfo=UTC), 9_400, 9_400, 0, 0)
+    text = run("positions")
+    assert "HALTED (breaker)" in text and "daily loss" in text
