@@ -270,7 +270,7 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
 
 @app.command()
 def resume() -> None:
-    """Allow new entries again (releases manual and breaker halts)."""
+    """Allow new entries again: releases manual halts and re-arms the drawdown breaker from now (daily/weekly breakers still run out at their UTC boundary)."""
     from exchange.factory import build_source
     from store import repo
     from store.db import get_session_factory, transaction
@@ -293,10 +293,11 @@ def doctor(probe: Annotated[bool, typer.Option("--probe", help="also call each L
 
 
 def _register() -> None:
-    from flows import cli_data, cli_outbox
+    from flows import cli_backtest, cli_data, cli_outbox
 
     app.add_typer(cli_data.app, name="data")
     app.add_typer(cli_outbox.app, name="outbox")
+    app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
 
 
 _register()
