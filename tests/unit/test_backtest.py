@@ -287,3 +287,29 @@ def test_positions_open_at_the_end_are_marked_not_closed(base_run):
         assert all("marked to market" in o["note"] for o in r.open_at_end)
     else:
         assert abs(open_part) < 1e-6
+
+
+def test_backtest_positions_match_the_live_monitor_path(settings, source, base_run):
+    """Each closed position of the backtest, replayed alone through the live monitor
+    (tasks.execution.advance_position over bars_between/funding_between), ends the same way."""
+    from core.types import TradePlan
+    from exchange.paper import PaperAccount
+    from risk.profiles import get_profile
+    from tasks.execution import advance_position
+
+    closed = [p for p in base_run.positions if not p.is_open]
+    assert closed
+    prof = get_profile(settings.risk_profile)
+    for p in closed:
+        acct = PaperAccount.from_settings(settings.paper, prof.maintenance_margin_rate)
+        plan = TradePlan(symbol=p.symbol, side=p.side, entry=p.entry, stop=p.initial_stop, tp1=p.tp1, tp2=p.tp2,
+                         leverage=p.leverage, qty=p.qty_initial, notional=0.0, margin=0.0, risk_usd=0.0,
+                         risk_pct=0.0, liquidation_price=p.liquidation_price, stop_pct=0.0)
+        ts, px = source.price_after(p.symbol, p.opened_at)
+        pos, _ = acct.open(plan, px, ts, position_id=p.id)
+        until = p.opened_at + timedelta(days=30)
+        advance_position(acct, pos, source.bars_between(p.symbol, p.opened_at, until),
+                         source.funding_between(p.symbol, p.opened_at, until), settings.risk_profile)
+        live = acct.get(p.id)
+        assert (live.closed_at, live.exit_reason) == (p.closed_at, p.exit_reason)
+        assert (live.realised_pnl, live.fees_paid, live.funding_paid) == (p.realised_pnl, p.fees_paid, p.funding_paid)
