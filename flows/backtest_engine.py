@@ -549,6 +549,7 @@ def run_backtest(
     if panel_mode == "cache" and cache is None:
         raise ValueError("panel mode 'cache' needs a response cache (cache=...)")
     budget = None
+    run_notes: list[str] = []
     run_budget = token_budget if token_budget is not None else settings.token_budget_day
     if panel_mode == "live":
         from agents.budget import TokenBudget
@@ -558,6 +559,11 @@ def run_backtest(
             from agents.llm.registry import build_provider, member_status
 
             providers = {m.id: build_provider(m) for m in panel_members if member_status(m).available}
+        missing = [m.id for m in panel_members if providers.get(m.id) is None]
+        if missing:
+            run_notes.append(f"live: {len(panel_members) - len(missing)}/{len(panel_members)} panel members available; "
+                             f"not called (no key/endpoint): {', '.join(missing)}")
+            panel_members = [m for m in panel_members if providers.get(m.id) is not None]
     no_news_note = _no_news_note(settings) if panel_members else ""
     shadows = {m.id: _Book(m.id, PaperAccount.from_settings(settings.paper, mm), prof) for m in panel_members}
     books = [main, *shadows.values()]
@@ -714,6 +720,7 @@ def run_backtest(
         f"replay: spread is an estimate ({spread:g}%), fills at the next bar's open with "
         f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee",
     ]
+    notes += run_notes
     if open_end:
         notes.append(f"{len(open_end)} position(s) still open at the end: marked to market at the last close, "
                      "not closed (not in the trade list)")
