@@ -625,7 +625,12 @@ def run_backtest(
             # 4. panel
             votes: list[Vote] = []
             if panel_members and scores:
-                snaps = {s: source.snapshot(s, t) for s in scores}
+                snaps = {}
+                for s in scores:
+                    try:
+                        snaps[s] = source.snapshot(s, t)  # the point-in-time view the live cycle collects
+                    except DataError:  # outside the source's common range: no prompt for it this time
+                        continue
                 from agents.panel import build_payload
 
                 # exactly as the live cycle builds it (tasks.execution.run_panel_tasks): same facts, same
@@ -634,8 +639,8 @@ def run_backtest(
                 # builds when its news analyst is off)
                 news = {s: NewsReport(s, t, available=False, note=no_news_note) for s in snaps}
                 payload = build_payload(snaps, scores, news, main.acct.open_positions(), settings)
-                votes = _panel_votes(panel_mode, panel_members, providers or {}, list(scores), payload, cache,
-                                     budget, t)
+                votes = _panel_votes(panel_mode, panel_members, providers or {}, list(snaps), payload, cache,
+                                     budget, t) if snaps else []
                 for v in votes:
                     all_votes.append((t, v))
                     member_outcomes.setdefault(v.member_id, []).append((t, v))
