@@ -638,7 +638,7 @@ def run_backtest(
                 # (no historical news in a backtest: the same 'unavailable' report the live cycle
                 # builds when its news analyst is off)
                 news = {s: NewsReport(s, t, available=False, note=no_news_note) for s in snaps}
-                payload = build_payload(snaps, scores, news, main.acct.open_positions(), settings)
+                payload = build_payload(snaps, scores, news, main.acct.open_positions(), settings, as_of=t)
                 votes = _panel_votes(panel_mode, panel_members, providers or {}, list(snaps), payload, cache,
                                      budget, t) if snaps else []
                 for v in votes:
