@@ -138,6 +138,9 @@ def test_math_prescreen_equals_score_from_row_and_tickers_equal_the_source(setti
         assert sc.final == round(float(sd.pre_final[k]), 4)
         assert {1: Action.LONG, -1: Action.SHORT, 0: Action.WAIT}[int(sd.pre_signal[k])] is sc.signal
     for k in (0, 50, len(times) - 1):
+        # the very Score the live cycle computes from its point-in-time snapshot
+        live = math_engine.score_snapshot(source.snapshot("ETH/USDT:USDT", times[k]), settings.signal)
+        assert live == sd.score(k, settings.signal)
         tk = source.tickers(times[k])["ETH/USDT:USDT"]
         n = int(sd.n_closed[k])
         assert tk.last == sd.c[n - 1]
