@@ -755,7 +755,9 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the servers cleanly on SIGTERM too
-    with LocalPanel(delay_s=args.delay) as panel:
+    from tests.fakes.panel_answers import panel_responder  # one verdict per candidate, from its math score
+
+    with LocalPanel(delay_s=args.delay, responder=panel_responder) as panel:
         for k, v in panel.env.items():
             print(f"export {k}={shlex.quote(v)}", flush=True)
         try:
