@@ -14,20 +14,8 @@ from typing import Any
 
 import anthropic
 
-from agents.llm.base import (
-    LLMResult,
-    LLMTimeout,
-    LLMUnavailable,
-    Message,
-    T,
-    Usage,
-    cost_usd,
-    output_error,
-    parse_retry_after,
-    scrub,
-    validate_output,
-)
-from core.errors import RateLimited, TransientError
+from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, output_error, scrub, validate_output
+from agents.llm.common import ProviderBase, api_error
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -36,7 +24,7 @@ def _tool_name(schema: type[Any]) -> str:
     return ("submit_" + re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__).lower())[:64]
 
 
-class AnthropicProvider:
+class AnthropicProvider(ProviderBase):
     """One Claude model. `max_tokens` bounds the answer (required by the Messages API)."""
 
     provider = "anthropic"
@@ -119,44 +107,14 @@ class AnthropicProvider:
             raise output_error(f"{who}: {reason} in the answer", raw=text)
         raw = json.dumps(tool_uses[0].input)
         parsed = validate_output(raw, schema)
-        return LLMResult(
-            parsed=parsed,
-            raw=raw,
-            latency_s=latency,
-            usage=usage,
-            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
-            provider=self.provider,
-            model=self.model,
-            meta={"id": msg.id, "stop_reason": msg.stop_reason, "member_id": self.member_id},
-        )
+        return self._result(parsed, raw, latency, usage, id=msg.id, stop_reason=msg.stop_reason)
 
     def _translate(self, exc: anthropic.AnthropicError, timeout_s: float) -> Exception:
-        who = f"anthropic/{self.model}"
-        if isinstance(exc, anthropic.APITimeoutError):
-            return LLMTimeout(f"{who}: no answer within {timeout_s:g}s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            return TransientError(f"{who}: cannot reach {self.base_url} (check ANTHROPIC_BASE_URL / the network)")
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            detail = scrub(_error_message(exc), self._key)
-            if status == 429:
-                return RateLimited(f"{who}: rate limited (HTTP 429): {detail}",
-                                   retry_after=parse_retry_after(exc.response.headers))
-            if status in (401, 403):
-                return LLMUnavailable(f"{who}: authentication refused (HTTP {status}); check ANTHROPIC_API_KEY")
-            if status == 404:
-                return LLMUnavailable(
-                    f"{who}: not found (HTTP 404): check the model name and ANTHROPIC_BASE_URL: {detail}")
-            if status in (408, 409) or status >= 500:
-                return TransientError(f"{who}: server error (HTTP {status}): {detail}")
-            return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
-        return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return api_error(
+            anthropic, exc, who=f"anthropic/{self.model}", timeout_s=timeout_s, base_url=self.base_url,
+            secret=self._key, key_env="ANTHROPIC_API_KEY", url_env="ANTHROPIC_BASE_URL",
+            error_message=_error_message,
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -16,22 +16,21 @@ import ollama
 from agents.llm.base import (
     LLMResult,
     LLMTimeout,
-    LLMUnavailable,
     Message,
     T,
     Usage,
-    cost_usd,
     output_error,
     parse_retry_after,
     scrub,
     validate_output,
 )
-from core.errors import RateLimited, TransientError
+from agents.llm.common import ClientsByTimeout, ProviderBase, http_status_error
+from core.errors import TransientError
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
 
-class OllamaProvider:
+class OllamaProvider(ProviderBase):
     """One Ollama model at `host` (e.g. http://127.0.0.1:11434)."""
 
     provider = "ollama"
@@ -56,8 +55,9 @@ class OllamaProvider:
         self.temperature = temperature
         self.keep_alive = keep_alive
         self.think = think
-        self._clients: dict[float, ollama.Client] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientsByTimeout(
+            lambda timeout_s: ollama.Client(host=self.host, timeout=timeout_s,
+                                            event_hooks={"response": [self._on_response]}))
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -67,13 +67,7 @@ class OllamaProvider:
         self._local.retry_after = parse_retry_after(response.headers) if response.status_code == 429 else None
 
     def client(self, timeout_s: float) -> ollama.Client:
-        key = round(float(timeout_s), 3)
-        with self._lock:
-            c = self._clients.get(key)
-            if c is None:
-                c = ollama.Client(host=self.host, timeout=key, event_hooks={"response": [self._on_response]})
-                self._clients[key] = c
-            return c
+        return self._clients.get(timeout_s)
 
     def request_kwargs(self, messages: list[Message], schema: type[T]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -113,40 +107,15 @@ class OllamaProvider:
         if resp.done_reason == "length":
             raise output_error(f"{who}: answer cut at the token limit", raw=text)
         parsed = validate_output(text, schema)
-        return LLMResult(
-            parsed=parsed,
-            raw=text,
-            latency_s=latency,
-            usage=usage,
-            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
-            provider=self.provider,
-            model=self.model,
-            meta={"done_reason": resp.done_reason, "member_id": self.member_id},
-        )
+        return self._result(parsed, text, latency, usage, done_reason=resp.done_reason)
 
     def _translate_status(self, exc: ollama.ResponseError) -> Exception:
         who = f"ollama/{self.model}"
-        status = exc.status_code
-        detail = scrub(exc.error)
-        if status == 429:
-            return RateLimited(f"{who}: rate limited (HTTP 429): {detail}",
-                               retry_after=getattr(self._local, "retry_after", None))
-        if status == 404:
-            return LLMUnavailable(f"{who}: model not found at {self.host}; run `ollama pull {self.model}`")
-        if status in (401, 403):
-            return LLMUnavailable(f"{who}: authentication refused (HTTP {status}); check OLLAMA_API_KEY")
-        if status in (408, 409) or status >= 500 or status < 0:
-            return TransientError(f"{who}: server error (HTTP {status}): {detail}")
-        return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return http_status_error(
+            who, exc.status_code, scrub(exc.error), key_env="OLLAMA_API_KEY",
+            not_found=f"{who}: model not found at {self.host}; run `ollama pull {self.model}`",
+            retry_after=getattr(self._local, "retry_after", None) if exc.status_code == 429 else None,
+        )
 
     def close(self) -> None:
-        with self._lock:
-            for c in self._clients.values():
-                c.close()
-            self._clients.clear()
+        self._clients.close()

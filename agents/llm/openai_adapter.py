@@ -18,20 +18,9 @@ from typing import Any, Literal
 
 import openai
 
-from agents.llm.base import (
-    LLMResult,
-    LLMTimeout,
-    LLMUnavailable,
-    Message,
-    T,
-    Usage,
-    cost_usd,
-    output_error,
-    parse_retry_after,
-    scrub,
-    validate_output,
-)
-from core.errors import RateLimited, TransientError
+from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, output_error, scrub, validate_output
+from agents.llm.common import ProviderBase, api_error
+from core.errors import TransientError
 
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -96,7 +85,7 @@ def _schema_name(schema: type[Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64] or "answer"
 
 
-class OpenAIProvider:
+class OpenAIProvider(ProviderBase):
     """One model behind an OpenAI-compatible endpoint.
 
     provider: "openai" | "deepseek" | "openrouter" (decides the default base URL, the key's env name
@@ -199,48 +188,17 @@ class OpenAIProvider:
         if choice.finish_reason == "length":
             raise output_error(f"{self.provider}/{self.model}: answer cut at the token limit", raw=text)
         parsed = validate_output(text, schema)
-        return LLMResult(
-            parsed=parsed,
-            raw=text,
-            latency_s=latency,
-            usage=usage,
-            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
-            provider=self.provider,
-            model=self.model,
-            meta={"id": completion.id, "finish_reason": choice.finish_reason, "member_id": self.member_id},
-        )
+        return self._result(parsed, text, latency, usage, id=completion.id, finish_reason=choice.finish_reason)
 
     def _translate(self, exc: openai.OpenAIError, timeout_s: float) -> Exception:
         who = f"{self.provider}/{self.model}"
-        key_env = KEY_ENV.get(self.provider, "the API key")
-        url_env = URL_ENV.get(self.provider, "the base URL")
-        if isinstance(exc, openai.APITimeoutError):
-            return LLMTimeout(f"{who}: no answer within {timeout_s:g}s")
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientError(f"{who}: cannot reach {self.base_url} (check {url_env} / the network)")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            detail = scrub(_error_message(exc), self._key)
-            if status == 429:
-                retry_after = parse_retry_after(exc.response.headers)
-                return RateLimited(f"{who}: rate limited (HTTP 429): {detail}", retry_after=retry_after)
-            if status in (401, 403):
-                return LLMUnavailable(f"{who}: authentication refused (HTTP {status}); check {key_env}")
-            if status == 404:
-                return LLMUnavailable(
-                    f"{who}: not found (HTTP 404): check the model name and {url_env}: {detail}")
-            if status in (408, 409) or status >= 500:
-                return TransientError(f"{who}: server error (HTTP {status}): {detail}")
-            return LLMUnavailable(f"{who}: request rejected (HTTP {status}): {detail}")
         if isinstance(exc, openai.APIResponseValidationError):
             return TransientError(f"{who}: unexpected response shape")
-        return TransientError(f"{who}: {type(exc).__name__}: {scrub(exc, self._key)}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return api_error(
+            openai, exc, who=who, timeout_s=timeout_s, base_url=self.base_url, secret=self._key,
+            key_env=KEY_ENV.get(self.provider, "the API key"), url_env=URL_ENV.get(self.provider, "the base URL"),
+            error_message=_error_message,
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -11,7 +11,6 @@ NOT_FOUND / INVALID_ARGUMENT → LLMUnavailable.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -26,11 +25,11 @@ from agents.llm.base import (
     Message,
     T,
     Usage,
-    cost_usd,
     output_error,
     scrub,
     validate_output,
 )
+from agents.llm.common import ClientsByTimeout, ProviderBase
 from core.errors import RateLimited, TransientError
 
 DEFAULT_API_HOST = "api.x.ai"
@@ -49,7 +48,7 @@ def split_api_host(value: str | None) -> tuple[str, bool]:
     return value, host in _LOOPBACK
 
 
-class XAIProvider:
+class XAIProvider(ProviderBase):
     """One Grok model. `api_host` accepts the forms of `split_api_host`; `use_insecure_channel`
     overrides the guess (plaintext gRPC, e.g. a local test server)."""
 
@@ -79,30 +78,26 @@ class XAIProvider:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self._key = api_key
-        self._clients: dict[float, xai_sdk.Client] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientsByTimeout(self._build_client)
 
     def __repr__(self) -> str:
         return f"XAIProvider(model={self.model!r}, api_host={self.api_host!r}, insecure={self.insecure})"
 
     def client(self, timeout_s: float) -> xai_sdk.Client:
-        key = round(float(timeout_s), 3)
-        with self._lock:
-            c = self._clients.get(key)
-            if c is None:
-                try:
-                    c = xai_sdk.Client(
-                        api_key=self._key,
-                        api_host=self.api_host,
-                        use_insecure_channel=self.insecure,
-                        timeout=key,
-                        channel_options=[("grpc.enable_retries", 0)],
-                    )
-                except ValueError as exc:
-                    raise LLMUnavailable(f"xai: cannot build the client ({scrub(exc, self._key)}); "
-                                         "check XAI_API_KEY and XAI_API_HOST") from None
-                self._clients[key] = c
-            return c
+        return self._clients.get(timeout_s)
+
+    def _build_client(self, timeout_s: float) -> xai_sdk.Client:
+        try:
+            return xai_sdk.Client(
+                api_key=self._key,
+                api_host=self.api_host,
+                use_insecure_channel=self.insecure,
+                timeout=timeout_s,
+                channel_options=[("grpc.enable_retries", 0)],
+            )
+        except ValueError as exc:
+            raise LLMUnavailable(f"xai: cannot build the client ({scrub(exc, self._key)}); "
+                                 "check XAI_API_KEY and XAI_API_HOST") from None
 
     def request_messages(self, messages: list[Message]) -> list[Any]:
         out = []
@@ -142,16 +137,7 @@ class XAIProvider:
         if "MAX_LEN" in finish or "MAX_CONTEXT" in finish:
             raise output_error(f"xai/{self.model}: answer cut at the token limit", raw=text)
         parsed = validate_output(text, schema)
-        return LLMResult(
-            parsed=parsed,
-            raw=text,
-            latency_s=latency,
-            usage=usage,
-            cost_usd=cost_usd(usage, self.price_in_per_mtok, self.price_out_per_mtok),
-            provider=self.provider,
-            model=self.model,
-            meta={"id": response.id, "finish_reason": finish, "member_id": self.member_id},
-        )
+        return self._result(parsed, text, latency, usage, id=response.id, finish_reason=finish)
 
     def _translate(self, exc: grpc.RpcError, timeout_s: float) -> Exception:
         who = f"xai/{self.model}"
@@ -173,17 +159,8 @@ class XAIProvider:
             return TransientError(f"{who}: unavailable at {self.api_host} ({details}); check XAI_API_HOST / the network")
         return TransientError(f"{who}: server error ({name}): {details}")
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
-        with self._lock:
-            for c in self._clients.values():
-                c.close()
-            self._clients.clear()
+        self._clients.close()
 
 
 def _retry_after(exc: Any) -> float | None:
