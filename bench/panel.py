@@ -24,6 +24,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     os.environ["QUORUM_DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
     os.environ["PREFECT_LOGGING_LEVEL"] = "ERROR"
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = f"{tmp}/prefect-results"  # no cached news from earlier runs
     from flows import prefect_env
 
     prefect_env.apply()
@@ -39,21 +40,33 @@ def main() -> None:
         t = time.perf_counter()
         trading_cycle(as_of="2025-04-02T00:00:00Z", symbols=syms, broadcast=False)
         offline = time.perf_counter() - t
+        runs = {}
         with LocalPanel(responder=panel_responder, delay_s=1.0) as panel:
-            os.environ.update(panel.env)
-            t = time.perf_counter()
-            rep = trading_cycle(as_of="2025-04-03T00:00:00Z", symbols=syms, broadcast=False, use_llm_cache=False)
-            with_panel = time.perf_counter() - t
-            calls = panel.calls
-    votes = sum(len(c["votes"]) for c in rep["candidates"])
-    valid = sum(1 for c in rep["candidates"] for v in c["votes"] if v["action"])
+            env = dict(panel.env)
+            # A: the six decision models only (news analyst off); B: the news analyst on a 1 s server too
+            for label, as_of, with_news in (("panel only", "2025-04-03T00:00:00Z", False),
+                                            ("panel + news", "2025-04-04T00:00:00Z", True)):
+                os.environ.update(env)
+                if not with_news:
+                    os.environ.pop("OPENROUTER_API_KEY", None)
+                before = dict(panel.calls)
+                t = time.perf_counter()
+                rep = trading_cycle(as_of=as_of, symbols=syms, broadcast=False, use_llm_cache=False)
+                runs[label] = (time.perf_counter() - t, rep,
+                               {k: panel.calls[k] - before.get(k, 0) for k in panel.calls})
     print(f"offline cycle (no models): {offline:.2f} s wall")
-    print(f"cycle with six models answering after 1 s each: {with_panel:.2f} s wall "
-          f"(panel stage {rep['timings_s']['panel']:.2f} s, news {rep['timings_s']['score']:.2f} s incl. scoring)")
-    print(f"  {votes} votes ({valid} valid) over {len(rep['candidates'])} candidates; server calls {calls}")
-    print(f"  target: < 1 s + {offline:.2f} s + 1 s = {offline + 2:.2f} s -> "
-          f"{'met' if with_panel < offline + 2 else 'NOT met'}")
-    print(f"  cost line: {rep['llm_cost']['tokens']} tokens, ${rep['llm_cost']['cost_usd']:.4f}")
+    for label, (wall, rep, calls) in runs.items():
+        votes = sum(len(c["votes"]) for c in rep["candidates"])
+        valid = sum(1 for c in rep["candidates"] for v in c["votes"] if v["action"])
+        tm = rep["timings_s"]
+        print(f"{label}: six models answering after 1 s each: {wall:.2f} s wall "
+              f"(panel stage {tm['panel']:.2f} s, news+scoring {tm['score']:.2f} s)")
+        print(f"  {votes} votes ({valid} valid) over {len(rep['candidates'])} candidates; server calls {calls}")
+        print(f"  cost line: {rep['llm_cost']['tokens']} tokens, ${rep['llm_cost']['cost_usd']:.4f}")
+    wall = runs["panel only"][0]
+    print(f"target (issue 3): panel cycle < 1 s + {offline:.2f} s + 1 s = {offline + 2:.2f} s -> "
+          f"{'met' if wall < offline + 2 else 'NOT met'} ({wall:.2f} s). With the news analyst also taking 1 s, "
+          "add ~1 s: news feeds the score and the prompt, so it runs before the panel by design.")
 
 
 if __name__ == "__main__":

@@ -79,13 +79,14 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     tickers = tickers_task.submit(source, decision_time).result()
     hunted = execution.hunt(settings, source, tickers, hunter_future, logger)
     candidates, dropped, universe_note = select_candidates(settings, tickers, source.symbols(), symbols, hunted)
+    pending_news = execution.submit_news(settings, [c.symbol for c in candidates], decision_time)
     futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
     snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}
     timings["collect"] = time.perf_counter() - t1
 
-    # 2. news analyst + math engine
+    # 2. news analyst (started with the collection) + math engine
     t1 = time.perf_counter()
-    news: dict[str, NewsReport] = execution.news_reports(settings, snapshots, decision_time)
+    news: dict[str, NewsReport] = execution.news_reports(pending_news, decision_time)
     score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
     scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
     timings["score"] = time.perf_counter() - t1

@@ -246,18 +246,25 @@ def track_record_from(closed: Sequence[Position]) -> TrackRecord | None:
 
 
 # ---- news and panel --------------------------------------------------------------------------
-def news_reports(settings: Settings, snapshots: Mapping[str, MarketSnapshot], now: datetime) -> dict[str, NewsReport]:
-    """News per candidate through the news task (cached 1 h per symbol), or an explicit 'unavailable'."""
+def submit_news(settings: Settings, symbols: Sequence[str], now: datetime) -> dict[str, Any]:
+    """Start the news task per candidate (cached 1 h per symbol); it runs while the data is collected."""
     from agents.llm.registry import member_status
     from tasks.panel import news_member, news_task
 
     member = news_member(settings)
     st = member_status(member)
     if not st.available:
-        return {s: NewsReport(s, now, available=False, note=f"news analyst off: {st.reason}") for s in snapshots}
-    futures = {s: news_task.submit(member, s, now) for s in snapshots}
-    out = {}
-    for s, f in futures.items():
+        return {s: NewsReport(s, now, available=False, note=f"news analyst off: {st.reason}") for s in symbols}
+    return {s: news_task.submit(member, s, now) for s in symbols}
+
+
+def news_reports(pending: Mapping[str, Any], now: datetime) -> dict[str, NewsReport]:
+    """The news reports of `submit_news`; a failed news call never fails the cycle."""
+    out: dict[str, NewsReport] = {}
+    for s, f in pending.items():
+        if isinstance(f, NewsReport):
+            out[s] = f
+            continue
         try:
             out[s] = f.result()
         except Exception as exc:  # noqa: BLE001 - news never fails the cycle

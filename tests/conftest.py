@@ -10,9 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
+import tempfile
+
 from flows import prefect_env
 
 prefect_env.apply()
+# task results cached by Prefect (news 1 h, hunter 4 h) go to a per-session folder, not ~/.prefect
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", tempfile.mkdtemp(prefix="quorum-prefect-results-"))
 warnings.filterwarnings("ignore", message=".*Pandas4Warning.*")
 
 PG_URL = os.environ.get("QUORUM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
