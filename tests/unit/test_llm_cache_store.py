@@ -23,9 +23,8 @@ from store.llm_cache import (
     build_response_cache,
     cache_key,
 )
+from tests.conftest import PG_URL, REDIS_URL, service_missing  # noqa: E402
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TABLES = [LLMResponseRow.__table__, TokenUsageRow.__table__]
 
 
@@ -94,7 +93,7 @@ def test_postgresql():
         with engine.connect() as c:
             c.execute(text("select 1"))
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+        service_missing("PostgreSQL", str(exc))
     Base.metadata.create_all(engine, tables=TABLES)
     key, member = _check_sql(sessionmaker(engine, expire_on_commit=False))
     with engine.begin() as c:
@@ -110,7 +109,7 @@ def redis_client():
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis not reachable: {exc}")
+        service_missing("Redis", str(exc))
     prefix = f"quorum-test-{uuid.uuid4().hex[:8]}:"
     yield client, prefix
     for k in client.scan_iter(f"{prefix}*"):
