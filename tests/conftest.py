@@ -4,13 +4,12 @@ session-scoped Prefect test harness for flow tests."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
 
 import pytest
-
-import tempfile
 
 from flows import prefect_env
 
