@@ -7,7 +7,6 @@ import os
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,6 +20,8 @@ from notify.telegram import DeliveryConfigError, TelegramSink
 from store import outbox
 from store.base import Base
 from store.outbox import OutboxPost
+from tests.conftest import service_missing
+from tests.fakes.telegram_html import check_html
 from tests.fakes.telegram_server import FakeTelegramServer
 
 CHANNEL = "@quorum_signals"
@@ -100,37 +101,6 @@ def row(factory, key) -> OutboxPost:
         post = outbox.get_post(s, key)
         assert post is not None
         return post
-
-
-class TagChecker(HTMLParser):
-    """Collects tags; Telegram HTML must only use a few, properly nested."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.tags: set[str] = set()
-        self.ok = True
-        self.text = ""
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        if not self.stack or self.stack.pop() != tag:
-            self.ok = False
-
-    def handle_data(self, data):
-        self.text += data
-
-
-def check_html(body: str) -> TagChecker:
-    p = TagChecker()
-    p.feed(body)
-    p.close()
-    assert p.ok and not p.stack, body
-    assert p.tags <= {"b", "i", "code"}, p.tags
-    return p
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -484,7 +454,7 @@ def test_outbox_on_postgresql(tg):
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        service_missing("PostgreSQL", str(exc))
     engine = create_engine(url, execution_options={"schema_translate_map": {None: schema}})
     try:
         Base.metadata.create_all(engine, tables=[OutboxPost.__table__])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import pytest
 from hypothesis import given, settings
@@ -31,37 +30,14 @@ from notify.format import (
     truncate_html,
     utf16_len,
 )
+from tests.fakes.telegram_html import check_html
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 DAY = date(2026, 3, 2)
 
 
-class Checker(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.tags: set[str] = set()
-        self.ok = True
-        self.text = ""
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        if not self.stack or self.stack.pop() != tag:
-            self.ok = False
-
-    def handle_data(self, data):
-        self.text += data
-
-
 def well_formed(body: str) -> str:
-    c = Checker()
-    c.feed(body)
-    c.close()
-    assert c.ok and not c.stack, body
-    assert c.tags <= {"b", "i", "code"}, c.tags
+    c = check_html(body)
     # every '&' in the raw text starts an entity written by html.escape
     assert all(body[i:].startswith(("&amp;", "&lt;", "&gt;", "&quot;", "&#x27;"))
                for i, ch in enumerate(body) if ch == "&")
