@@ -95,3 +95,32 @@ def test_six_slow_models_run_concurrently(monkeypatch: pytest.MonkeyPatch, prefe
     # six calls of 1 s each in parallel (plus news on the same servers): far below six seconds
     assert r["timings_s"]["panel"] < 2.5, r["timings_s"]
     assert wall < base + 1.0 + 2.5
+
+
+def test_bad_answers_end_as_stored_abstentions_and_the_cycle_completes(panel, prefect_harness) -> None:  # noqa: ARG001
+    from sqlalchemy import select
+
+    from core.settings import load_settings
+    from flows.trading_cycle import trading_cycle
+    from store.db import get_session_factory, transaction
+    from store.models import VoteRow
+    from tests.fakes.llm_servers import malformed, schema_violation, server_error
+
+    panel.servers["xai"].enqueue(malformed(), malformed())  # bad JSON, and again after the repair
+    panel.servers["deepseek"].enqueue(server_error(), server_error(), server_error())  # 500 x3
+    panel.servers["ollama"].enqueue(
+        schema_violation({"verdicts": [{"symbol": "SOL/USDT:USDT", "action": "BUY!!", "confidence": 1.7,
+                                        "rationale": "x", "key_factors": []}]}),
+        schema_violation({"verdicts": [{"symbol": "SOL/USDT:USDT", "action": "BUY!!", "confidence": 1.7,
+                                        "rationale": "x", "key_factors": []}]}))
+    rep = trading_cycle(as_of="2025-05-20T10:00:00Z", symbols=SYMS, broadcast=False)
+    assert all(c["decision"]["votes_total"] == 6 for c in rep["candidates"])
+    with transaction(get_session_factory(load_settings())) as s:
+        rows = list(s.scalars(select(VoteRow).where(VoteRow.cycle_id == rep["cycle_id"])))
+    by = {(r.member_id, r.symbol): r for r in rows}
+    assert len(rows) == 12
+    assert by[("grok", "SOL/USDT:USDT")].abstain_reason == "invalid_output"
+    assert by[("deepseek", "SOL/USDT:USDT")].abstain_reason == "transient"
+    assert by[("qwen-local", "SOL/USDT:USDT")].abstain_reason == "invalid_output"
+    assert by[("gpt", "SOL/USDT:USDT")].abstain_reason is None and by[("gpt", "SOL/USDT:USDT")].action
+    assert all(r.prompt_version.startswith("decision_v1@") for r in rows)
