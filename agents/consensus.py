@@ -87,11 +87,7 @@ def vote_score(action: Action, confidence: float, signal: SignalSettings) -> flo
 
 
 def _signal(x: float, signal: SignalSettings) -> Action:
-    if x > signal.long_threshold:
-        return Action.LONG
-    if x < signal.short_threshold:
-        return Action.SHORT
-    return Action.WAIT
+    return signal.action_for(x)
 
 
 def _dissent(valid: list[tuple[Vote, float]], action: Action) -> tuple[str, ...]:

@@ -227,11 +227,7 @@ def finalize(row_tech: float, tech_weight: float, tech_1d: float, oi: float, new
 
 
 def signal_of(final: float, signal: SignalSettings) -> Action:
-    if final > signal.long_threshold:
-        return Action.LONG
-    if final < signal.short_threshold:
-        return Action.SHORT
-    return Action.WAIT
+    return signal.action_for(final)
 
 
 def vol_state(ratio: float, signal: SignalSettings, news: NewsReport | None = None) -> VolState:

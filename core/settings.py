@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from core.errors import ConfigError
+from core.types import Action
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SYMBOLS = (
@@ -79,6 +80,15 @@ class SignalSettings(BaseModel):
     tf_weights: dict[str, float] = Field(default_factory=lambda: {"1h": 0.30, "4h": 0.50, "1d": 0.20})
     panic_vol_ratio: float = 2.5
     digesting_vol_ratio: float = 1.3
+
+    def action_for(self, score: float) -> Action:
+        """The signal of a score in [-1, 1]: above long_threshold LONG, below short_threshold SHORT, else
+        WAIT (one rule for the math engine and the consensus)."""
+        if score > self.long_threshold:
+            return Action.LONG
+        if score < self.short_threshold:
+            return Action.SHORT
+        return Action.WAIT
 
     @field_validator("tf_weights")
     @classmethod
