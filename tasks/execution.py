@@ -507,21 +507,27 @@ def publish_artifacts(report: Mapping[str, Any]) -> None:
         return
     rows = []
     for c in report["candidates"]:
-        votes = ", ".join(f"{v['member']}:{v['action'] or 'abstain'}" for v in c["votes"]) or "none"
+        votes = ", ".join(f"{v['member']}:{v['action'] or 'abstain(' + str(v['abstain']) + ')'}"
+                          for v in c["votes"]) or "none"
         rows.append({"symbol": c["symbol"], "score": c["score"]["final"], "signal": c["score"]["signal"],
                      "trend": c["score"]["trend"], "regime": c["score"]["vol_state"], "votes": votes,
-                     "decision": c["decision"]["action"], "risk": "approved" if c["risk"]["approved"] else "denied",
+                     "decision": c["decision"]["action"], "dissent": ", ".join(c["decision"]["dissent"]),
+                     "llm_cost_usd": round(sum(v["cost_usd"] for v in c["votes"]), 6),
+                     "risk": "approved" if c["risk"]["approved"] else "denied",
                      "reasons": "; ".join(c["risk"]["reasons"])[:300]})
     try:
         create_table_artifact(key="cycle-candidates", table=rows, description=f"Cycle {report['cycle_id']}")
-        md = [f"# Cycle {report['cycle_id']}", f"as of {report['as_of']} · {report['panel']['status']}", ""]
+        cost = report["llm_cost"]
+        per = ", ".join(f"{m} {v['tokens']} tok ${v['cost_usd']:.4f}" for m, v in sorted(cost["members"].items()))
+        md = [f"# Cycle {report['cycle_id']}", f"as of {report['as_of']} · {report['panel']['status']}",
+              f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}" + (f" ({per})" if per else ""), ""]
         for c in report["candidates"]:
             plan = c["risk"]["plan"]
             if c["risk"]["approved"] and plan:
                 md.append(f"## {plan['side']} {c['symbol']}")
                 md.append(f"entry {plan['entry']} · stop {plan['stop']} · TP1 {plan['tp1']} (50%) · TP2 {plan['tp2']}"
                           f" · {plan['leverage']}x · qty {plan['qty']} · risk ${plan['risk_usd']}")
-        if len(md) == 3:
+        if len(md) == 4:
             md.append("No trade this cycle.")
         create_markdown_artifact(key="cycle-summary", markdown="\n".join(md))
     except Exception as exc:  # noqa: BLE001 - artifacts never fail the cycle
