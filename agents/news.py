@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -153,5 +154,8 @@ def analyse_news(
     note = f"{len(events)} event(s) from {getattr(result, 'provider', '?')}/{getattr(result, 'model', '?')}"
     if dropped:
         note += f", {len(dropped)} dropped"
-    return build_report(symbol, now, events, half_life_h=half_life_h,
-                        critical_max_age_h=critical_max_age_h, note=note)
+    report = build_report(symbol, now, events, half_life_h=half_life_h,
+                          critical_max_age_h=critical_max_age_h, note=note)
+    usage = getattr(result, "usage", None)
+    return replace(report, tokens=int(getattr(usage, "total", 0) or 0),
+                   cost_usd=float(getattr(result, "cost_usd", 0.0) or 0.0))

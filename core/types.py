@@ -134,6 +134,8 @@ class NewsReport:
     critical_negative: bool = False
     available: bool = False
     note: str = "no news source configured"
+    tokens: int = 0  # model tokens spent on this report (0 when cached or unavailable)
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
         ],
         "monitor": monitor,
         "account": execution.account_summary(factory, source, settings, decision_time),
-        "llm_cost": execution.cost_summary(votes),
+        "llm_cost": execution.cost_summary(votes, news),
         "delivery": delivery,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

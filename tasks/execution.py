@@ -463,9 +463,13 @@ def account_summary(factory: Factory, source: MarketDataSource, settings: Settin
         }
 
 
-def cost_summary(votes: Sequence[Vote]) -> dict[str, Any]:
-    """Per-member and total tokens and cost of this cycle (each member makes one call per cycle)."""
+def cost_summary(votes: Sequence[Vote], news: Mapping[str, NewsReport] | None = None) -> dict[str, Any]:
+    """Per-member (and news analyst) tokens and cost of this cycle; cached answers cost nothing."""
     members: dict[str, dict[str, Any]] = {}
+    spent = [r for r in (news or {}).values() if r.tokens or r.cost_usd]
+    if spent:
+        members["news"] = {"tokens": sum(r.tokens for r in spent), "cost_usd": round(sum(r.cost_usd for r in spent), 6),
+                           "latency_s": 0.0, "cached": False}
     for v in votes:
         m = members.setdefault(v.member_id, {"tokens": 0, "cost_usd": 0.0, "latency_s": 0.0, "cached": v.cached})
         m["tokens"] += v.input_tokens + v.output_tokens
