@@ -95,6 +95,8 @@ class PaperAccount:
     events: list[PositionEvent] = field(default_factory=list)
     next_id: int = 1
     _ledger: dict[str, _Ledger] = field(default_factory=dict, repr=False)
+    # ids of the open positions in opening order (an index; `positions` keeps closed ones too)
+    _open: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.starting_balance = D(self.starting_balance)
@@ -117,7 +119,7 @@ class PaperAccount:
     # ---------------------------------------------------------------------------------- queries
 
     def open_positions(self) -> list[Position]:
-        return [p for p in self.positions.values() if p.is_open]
+        return [self.positions[pid] for pid in self._open]
 
     def get(self, position_id: str) -> Position:
         try:
@@ -219,6 +221,7 @@ class PaperAccount:
             cycle_id=cycle_id,
         )
         self.positions[pid] = pos
+        self._open[pid] = None
         fill = Fill(plan.symbol, side, "open", qty, px, fee, ts, reason=plan.reason[:200])
         self.fills.append(fill)
         self.events.append(PositionEvent(pid, plan.symbol, "opened", ts, float(px), qty, 0.0, 0.0,
@@ -269,6 +272,8 @@ class PaperAccount:
         if left == 0:
             changes.update(closed_at=ts, exit_reason=kind or reason or "close")
         self.positions[pos.id] = pos.with_(**changes)
+        if left == 0:
+            self._open.pop(pos.id, None)
         fill = Fill(pos.symbol, pos.side, "close", q, px, fee, ts, reason=reason)
         self.fills.append(fill)
         r = abs(pos.entry - pos.initial_stop)
@@ -369,6 +374,8 @@ class PaperAccount:
         for pd_ in d["positions"]:
             p = position_from_dict(pd_)
             acct.positions[p.id] = p
+            if p.is_open:
+                acct._open[p.id] = None
         acct._ledger = {pid: _Ledger.from_dict(v) for pid, v in d["ledger"].items()}
         acct.fills = [fill_from_dict(f) for f in d["fills"]]
         acct.events = [event_from_dict(e) for e in d["events"]]
