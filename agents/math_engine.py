@@ -8,8 +8,9 @@ Components, each in [-1, 1]:
 - trend: price vs MA20/50/200 (distance in ATR units, squashed with tanh) and the MA20 slope.
   The trend state is UP when close > MA50 and MA20 > MA50 (and MA50 > MA200 when MA200 exists),
   DOWN for the mirror image, RANGE otherwise.
-- momentum: RSI(14) read by regime: in a trend, RSI above 50 is strength ((rsi-50)/25); in a range,
-  beyond 30/70 it is mean-reverting ((50-rsi)/25 scaled); plus the MACD histogram in ATR units.
+- momentum: RSI(14) read by regime: in a trend, RSI above 50 is strength ((rsi-50)/25, clipped); in a
+  range only beyond 30/70 does it count, as mean reversion ((50-rsi)/20, clipped: ±1 at RSI 30/70 and
+  beyond, 0 inside); plus the MACD histogram in ATR units (0.6 RSI part + 0.4 MACD part).
 - volume: Chaikin money flow (buy/sell pressure) × 2, clipped, damped when volume is thin.
 - open interest (symbol level): price and OI change over 24 h: both up = longs building (+),
   price down + OI up = shorts building (-), OI falling = positions closing (half weight);
@@ -50,6 +51,13 @@ TECH = ("trend", "momentum", "volume")
 MIN_BARS = 30
 VETO_MIN = 0.1
 _TREND_CODE = {1: Trend.UP, -1: Trend.DOWN, 0: Trend.RANGE}
+
+
+def hourly_atr(h1: pd.DataFrame, length: int = 14) -> np.ndarray:
+    """ATR(length) of 1h bars (pandas-ta), one value per bar, known at that bar's close; the
+    Chandelier exit of the kelly profile trails from it."""
+    a = ta.atr(h1["high"], h1["low"], h1["close"], length=length)
+    return np.full(len(h1), np.nan) if a is None else a.to_numpy(dtype=float)
 
 
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:

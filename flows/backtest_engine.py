@@ -76,7 +76,7 @@ from exchange.paper import PaperAccount
 from risk.manager import AccountState, MarketLimits, account_state_from_history
 from risk.profiles import RiskProfile, get_profile
 from tasks import execution
-from tasks.steps import BTC, btc_change_4h_pct, decide, risk_verdict, select_candidates
+from tasks.steps import BTC, btc_change_4h_pct, daily_veto, decide, risk_verdict, select_candidates
 
 H1_NS = 3_600_000_000_000
 PanelMode = str  # "math" | "cache" | "live"
@@ -180,6 +180,7 @@ class _SymbolData:
     n_closed: np.ndarray | None = None  # bars closed by each decision time
     vol24: np.ndarray | None = None
     funding_at: np.ndarray | None = None  # last funding rate at or before each decision time (nan: none)
+    atr: np.ndarray | None = None  # 1h ATR(14) per bar (known at its close), for the Chandelier exit
     _scores: dict[int, Score] = field(default_factory=dict)
 
     def score(self, k: int, signal: Any) -> Score:
@@ -209,6 +210,7 @@ def _load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Time
         qv=cols[:, 3] * cols[:, 4], funding_ns=pd.DatetimeIndex(fund.index).as_unit("ns").asi8, funding_rate=fund.to_numpy(dtype=float),
         funding_ts=list(fund.index), limits=MarketLimits.from_rules(source.market_rules(symbol)), h1=hist.h1,
         futures_start_ns=pd.Timestamp(hist.futures_start).as_unit("ns").value,
+        atr=math_engine.hourly_atr(hist.h1),
     )
     from core.frames import resample
 
@@ -294,7 +296,8 @@ class _Book:
                     fp += 1
                 t_open = pd.Timestamp(int(sd.open_ns[j]), tz="UTC")
                 execution.monitor_bar(self.acct, pos.id, t_open, float(sd.o[j]), float(sd.h[j]),
-                                      float(sd.lo[j]), float(sd.c[j]), due, self.profile)
+                                      float(sd.lo[j]), float(sd.c[j]), due, self.profile,
+                                      atr=float(sd.atr[j]), qty_step=sd.limits.qty_step)
                 j += 1
             self.next_bar[pos.id], self.next_funding[pos.id] = j, fp
 
@@ -336,11 +339,13 @@ class _Book:
         self.curve.append((t, eq))
         return eq
 
-    def equity_series(self) -> pd.Series:
-        if not self.curve:
+    def equity_series(self, opening: tuple[datetime, float] | None = None) -> pd.Series:
+        """The equity curve; `opening` (time, starting balance) is prepended so the first decision's
+        fees and slippage count in the returns."""
+        pts = ([opening] if opening is not None else []) + self.curve
+        if not pts:
             return pd.Series(dtype=float)
-        return pd.Series([e for _, e in self.curve], index=pd.DatetimeIndex([t for t, _ in self.curve]),
-                         dtype=float)
+        return pd.Series([e for _, e in pts], index=pd.DatetimeIndex([t for t, _ in pts]), dtype=float)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -660,7 +665,7 @@ def run_backtest(
                 cons_calls.append((k, d.symbol, d.action, d.confidence))
             for mid, book in shadows.items():
                 mine = {v.symbol: v for v in votes if v.member_id == mid}
-                md = {s: _member_decision(mine[s], scores[s]) for s in scores if s in mine}
+                md = {s: daily_veto(_member_decision(mine[s], scores[s]), scores[s]) for s in scores if s in mine}
                 _trade_book(book, md, scores, data, k, t, settings, spread, member_decisions[mid], None, None,
                             record=True)
             if prog is not None and (k % 24 == 0 or k == len(times) - 1):
@@ -679,8 +684,11 @@ def run_backtest(
     counters["deny_reasons"] = dict(sorted(deny_reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
     counters["tokens"] = tokens_used
 
+    opening = ((times[0] - pd.Timedelta(minutes=settings.cycle_interval_minutes)).to_pydatetime(),
+               float(settings.paper.starting_balance))
+
     def finish(book: _Book) -> tuple[pd.Series, list[TradeRecord], list[dict[str, Any]]]:
-        eq = book.equity_series()
+        eq = book.equity_series(opening)
         trades = trade_records_from_positions(book.acct.positions.values())
         k_end = len(done_times) - 1
         marks = book.marks(data, k_end) if k_end >= 0 else {}
@@ -770,8 +778,9 @@ def _trade_book(book: _Book, sym_decisions: Mapping[str, Decision], scores: Mapp
     for sym, d in sym_decisions.items():
         if d.action is Action.WAIT:
             if record and decisions is not None:
+                why = ("decision is WAIT",) + (("daily timeframe vetoes",) if "daily timeframe vetoes" in d.reason else ())
                 decisions.append(DecisionRecord(t, sym, "WAIT", scores[sym].final, d.combined_score, d.votes_valid,
-                                                False, ("decision is WAIT",)))
+                                                False, why))
             continue
         if account is None:
             equity_now = float(book.acct.equity(prices_pre))

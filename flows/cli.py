@@ -118,7 +118,7 @@ def render_cycle(r: dict[str, Any]) -> None:
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
 
 
-def preflight(as_of: str | None, symbols: list[str] | None) -> None:
+def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
     """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
     from core.errors import DataError
     from exchange.factory import build_source
@@ -134,6 +134,11 @@ def preflight(as_of: str | None, symbols: list[str] | None) -> None:
         if unknown:
             raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
     open_database(settings.database_url)
+    if trading and as_of is not None and hasattr(source, "check_as_of"):
+        from store.db import get_session_factory
+        from tasks.execution import check_clock
+
+        check_clock(get_session_factory(settings), settings, source.check_as_of(as_of).to_pydatetime())
 
 
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
@@ -156,10 +161,10 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST
 def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run the position monitor once (stops, targets, trailing, exits, funding)."""
-    preflight(as_of, None)
+    preflight(as_of, None, trading=False)
     from flows.position_monitor import position_monitor
 
-    res = position_monitor(as_of=as_of)
+    res = position_monitor(as_of=as_of, broadcast=not as_json)
     if as_json:
         sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
         return
@@ -171,7 +176,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
 @app.command("daily-report")
 def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
-    preflight(as_of, None)
+    preflight(as_of, None, trading=False)
     from flows.daily_report import daily_report
 
     res = daily_report(as_of=as_of)
@@ -189,7 +194,8 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    now = _now_for(source)
+    now = _now_for(source, settings)
+    execution.sync_positions(factory, source, settings, now)  # walk the positions up to now first
     summary = execution.account_summary(factory, source, settings, now)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
@@ -212,10 +218,20 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     out.print(f"[red]HALTED ({halt['set_by']}): {halt['reason']}[/red]" if halt else "entries: allowed (no halt)")
 
 
-def _now_for(source) -> datetime:  # type: ignore[no-untyped-def]
-    if hasattr(source, "default_as_of"):
-        return source.default_as_of().to_pydatetime()
-    return datetime.now(UTC)
+def _now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]
+    """'Now' for the account commands: the wall clock with live data; in replay, the account's own
+    clock (the last decision time it was brought to), else the last bundled bar."""
+    if not hasattr(source, "default_as_of"):
+        return datetime.now(UTC)
+    if settings is not None:
+        from store.db import get_session_factory
+        from store.models import AccountRow
+
+        with get_session_factory(settings)() as s:
+            row = s.get(AccountRow, settings.mode)
+            if row is not None and row.clock is not None:
+                return row.clock
+    return source.default_as_of().to_pydatetime()
 
 
 @app.command()
@@ -259,7 +275,7 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    now = _now_for(source)
+    now = _now_for(source, settings)
     with transaction(factory) as s:
         repo.set_halt(s, settings.mode, reason, "manual", now)
     out.print(f"halted: no new entries until `quorum resume` ({reason})")
@@ -276,7 +292,7 @@ def resume() -> None:
     from store.db import get_session_factory, transaction
 
     settings = _settings()
-    now = _now_for(build_source(settings))
+    now = _now_for(build_source(settings), settings)
     with transaction(get_session_factory(settings)) as s:
         n = repo.release_halts(s, settings.mode, now)
     out.print(f"resumed: {n} halt(s) released; breakers re-arm from now")

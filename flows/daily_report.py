@@ -34,6 +34,8 @@ def model_hits(s, day_start: datetime, day_end: datetime, source) -> dict[str, t
             continue
         if not (day_start - timedelta(days=1) <= v.as_of < day_start):
             continue
+        if v.as_of + timedelta(hours=24) > day_end:  # its 24 h outcome is not known yet
+            continue
         bars = source.bars_between(v.symbol, v.as_of, v.as_of + timedelta(hours=24))
         if len(bars) < 24:
             continue

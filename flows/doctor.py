@@ -87,11 +87,16 @@ def run_doctor(out: Console, probe: bool = False) -> bool:
     def _halt() -> str:
         from exchange.factory import build_source
         from store.db import get_session_factory
+        from store.models import AccountRow
         from tasks.execution import account_summary
 
         src = build_source(settings)
-        now = src.default_as_of().to_pydatetime() if hasattr(src, "default_as_of") else datetime.now(UTC)
-        h = account_summary(get_session_factory(settings), src, settings, now)["halt"]
+        factory = get_session_factory(settings)
+        with factory() as s:  # as of the account's own clock (doctor only reads)
+            row = s.get(AccountRow, settings.mode)
+            clock = row.clock if row is not None else None
+        now = clock or (src.default_as_of().to_pydatetime() if hasattr(src, "default_as_of") else datetime.now(UTC))
+        h = account_summary(factory, src, settings, now)["halt"]
         if h is not None:
             until = f" until {h['until']}" if h["until"] else " until `quorum resume`"
             raise RuntimeError(f"HALTED ({h['set_by']}){until}: {h['reason']}")

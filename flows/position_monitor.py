@@ -24,12 +24,12 @@ def sync_task(factory, source, settings, until: datetime) -> dict[str, Any]:  # 
 
 
 @task(name="broadcast", cache_policy=NO_CACHE)
-def deliver_task(factory, settings) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return execution.deliver(factory, settings)
+def deliver_task(factory, settings, console: bool = True) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return execution.deliver(factory, settings, console=console)
 
 
 @flow(name="position-monitor", log_prints=False)
-def position_monitor(as_of: str | None = None) -> dict[str, Any]:
+def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[str, Any]:
     settings = load_settings()
     source = build_source(settings)
     if hasattr(source, "check_as_of"):
@@ -38,6 +38,10 @@ def position_monitor(as_of: str | None = None) -> dict[str, Any]:
         until = datetime.now(UTC)
     factory = get_session_factory(settings)
     summary = sync_task(factory, source, settings, until)
-    summary["delivery"] = deliver_task(factory, settings)
+    open_syms = sorted({p.symbol for p in execution.open_positions(factory, settings)})
+    news = execution.news_reports(execution.submit_news(settings, open_syms, until), until)  # cached 1 h
+    summary["events"] += [f"closed on critical negative news: {x}"
+                          for x in execution.news_exits(factory, source, settings, until, news)]
+    summary["delivery"] = deliver_task(factory, settings, console=broadcast)
     summary["as_of"] = until.isoformat()
     return summary

@@ -59,10 +59,22 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     t = source.check_as_of(as_of) if hasattr(source, "check_as_of") else None
     decision_time = t.to_pydatetime() if t is not None else _now()
     factory = get_session_factory(settings)
+    execution.check_clock(factory, settings, decision_time)
     cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
     execution.start_cycle(factory, cycle_id, decision_time, settings, source.name, _flow_run_id())
     timings["setup"] = time.perf_counter() - t0
+    try:
+        return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
+                          timings, t0, logger)
+    except BaseException as exc:
+        execution.fail_cycle(factory, cycle_id, exc)
+        raise
 
+
+def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time: datetime,  # type: ignore[no-untyped-def]
+               symbols: list[str] | None, use_llm_cache: bool, broadcast: bool, timings: dict[str, float],
+               t0: float, logger) -> dict[str, Any]:
+    """The cycle's stages after its row is started (a failure marks the row failed)."""
     # 0. bring open positions up to the decision time (same rules as the position monitor)
     t1 = time.perf_counter()
     monitor = execution.sync_positions(factory, source, settings, decision_time)
@@ -87,6 +99,9 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     # 2. news analyst (started with the collection) + math engine
     t1 = time.perf_counter()
     news: dict[str, NewsReport] = execution.news_reports(pending_news, decision_time)
+    closed_on_news = execution.news_exits(factory, source, settings, decision_time, news)
+    if closed_on_news:
+        monitor["events"] += [f"closed on critical negative news: {x}" for x in closed_on_news]
     score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
     scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
     timings["score"] = time.perf_counter() - t1

@@ -146,6 +146,12 @@ def add_order_fill(s: Session, client_order_id: str, cycle_id: str | None, posit
     return order
 
 
+def order_count(s: Session, position_id: str) -> int:
+    from sqlalchemy import func
+
+    return int(s.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.position_id == position_id)) or 0)
+
+
 def fills_for(s: Session, position_id: str) -> list[FillRow]:
     q = (select(FillRow).join(OrderRow, FillRow.order_id == OrderRow.id)
          .where(OrderRow.position_id == position_id).order_by(FillRow.ts, FillRow.id))
@@ -166,11 +172,12 @@ def get_account(s: Session, mode: str, starting_balance: float) -> AccountRow:
 
 def add_equity_snapshot(s: Session, mode: str, ts: datetime, equity: float, balance: float, unrealised: float,
                         n_open: int) -> None:
+    """The first snapshot at a time stands: a rerun of the same decision time never rewrites history
+    (the breakers read these)."""
     row = s.scalar(select(EquitySnapshotRow).where(EquitySnapshotRow.mode == mode, EquitySnapshotRow.ts == ts))
     if row is None:
-        row = EquitySnapshotRow(mode=mode, ts=ts)
-        s.add(row)
-    row.equity, row.balance, row.unrealised, row.open_positions = equity, balance, unrealised, n_open
+        s.add(EquitySnapshotRow(mode=mode, ts=ts, equity=equity, balance=balance, unrealised=unrealised,
+                                open_positions=n_open))
 
 
 def equity_history(s: Session, mode: str = "paper") -> list[tuple[datetime, float]]:

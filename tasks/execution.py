@@ -18,11 +18,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
+from agents.math_engine import hourly_atr
+from core.errors import DataError, OrderRejected
 from core.faults import crash_point
 from core.settings import Settings
 from core.types import (
@@ -44,9 +47,10 @@ from risk.manager import AccountState, MarketLimits, TrackRecord, account_state_
 from risk.profiles import RiskProfile, get_profile
 from store import repo
 from store.db import transaction
-from store.models import CycleRow
+from store.models import AccountRow, CycleRow
 
 log = logging.getLogger("quorum.execution")
+ATR_WARMUP_H = 72  # 1h bars before a monitor window, so ATR(14) is settled at its first bar
 Factory = sessionmaker[Session]
 
 
@@ -87,9 +91,16 @@ def save_account(s: Session, settings: Settings, acct: PaperAccount, clock: date
 
 def _record_fills(s: Session, acct: PaperAccount, settings: Settings, cycle_id: str | None,
                   start: int, position_for_fill: Sequence[str]) -> None:
+    """Store the account's new fills as orders + fills. A close's client order id is the position id
+    and its sequence number among that position's orders (deterministic: the same work after a
+    crash and restart produces the same ids, so nothing is stored twice)."""
+    seq: dict[str, int] = {}
     for i, fill in enumerate(acct.fills[start:]):
         pid = position_for_fill[i]
-        coid = f"{settings.mode}:{pid}:{fill.kind}:{fill.ts:%Y%m%dT%H%M%S}:{i}"
+        if pid not in seq:
+            seq[pid] = repo.order_count(s, pid)
+        coid = f"{settings.mode}:{pid}:{fill.kind}:{seq[pid]}"
+        seq[pid] += 1
         if repo.order_exists(s, coid) is None:
             repo.add_order_fill(s, coid, cycle_id, pid, fill, settings.mode)
 
@@ -118,29 +129,43 @@ def _snapshot_equity(s: Session, settings: Settings, acct: PaperAccount, prices:
 # ---- position monitor ------------------------------------------------------------------------
 def monitor_bar(acct: PaperAccount, position_id: str, t_open: pd.Timestamp, o: float, h: float, lo: float,
                 c: float, funding_due: Sequence[tuple[pd.Timestamp, float]], prof: RiskProfile,
-                news_critical: bool = False, atr: float | None = None) -> datetime:
+                news_critical: bool = False, atr: float | None = None,
+                qty_step: Decimal | None = None) -> datetime:
     """One bar of the position monitor, shared by the live monitor (`advance_position`) and the
     backtest: settle the funding events due by this bar's close (`funding_due`, in time order; a
     funding time equal to the bar's open is marked at the open, later ones at the close), apply the
     exit rules to the bar, then check liquidation. Returns the bar's close time."""
     t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
-    cur = acct.get(position_id)
+
+    def settle(ft: pd.Timestamp, rate: float, mark: float) -> None:
+        cur = acct.get(position_id)
+        if cur.is_open and ft.to_pydatetime() > cur.opened_at:
+            acct.apply_funding(cur.id, float(rate), mark, ft.to_pydatetime())
+
+    # funding due before the bar's close (at its open) is settled first, at the open price
     for ft, rate in funding_due:
-        if ft.to_pydatetime() > cur.opened_at:
-            acct.apply_funding(cur.id, float(rate), o if ft == t_open else c, ft.to_pydatetime())
-    cur = acct.get(position_id)
-    result = exits.step(cur, exits.Bar(t_close, o, h, lo, c), prof, news_critical=news_critical, atr=atr)
+        if ft.to_pydatetime() < t_close:
+            settle(ft, rate, o)
+    if atr is not None and not atr == atr:  # NaN: not enough bars yet
+        atr = None
+    result = exits.step(acct.get(position_id), exits.Bar(t_close, o, h, lo, c), prof, news_critical=news_critical,
+                        atr=atr, qty_step=qty_step)
     acct.apply_exit_step(result)
     if acct.get(position_id).is_open:
         acct.check_liquidation(position_id, h, lo, t_close)
+    # funding at the bar's close is owed only by a position still open then (a stop inside the bar
+    # closed it before the funding time)
+    for ft, rate in funding_due:
+        if ft.to_pydatetime() >= t_close:
+            settle(ft, rate, c)
     return t_close
 
 
 def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, funding: pd.Series,
                      profile_name: str, news_critical: bool = False,
-                     atr: pd.Series | None = None) -> datetime | None:
-    """Apply funding and the exit rules bar by bar (bars indexed by open time). Returns the close
-    time of the last bar processed."""
+                     atr: pd.Series | None = None, qty_step: Decimal | None = None) -> datetime | None:
+    """Apply funding and the exit rules bar by bar (bars indexed by open time; `atr` the 1h ATR per
+    bar for the Chandelier exit). Returns the close time of the last bar processed."""
     prof = get_profile(profile_name)
     last = None
     fund = list(funding.items())
@@ -157,7 +182,7 @@ def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, fund
             fi += 1
         a = None if atr is None else atr.get(t_open)
         last = monitor_bar(acct, pos.id, t_open, o, h, lo, c, due, prof, news_critical,
-                           None if a is None or a != a else float(a))
+                           None if a is None or a != a else float(a), qty_step)
     return last
 
 
@@ -176,11 +201,15 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
             start = repo.checked_until(s, pid) or pos.opened_at
             if until <= start:
                 continue
-            bars = source.bars_between(pos.symbol, start, until)
+            # 1h ATR for the Chandelier exit, from bars before `start` too (warm-up), known at each close
+            warm = source.bars_between(pos.symbol, start - timedelta(hours=ATR_WARMUP_H), until)
+            atr = pd.Series(hourly_atr(warm), index=warm.index) if len(warm) else None
+            bars = warm.loc[pd.Timestamp(start):] if len(warm) else warm
             funding = source.funding_between(pos.symbol, start, until)
             n_fills = len(acct.fills)
             last = advance_position(acct, pos, bars, funding, settings.risk_profile,
-                                    (news_critical or {}).get(pos.symbol, False))
+                                    (news_critical or {}).get(pos.symbol, False), atr,
+                                    source.market_rules(pos.symbol).qty_step)
             _record_fills(s, acct, settings, None, n_fills, [pid] * (len(acct.fills) - n_fills))
             events = save_account(s, settings, acct, until, {pid: last or start})
             enqueue_event_posts(s, acct, events)
@@ -319,6 +348,17 @@ def panel_status_line(statuses: Sequence[Any], votes: Sequence[Vote]) -> str:
 
 
 # ---- execution + persistence -----------------------------------------------------------------
+def check_clock(factory: Factory, settings: Settings, as_of: datetime) -> None:
+    """A decision may not be earlier than the account's clock (the paper account cannot go back in
+    time: its balance already holds what happened later)."""
+    with transaction(factory) as s:
+        row = s.get(AccountRow, settings.mode)
+        clock = None if row is None else row.clock
+    if clock is not None and as_of < clock:
+        raise DataError(f"--as-of {as_of.isoformat()} is before the {settings.mode} account's clock "
+                        f"{clock.isoformat()}: use a later time, or another QUORUM_DATABASE_URL")
+
+
 def start_cycle(factory: Factory, cycle_id: str, as_of: datetime, settings: Settings, source: str,
                 flow_run_id: str | None) -> None:
     with transaction(factory) as s:
@@ -359,7 +399,7 @@ def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Se
             plan = verdict.plan
             try:
                 pos, fill = acct.open(plan, fill_px, fill_ts, position_id=pid, cycle_id=cycle_id)
-            except Exception as exc:  # OrderRejected
+            except OrderRejected as exc:
                 out[sym] = {"status": "rejected", "note": str(exc)}
                 continue
             pos = acct.positions[pid] = pos.with_(extra={"entry_post_key": f"{cycle_id}:{sym}:entry",
@@ -420,6 +460,18 @@ def deliver(factory: Factory, settings: Settings, console: bool = True) -> dict[
                 "config_error": rep.config_error, "errors": rep.errors[:5]}
     except Exception as exc:  # noqa: BLE001
         return {"sink": "?", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def fail_cycle(factory: Factory, cycle_id: str, error: BaseException) -> None:
+    try:
+        with transaction(factory) as s:
+            row = s.get(CycleRow, cycle_id)
+            if row is not None and row.status == "running":
+                row.status = "failed"
+                row.finished_at = datetime.now(UTC)
+                row.summary = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+    except Exception:  # noqa: BLE001 - the original error is what matters
+        log.exception("could not mark cycle %s failed", cycle_id)
 
 
 def finish_cycle(factory: Factory, cycle_id: str, report: Mapping[str, Any]) -> None:
@@ -538,20 +590,49 @@ def publish_artifacts(report: Mapping[str, Any]) -> None:
         log.warning("could not publish artifacts: %s", exc)
 
 
-def close_all(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime, reason: str) -> list[str]:
-    """Close every open position at market through the same account path (one transaction)."""
+def close_at_market(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,
+                    which: Any, reason: str, kind: str) -> list[str]:
+    """Close the open positions `which(position)` selects at the first price after `now`, through the
+    same account path, in one transaction; their exit posts go to the outbox."""
     closed = []
     with transaction(factory) as s:
         acct = load_account(s, settings)
         n_fills = len(acct.fills)
         pids = []
         for p in acct.open_positions():
+            if not which(p):
+                continue
             nxt = source.price_after(p.symbol, now)
             px_ts = nxt if nxt is not None else (now, marks(source, [p.symbol], now)[p.symbol])
-            acct.close(p.id, p.qty_open, px_ts[1], px_ts[0], reason=f"manual close-all: {reason}", kind="manual")
+            acct.close(p.id, p.qty_open, px_ts[1], px_ts[0], reason=reason, kind=kind)
             pids.append(p.id)
             closed.append(f"{p.symbol} @ {px_ts[1]:.6g}")
         _record_fills(s, acct, settings, None, n_fills, pids)
         events = save_account(s, settings, acct, now)
         enqueue_event_posts(s, acct, events)
+        if pids:
+            prices = marks(source, [p.symbol for p in acct.open_positions()], now)
+            _snapshot_equity(s, settings, acct, prices, now)
     return closed
+
+
+def close_all(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime, reason: str) -> list[str]:
+    """Close every open position at market (`quorum halt --close-all`), after the monitor has walked
+    them up to `now` (stops, targets and funding first)."""
+    sync_positions(factory, source, settings, now)
+    return close_at_market(factory, source, settings, now, lambda p: True, f"manual close-all: {reason}", "manual")
+
+
+def news_exits(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,
+               news: Mapping[str, NewsReport]) -> list[str]:
+    """Close longs whose symbol has critical negative news now, when the profile closes on it."""
+    from risk.profiles import get_profile
+
+    if not get_profile(settings.risk_profile).close_on_critical_news:
+        return []
+    hit = {s for s, r in news.items() if r.available and r.critical_negative}
+    if not hit:
+        return []
+    return close_at_market(factory, source, settings, now,
+                           lambda p: p.symbol in hit and p.side.value == "LONG",
+                           "critical negative news", "news")

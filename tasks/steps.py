@@ -4,11 +4,13 @@ tasks (tasks/cycle.py); the backtest calls them directly, bar by bar, without Pr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import pandas as pd
 
 from agents.consensus import consensus
+from agents.math_engine import VETO_MIN
 from agents.scanner import fixed_universe, scan_volume
 from core.errors import DataError
 from core.settings import Settings
@@ -62,13 +64,18 @@ def decide(symbol: str, as_of: datetime, votes: list[Vote], score: Score, settin
            weights: Mapping[str, float] | None = None) -> Decision:
     """Consensus of the panel with the math score, then the daily veto (a deterministic rule)."""
     d = consensus(symbol, as_of, votes, score.final, settings.consensus, settings.signal, weights)
-    if score.daily_veto and d.action is not Action.WAIT:
-        daily = score.timeframes.get("1d")
-        against = daily is not None and (daily.score > 0) != (d.action is Action.LONG)
-        if against:
-            return Decision(**{**d.__dict__, "action": Action.WAIT,
-                               "reason": f"{d.reason}; daily timeframe vetoes ({daily.score:+.2f})"})
-    return d
+    return daily_veto(d, score)
+
+
+def daily_veto(d: Decision, score: Score) -> Decision:
+    """The daily timeframe vetoes a trade it disagrees with (|1D score| >= VETO_MIN, other sign),
+    whoever proposed it: the math score (already capped by the engine) or the panel."""
+    daily = score.timeframes.get("1d")
+    if d.action is Action.WAIT or daily is None or abs(daily.score) < VETO_MIN:
+        return d
+    if (daily.score > 0) == (d.action is Action.LONG):
+        return d
+    return replace(d, action=Action.WAIT, reason=f"{d.reason}; daily timeframe vetoes ({daily.score:+.2f})")
 
 
 def risk_verdict(decision: Decision, score: Score, snapshot: MarketSnapshot, account: AccountState,

@@ -124,3 +124,29 @@ def test_bad_answers_end_as_stored_abstentions_and_the_cycle_completes(panel, pr
     assert by[("qwen-local", "SOL/USDT:USDT")].abstain_reason == "invalid_output"
     assert by[("gpt", "SOL/USDT:USDT")].abstain_reason is None and by[("gpt", "SOL/USDT:USDT")].action
     assert all(r.prompt_version.startswith("decision_v1@") for r in rows)
+
+
+def test_critical_negative_news_closes_longs(monkeypatch: pytest.MonkeyPatch, prefect_harness) -> None:  # noqa: ARG001
+    """A long opened without news is closed by the next cycle when the news analyst reports a
+    critical negative event for its coin (web text is data: the deterministic rule acts on it)."""
+    from flows.trading_cycle import trading_cycle
+    from tests.fakes.llm_servers import OpenAIServer
+
+    r1 = trading_cycle(as_of=AS_OF, symbols=["SOL/USDT:USDT"], broadcast=False)
+    assert r1["candidates"][0]["execution"]["status"] == "filled"
+
+    def news(body: dict) -> str:
+        text = json.dumps(body)
+        events = [{"date": "2025-05-23T04:30:00Z", "headline": "Exchange hack drains SOL bridge",
+                   "impact": -2, "reason": "hack", "critical": True, "source": "example"}] if "SOL" in text else []
+        return json.dumps({"events": events, "tickers": []})
+
+    with OpenAIServer(responder=news) as srv:
+        monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
+        monkeypatch.setenv("OPENROUTER_BASE_URL", srv.base_url)
+        r2 = trading_cycle(as_of="2025-05-23T05:00:00Z", symbols=["SOL/USDT:USDT"], broadcast=False)
+    c = r2["candidates"][0]
+    assert c["news"]["available"] and c["news"]["events"] == 1
+    assert any("critical negative news" in e for e in r2["monitor"]["events"])
+    assert r2["account"]["open_positions"] == []
+    assert not c["risk"]["approved"]  # and no new long on it

@@ -42,9 +42,9 @@ def test_entries_then_exits_as_replies(tg: FakeTelegramServer, prefect_harness) 
         rp = r.params["reply_parameters"]
         parent = (json.loads(rp) if isinstance(rp, str) else rp)["message_id"]
         assert parent in entry_ids.values()
-    # a retry of the same delivery sends nothing twice
+    # a rerun of the monitor (and its delivery) sends nothing twice
     tg.clear()
-    trading_cycle(as_of="2025-05-23T04:00:00Z", symbols=["BTC/USDT:USDT"])
+    position_monitor(as_of="2025-05-31T23:00:00Z")
     assert tg.calls("sendMessage") == []
 
 

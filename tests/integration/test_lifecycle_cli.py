@@ -79,3 +79,28 @@ def test_breaker_halt_is_visible(prefect_harness) -> None:  # noqa: ARG001
         repo.add_equity_snapshot(s, "paper", datetime(2025, 5, 31, 12, 0, tzinfo=UTC), 9_400, 9_400, 0, 0)
     text = run("positions")
     assert "HALTED (breaker)" in text and "daily loss" in text
+
+
+def test_the_account_cannot_go_back_in_time_and_history_is_not_rewritten(prefect_harness) -> None:  # noqa: ARG001
+    from core.settings import load_settings
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    run("cycle", "--as-of", FIRST)
+    with transaction(get_session_factory(load_settings())) as s:
+        before = repo.equity_history(s)
+    run("monitor", "--as-of", "2025-05-31T23:00:00Z", "--json")
+    r = CliRunner().invoke(app, ["cycle", "--as-of", "2025-05-10T00:00:00Z"])
+    assert r.exit_code != 0 and "before the paper account's clock" in str(r.exception or r.output)
+    rerun = json.loads((o := run("cycle", "--as-of", "2025-05-31T23:00:00Z", "--json"))[o.index("{"):])
+    assert rerun["cycle_id"]
+    with transaction(get_session_factory(load_settings())) as s:
+        after = dict(repo.equity_history(s))
+    for t, e in before:  # the snapshot at the first decision time still says what it said then
+        assert after[t] == e
+
+
+def test_monitor_json_is_pure_json(prefect_harness) -> None:  # noqa: ARG001
+    run("cycle", "--as-of", FIRST)
+    out = run("monitor", "--as-of", "2025-05-31T23:00:00Z", "--json")
+    json.loads(out)  # nothing printed around it (posts stay in the outbox)

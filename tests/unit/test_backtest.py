@@ -49,7 +49,11 @@ def test_short_backtest_runs_and_is_deterministic(settings, source, base_run):
     r = base_run
     assert r.counters["decision_times"] == 21 * 24
     assert r.metrics.n_trades + len(r.open_at_end) == len(r.fills) > 0
-    assert r.equity.index[0] == pd.Timestamp("2025-03-01", tz="UTC")
+    # the curve opens one interval before the first decision at the starting balance, so the first
+    # decision's fees and slippage count in the returns
+    assert r.equity.index[0] == pd.Timestamp("2025-02-28 23:00", tz="UTC")
+    assert r.equity.iloc[0] == settings.paper.starting_balance
+    assert r.equity.index[1] == pd.Timestamp("2025-03-01", tz="UTC")
     again = run_backtest(settings, source, START, END, symbols=SYMS, progress=False, mc_runs=200,
                          leaderboard_runs=100)
     assert again.fingerprint() == r.fingerprint()
@@ -227,10 +231,15 @@ def test_shadow_accounts_reconcile_with_the_votes(panel_runs):
         # every shadow decision is that member's own vote on that snapshot
         for d in decisions:
             v = votes[(d.time, mid, d.symbol)]
-            assert d.action == (v.action.value if v.valid else "WAIT")
-        # every valid non-WAIT vote went through risk (approved or denied with reasons)
+            own = v.action.value if v.valid else "WAIT"
+            # the member's own vote, unless the daily timeframe vetoes it (the same rule as the consensus)
+            assert d.action == own or (d.action == "WAIT" and "daily timeframe vetoes" in d.reasons)
+        # every valid non-WAIT vote the daily timeframe did not veto went through risk (approved or
+        # denied with reasons); the vetoed ones are WAIT decisions that say so
         directional = {(t, s) for (t, m, s), v in votes.items() if m == mid and v.valid and v.action is not Action.WAIT}
-        assert {(d.time, d.symbol) for d in decisions if d.action != "WAIT"} == directional
+        vetoed = {(d.time, d.symbol) for d in decisions if "daily timeframe vetoes" in d.reasons}
+        assert {(d.time, d.symbol) for d in decisions if d.action != "WAIT"} == directional - vetoed
+        assert vetoed <= directional
         assert all(d.reasons for d in decisions)
         # its positions are exactly its approved and filled decisions, on the side it voted
         opened = {(p.opened_at, p.symbol, p.side.value) for p in positions}
@@ -268,7 +277,7 @@ def test_live_token_budget_stops_the_run_cleanly(settings, source):
     assert r.stopped_reason and "token budget" in r.stopped_reason
     assert 0 < r.counters["decision_times"] < 4 * 24
     assert r.counters["tokens"] >= 1000
-    assert len(r.equity) == r.counters["decision_times"]
+    assert len(r.equity) == r.counters["decision_times"] + 1  # + the opening point at the starting balance
 
 
 def test_walk_forward_reports_test_windows_only(settings, source):
