@@ -254,6 +254,16 @@ def vote_stats(votes: Sequence[VoteOutcome]) -> dict[str, float]:
     }
 
 
+def day_block(index: pd.Index) -> int:
+    """Periods per day of a time index (24 for hourly), at most a quarter of its length; 1 otherwise."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 8:
+        return 1
+    step = float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
+    if step <= 0:
+        return 1
+    return int(max(1, min(round(86400 / step), len(index) // 4)))
+
+
 def bootstrap_diff_ci(
     member_returns: Sequence[float],
     consensus_returns: Sequence[float],
@@ -261,6 +271,7 @@ def bootstrap_diff_ci(
     seed: int | None = 0,
     alpha: float = 0.05,
     paired: bool | None = None,
+    block: int = 1,
 ) -> DiffCI:
     """Percentile bootstrap CI on ``mean(member_returns) - mean(consensus_returns)``.
 
@@ -268,6 +279,9 @@ def bootstrap_diff_ci(
     both have the same length, i.e. aligned periods on the same snapshots) resamples the index pairs
     jointly, i.e. the per-period differences; unpaired resamples each sample independently. The CI is
     ``[q(alpha/2), q(1 - alpha/2)]`` of the resampled differences; numpy ``default_rng(seed)``.
+    ``block`` > 1 (paired only) is a moving-block bootstrap: runs of ``block`` consecutive periods are
+    drawn together, which keeps the autocorrelation of returns from positions held over many periods
+    (an i.i.d. resample of hourly returns gives a CI that is too narrow).
     """
     m = np.asarray(member_returns, dtype=float)
     c = np.asarray(consensus_returns, dtype=float)
@@ -285,7 +299,10 @@ def bootstrap_diff_ci(
     rng = np.random.default_rng(seed)
     if paired:
         d = m - c
-        idx = rng.integers(0, d.size, size=(runs, d.size))
+        b = max(1, min(int(block), d.size))
+        n_blocks = -(-d.size // b)
+        starts = rng.integers(0, d.size - b + 1, size=(runs, n_blocks))
+        idx = (starts[:, :, None] + np.arange(b)[None, None, :]).reshape(runs, -1)[:, : d.size]
         diffs = d[idx].mean(axis=1)
     else:
         diffs = m[rng.integers(0, m.size, size=(runs, m.size))].mean(axis=1) - c[
@@ -316,7 +333,7 @@ def member_row(
 ) -> LeaderboardRow:
     """One unranked row (rank 0). With ``consensus`` given (and a different member), adds the bootstrap
     CI of the per-period return difference, on the two equity curves aligned on their common
-    timestamps (paired)."""
+    timestamps (paired, resampled in blocks of one day of periods)."""
     met = compute_metrics(result.equity, result.trades, start, end)
     h4, h24 = hit_stats(result.votes, "4h"), hit_stats(result.votes, "24h")
     vs = vote_stats(result.votes)
@@ -324,7 +341,8 @@ def member_row(
     if consensus is not None and consensus.member_id != result.member_id:
         mr, cr = periodic_returns(result.equity), periodic_returns(consensus.equity)
         common = mr.index.intersection(cr.index)
-        ci = bootstrap_diff_ci(mr.loc[common].to_numpy(), cr.loc[common].to_numpy(), runs, seed, alpha, True)
+        ci = bootstrap_diff_ci(mr.loc[common].to_numpy(), cr.loc[common].to_numpy(), runs, seed, alpha, True,
+                               block=day_block(common))
     return LeaderboardRow(
         member_id=result.member_id,
         rank=0,

@@ -264,17 +264,20 @@ def max_drawdown(equity: pd.Series) -> _DD:
     return _DD(depth, s.index[peak_pos], s.index[trough_pos], s.index[end_pos], recovered)
 
 
-def exposure(trades: Iterable[TradeRecord], start: datetime, end: datetime) -> float:
+def exposure(trades: Iterable[TradeRecord], start: datetime, end: datetime,
+             still_open: Iterable[datetime] = ()) -> float:
     """Share of ``[start, end]`` during which at least one position was open.
 
-    The union of the trades' ``[opened_at, closed_at]`` intervals, clipped to the window, divided by
-    the window length (overlapping positions count once).
+    The union of the trades' ``[opened_at, closed_at]`` intervals (and ``[opened_at, end]`` for the
+    positions ``still_open`` at the end, given by their opening times), clipped to the window, divided
+    by the window length (overlapping positions count once).
     """
     t0, t1 = _ts(start), _ts(end)
     total = (t1 - t0).total_seconds()
     if total <= 0:
         return math.nan
-    ivs = sorted((max(_ts(t.opened_at), t0), min(_ts(t.closed_at), t1)) for t in trades)
+    ivs = sorted([(max(_ts(t.opened_at), t0), min(_ts(t.closed_at), t1)) for t in trades]
+                 + [(max(_ts(o), t0), t1) for o in still_open])
     covered = 0.0
     cur_s = cur_e = None
     for s, e in ivs:
@@ -351,7 +354,8 @@ class Metrics:
 
 
 def compute_metrics(
-    equity: pd.Series, trades: Sequence[TradeRecord], start: datetime, end: datetime
+    equity: pd.Series, trades: Sequence[TradeRecord], start: datetime, end: datetime,
+    open_positions: Sequence[Position] = (),
 ) -> Metrics:
     """All metrics over the window ``[start, end]``.
 
@@ -368,7 +372,9 @@ def compute_metrics(
     * ``expectancy = mean(pnl)``; ``avg_r = expectancy_r = mean(r_multiple)`` over trades with a known R
       (Van Tharp's expectancy in R: ``win_rate * avg_win_R - loss_rate * avg_loss_R`` is the same number).
     * ``exposure``: see :func:`exposure`; ``trades_per_day = n_trades / window days``.
-    * ``fees_paid``/``funding_paid``: sums over trades; ``net_pnl`` sum of net pnls.
+    * ``fees_paid``/``funding_paid``: sums over trades plus what the ``open_positions`` (still open at
+      the end, marked to market in the equity curve) have paid so far; ``net_pnl`` sum of the closed
+      trades' net pnls. Trade statistics (wins, profit factor, R) count closed trades only.
     """
     t0, t1 = _ts(start), _ts(end)
     s = _clean_equity(equity)
@@ -445,10 +451,10 @@ def compute_metrics(
         avg_loss=_mean(pnls[loss_mask]),
         best_trade=float(pnls.max()) if n else math.nan,
         worst_trade=float(pnls.min()) if n else math.nan,
-        exposure=exposure(trades, start, end),
+        exposure=exposure(trades, start, end, [p.opened_at for p in open_positions]),
         trades_per_day=n / days if days > 0 else math.nan,
-        fees_paid=float(sum(t.fees for t in trades)),
-        funding_paid=float(sum(t.funding for t in trades)),
+        fees_paid=float(sum(t.fees for t in trades)) + float(sum(p.fees_paid for p in open_positions)),
+        funding_paid=float(sum(t.funding for t in trades)) + float(sum(p.funding_paid for p in open_positions)),
         net_pnl=float(pnls.sum()),
     )
 

@@ -702,7 +702,7 @@ def run_backtest(
         return eq, trades, open_end
 
     equity, trades, open_end = finish(main)
-    metrics = compute_metrics(equity, trades, start_used, end_used)
+    metrics = compute_metrics(equity, trades, start_used, end_used, main.acct.open_positions())
     mc = monte_carlo([tr.pnl for tr in trades], settings.paper.starting_balance, runs=mc_runs, seed=seed)
     bh = {}
     for s in universe:

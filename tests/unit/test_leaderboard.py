@@ -171,3 +171,20 @@ def test_vote_outcome_from_vote():
     assert (o.action, o.confidence, o.latency_s, o.cost_usd) == (Action.LONG, 0.7, 1.5, 0.02)
     bad = Vote("gpt", "BTC/USDT", Action.LONG, 0.7, abstain_reason="invalid_output")
     assert VoteOutcome.from_vote(bad, D0, None, None).action is None
+
+
+def test_block_bootstrap_widens_the_ci_for_autocorrelated_returns() -> None:
+    """Differences that persist for a day at a time (a position held 24 h): the i.i.d. resample
+    understates the uncertainty of their mean; the day-block resample does not."""
+    import numpy as np
+
+    from core.leaderboard import bootstrap_diff_ci
+
+    rng = np.random.default_rng(3)
+    d = np.repeat(rng.normal(0, 0.01, 40), 24)  # 40 days, each difference held 24 periods
+    iid = bootstrap_diff_ci(d, np.zeros_like(d), runs=2000, seed=1)
+    blk = bootstrap_diff_ci(d, np.zeros_like(d), runs=2000, seed=1, block=24)
+    assert (blk.high - blk.low) > 2.5 * (iid.high - iid.low)
+    assert blk.low <= d.mean() <= blk.high
+    same = bootstrap_diff_ci(d, np.zeros_like(d), runs=200, seed=1, block=1)
+    assert same == bootstrap_diff_ci(d, np.zeros_like(d), runs=200, seed=1)  # block=1 is the i.i.d. resample

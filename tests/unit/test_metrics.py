@@ -347,3 +347,28 @@ def test_property_monte_carlo_ordered(pnls, seed):
     assert 0.0 <= r.max_dd_p5 <= r.max_dd_p50 <= r.max_dd_p95 <= 1.0
     assert r.final_equity_p5 <= r.final_equity_p50 <= r.final_equity_p95
     assert 0.0 <= r.risk_of_ruin <= 1.0
+
+
+def test_positions_open_at_the_end_count_in_exposure_and_costs() -> None:
+    """Window 10 days; one closed trade days 1-3 (fees 2, funding 1); one position still open from
+    day 6 to the end (fees 3, funding 0.5): exposure = (2 + 4) / 10 = 0.6, fees 5, funding 1.5."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from core.metrics import TradeRecord, compute_metrics
+    from core.types import Position, Side
+
+    d0 = datetime(2025, 1, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    tr = TradeRecord("BTC/USDT:USDT", Side.LONG, d0 + day, d0 + 3 * day, 100.0, 110.0, 1.0, 7.0, fees=2.0,
+                     funding=1.0, r_multiple=1.0)
+    op = Position("P2", "ETH/USDT:USDT", Side.SHORT, 50.0, Decimal(1), Decimal(1), 55.0, 55.0, 42.5, 37.5, 3, 16.7,
+                  66.0, d0 + 6 * day, 50.0, fees_paid=3.0, funding_paid=0.5)
+    eq = pd.Series([100.0, 101.0, 102.0], index=pd.DatetimeIndex([d0, d0 + 5 * day, d0 + 10 * day]))
+    m = compute_metrics(eq, [tr], d0, d0 + 10 * day, [op])
+    assert m.exposure == pytest.approx(0.6)
+    assert m.fees_paid == pytest.approx(5.0) and m.funding_paid == pytest.approx(1.5)
+    assert m.n_trades == 1 and m.net_pnl == pytest.approx(7.0)  # trade statistics: closed trades only
+    assert compute_metrics(eq, [tr], d0, d0 + 10 * day).exposure == pytest.approx(0.2)
