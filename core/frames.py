@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from core.errors import DataError
-from core.types import CANDLE_COLUMNS
 
 TF_DELTA = {"1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4), "1d": pd.Timedelta(days=1)}
 
@@ -23,15 +22,6 @@ def to_utc(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
     return t.tz_localize(UTC) if t.tzinfo is None else t.tz_convert(UTC)
 
 
-def validate_candles(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{what}: missing columns {missing}")
-    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
-        raise DataError(f"{what}: index must be a UTC DatetimeIndex of bar open times")
-    if not df.index.is_monotonic_increasing or df.index.has_duplicates:
-        raise DataError(f"{what}: bar times must be strictly increasing")
-    return df
 
 
 def resample(df_1h: pd.DataFrame, tf: str) -> pd.DataFrame:

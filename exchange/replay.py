@@ -74,13 +74,11 @@ class SymbolHistory:
 class ReplaySource:
     name = "replay"
 
-    def __init__(self, data_dir: Path, exchange: str = "binance", spread_pct: float = 0.02,
-                 symbols: list[str] | None = None):
+    def __init__(self, data_dir: Path, exchange: str = "binance", spread_pct: float = 0.02):
         self.root = Path(data_dir) / exchange
         if not (self.root / "futures").is_dir():
             raise DataError(f"no replay data under {self.root}/futures (run `quorum data download` or check QUORUM_DATA_DIR)")
         self.spread_pct = spread_pct
-        self._wanted = symbols
         self._cache: dict[str, SymbolHistory] = {}
 
     # ---- discovery -------------------------------------------------------------------------

@@ -118,13 +118,14 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     account = execution.account_state(factory, source, settings, decision_time)
     btc4h = btc_change_4h_pct(snapshots, source, decision_time)
     decisions, verdicts = {}, {}
+    track = execution.track_record(factory, settings)
     for sym, score in scores.items():
         sym_votes = [v for v in votes if v.symbol == sym]
         d = decide(sym, decision_time, sym_votes, score, settings)
         decisions[sym] = d
         limits = execution.limits_for(source, sym)
         v = risk_verdict(d, score, snapshots[sym], account, limits, settings, btc4h, news.get(sym),
-                         execution.track_record(factory, settings))
+                         track)
         verdicts[sym] = v
         if v.approved:  # later candidates see the planned position (caps, correlation groups)
             account = execution.with_planned(account, v.plan, decision_time)

@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.types import (
-    Action,
     Candidate,
     Decision,
     Fill,
@@ -121,13 +120,6 @@ def add_events(s: Session, events: Iterable[PositionEvent]) -> None:
                                old_stop=e.old_stop, new_stop=e.new_stop))
 
 
-def events_for(s: Session, position_id: str | None = None) -> list[PositionEvent]:
-    q = select(PositionEventRow)
-    if position_id:
-        q = q.where(PositionEventRow.position_id == position_id)
-    rows = s.scalars(q.order_by(PositionEventRow.ts, PositionEventRow.id))
-    return [PositionEvent(r.position_id, r.symbol, r.kind, r.ts, r.price, Decimal(str(r.qty)), r.pnl, r.r_multiple,
-                          r.reason, r.old_stop, r.new_stop) for r in rows]
 
 
 # ---- orders and fills -------------------------------------------------------------------------
@@ -152,10 +144,6 @@ def order_count(s: Session, position_id: str) -> int:
     return int(s.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.position_id == position_id)) or 0)
 
 
-def fills_for(s: Session, position_id: str) -> list[FillRow]:
-    q = (select(FillRow).join(OrderRow, FillRow.order_id == OrderRow.id)
-         .where(OrderRow.position_id == position_id).order_by(FillRow.ts, FillRow.id))
-    return list(s.scalars(q))
 
 
 # ---- account ----------------------------------------------------------------------------------
@@ -254,11 +242,3 @@ def record_analysis(s: Session, cycle_id: str, as_of: datetime, candidates: Sequ
 
 def votes_table(s: Session) -> list[VoteRow]:
     return list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
-
-
-def recent_cycles(s: Session, limit: int = 10) -> list[CycleRow]:
-    return list(s.scalars(select(CycleRow).order_by(CycleRow.started_at.desc()).limit(limit)))
-
-
-def action_or_none(value: str | None) -> Action | None:
-    return Action(value) if value else None

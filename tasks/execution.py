@@ -186,9 +186,9 @@ def advance_position(acct: PaperAccount, pos: Position, bars: pd.DataFrame, fund
     return last
 
 
-def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
-                   news_critical: Mapping[str, bool] | None = None) -> dict[str, Any]:
-    """Bring every open position up to `until`, one transaction per position."""
+def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime) -> dict[str, Any]:
+    """Bring every open position up to `until`, one transaction per position. (Critical news closes
+    positions at the next price through `news_exits`, not on past bars.)"""
     summary: dict[str, Any] = {"checked": 0, "events": []}
     with transaction(factory) as s:
         ids = [p.id for p in repo.open_positions(s, settings.mode)]
@@ -207,8 +207,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
             bars = warm.loc[pd.Timestamp(start):] if len(warm) else warm
             funding = source.funding_between(pos.symbol, start, until)
             n_fills = len(acct.fills)
-            last = advance_position(acct, pos, bars, funding, settings.risk_profile,
-                                    (news_critical or {}).get(pos.symbol, False), atr,
+            last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr,
                                     source.market_rules(pos.symbol).qty_step)
             _record_fills(s, acct, settings, None, n_fills, [pid] * (len(acct.fills) - n_fills))
             events = save_account(s, settings, acct, until, {pid: last or start})
