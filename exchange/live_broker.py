@@ -6,8 +6,9 @@
 
 Exactly-once orders (`_place`):
 1. the intent (deterministic client id, see exchange.broker.client_order_id) is committed to
-   `broker_orders` BEFORE anything is sent;                        crash point `live:intent-committed`
-2. the order is sent once; the answer (exchange id, state, fills) is committed;  `live:sent-not-recorded`
+   `broker_orders` BEFORE anything is sent;      crash points `live:intent-committed[:<intent>]`
+2. the order is sent once; the answer (exchange id, state, fills) is committed;
+                                                 crash points `live:sent-not-recorded[:<intent>]`
 3. an unknown outcome (timeout, 5xx, 429, dropped connection, any unclassified error) is never retried
    blindly: the order is looked up by client id (open, closed, cancelled and trigger orders) and sent
    again, with the SAME client id, only when the exchange shows it does not exist. A duplicate answer
@@ -263,7 +264,9 @@ class LiveBroker:
             return _view(row), created
 
         view, created = self._tx(rec)
-        crash_point("live:intent-committed")
+        if created:
+            crash_point("live:intent-committed")
+            crash_point(f"live:intent-committed:{spec.intent}")
         if view.state not in journal.IN_DOUBT:
             return view  # known outcome: never sent again
         if not created:
@@ -314,6 +317,7 @@ class LiveBroker:
                 self._sleep(self.read_delay * attempt)
                 continue  # the exchange shows it does not exist: send again (same client id)
             crash_point("live:sent-not-recorded")
+            crash_point(f"live:sent-not-recorded:{view.intent}")
             return self._record(view, answer)
         raise TransientError(f"{self.exchange_id}: {view.intent} {view.client_id} not placed after "
                              f"{self.send_attempts} attempts (the exchange has no such order): {last}")
@@ -537,21 +541,27 @@ class LiveBroker:
         if view.state != "open":
             return view
         params = dict(self.caps.conditional_params) if view.trigger_price is not None else {}
-        try:
-            answer = self.client.cancel_order(view.exchange_id, view.symbol, params)
-        except ccxt.BaseError as exc:
-            kind = classify(exc, self.caps)
-            if kind == "auth":
-                raise translate(exc, self.exchange_id) from exc
-            found = self._lookup(view)  # not found / unknown: the exchange says what happened
-            if found is None:
-                return self._update(client_id, state="cancelled", last_error=f"cancel: {kind}")
-            rec = self._record(view, found)
-            if rec.state == "open":
-                raise TransientError(f"{self.exchange_id}: cancel of {client_id} failed ({kind}); still open") from exc
-            return rec
-        status = CCXT_STATE.get(str(answer.get("status") or ""), "cancelled")
-        return self._update(client_id, state="cancelled" if status in ("open", "cancelled") else status)
+        last: BaseException | None = None
+        for attempt in range(1, self.send_attempts + 1):  # a cancel is idempotent: safe to repeat
+            try:
+                answer = self.client.cancel_order(view.exchange_id, view.symbol, dict(params))
+            except ccxt.BaseError as exc:
+                kind = classify(exc, self.caps)
+                if kind == "auth":
+                    raise translate(exc, self.exchange_id) from exc
+                found = self._lookup(view)  # not found / unknown: the exchange says what happened
+                if found is None:
+                    return self._update(client_id, state="cancelled", last_error=f"cancel: {kind}")
+                rec = self._record(view, found)
+                if rec.state != "open":
+                    return rec
+                last = exc
+                self._sleep(self.read_delay * attempt)
+                continue
+            status = CCXT_STATE.get(str(answer.get("status") or ""), "cancelled")
+            return self._update(client_id, state="cancelled" if status in ("open", "cancelled") else status)
+        raise TransientError(f"{self.exchange_id}: cancel of {client_id} failed {self.send_attempts} times; still "
+                             f"open ({last})")
 
     # ---------------------------------------------------------------------------- reads
     def position(self, position_id: str) -> Position | None:

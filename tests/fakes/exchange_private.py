@@ -18,7 +18,9 @@ no position left is cancelled (Bybit `Deactivated`, Binance `EXPIRED`). Reduce-o
 cancelled when their position closes (like Binance, and like what a crash can leave behind): an orphan
 stays until somebody cancels it.
 
-Fault injection per path (`fx.fault(path, kind, times=1)`), applied to the next matching requests:
+Fault injection per path (`fx.fault(path, kind, times=1)`; path may be "METHOD /path"), applied to the next
+matching requests in the order they were queued:
+- "pass": let one request through untouched;
 - "500" / "502" / "503" / "429": answer that status WITHOUT applying the request;
 - "500-after": apply the request, then answer 500 (the exchange did it but said it failed);
 - "timeout-after": apply the request, then answer only after `late_s` seconds (the client has given up);
@@ -268,6 +270,8 @@ class FakePrivateExchange:
         self.engine = Engine()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.rejected_signatures = 0
+        self.watch_protection = False  # True: after every request, check every open position has a stop
+        self.unprotected: list[tuple[str, str]] = []  # (path, symbol) of requests that left a position bare
         self._faults: dict[str, list[Fault]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
@@ -301,6 +305,17 @@ class FakePrivateExchange:
 
     def position(self, symbol: str) -> Pos:
         return self.engine.positions[symbol]
+
+    def _check_protection(self, path: str) -> None:
+        with self.engine.lock:
+            for sym, pos in self.engine.positions.items():
+                if pos.size == 0:
+                    continue
+                exit_side = "Sell" if pos.size > 0 else "Buy"
+                stops = [o for o in self.engine.open_orders(sym) if o.conditional and o.reduce_only
+                         and o.side == exit_side and not o.tp and o.direction == (2 if pos.size > 0 else 1)]
+                if not stops:
+                    self.unprotected.append((path, sym))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -383,12 +398,16 @@ class FakePrivateExchange:
                 params.update(dict(parse_qsl(body)))
         with self._lock:
             self.requests.append((method, path, params))
-        fault = self._take_fault(path)
+        fault = self._take_fault(f"{method} {path}") or self._take_fault(path)
+        if fault is not None and fault.kind == "pass":  # let this request through untouched
+            fault = None
         if fault is not None and not fault.kind.endswith("-after"):
             return Reply(int(fault.kind), {"error": "injected"} if fault.kind != "429" else "Too Many Requests",
                          headers={"Retry-After": "0"} if fault.kind == "429" else {})
         dialect = BybitDialect(self) if self.dialect == "bybit" else BinanceDialect(self)
         reply = dialect.route(method, path, params, query, body, headers)
+        if self.watch_protection:
+            self._check_protection(path)
         if fault is not None:
             if fault.kind == "500-after":
                 return Reply(500, {"error": "injected after apply"})

@@ -1,0 +1,80 @@
+"""Helpers for the live-broker tests: a real ccxt client pointed at FakePrivateExchange, a LiveBroker over a
+SQLite journal, a standard plan, and the 'database equals exchange' comparison."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ccxt
+from sqlalchemy.orm import sessionmaker
+
+from core.types import Side, TradePlan
+from exchange.capabilities import capabilities_for
+from exchange.live_broker import LiveBroker, point_api_at
+from store.db import open_database
+from tests.fakes.exchange_private import FakePrivateExchange
+
+EXCHANGES = ("bybit", "binanceusdm")
+SYMBOL = "BTC/USDT:USDT"
+MARKET = "BTCUSDT"
+DECISION = datetime(2025, 5, 23, 4, tzinfo=UTC)
+# the create-order path of each exchange for entries and for protective orders
+ENTRY_PATH = {"bybit": "/v5/order/create", "binanceusdm": "/fapi/v1/order"}
+PROTECT_PATH = {"bybit": "/v5/order/create", "binanceusdm": "/fapi/v1/algoOrder"}
+CANCEL_PATH = {"bybit": "/v5/order/cancel", "binanceusdm": "/fapi/v1/algoOrder"}
+
+
+def client_for(fx: FakePrivateExchange, *, secret: str | None = None, timeout_ms: int = 1000) -> Any:
+    c = getattr(ccxt, fx.dialect)({"apiKey": fx.api_key, "secret": secret or fx.secret, "timeout": timeout_ms,
+                                   "enableRateLimit": False, "options": dict(capabilities_for(fx.dialect).options)})
+    point_api_at(c, fx.url)
+    return c
+
+
+def factory_for(path: Path) -> sessionmaker:
+    return sessionmaker(open_database(f"sqlite:///{path}"), expire_on_commit=False, future=True)
+
+
+def broker_for(fx: FakePrivateExchange, tmp_path: Path, **kw: Any) -> LiveBroker:
+    kw.setdefault("read_delay", 0.0)
+    kw.setdefault("sleep", lambda s: None)
+    return LiveBroker(client_for(fx), factory_for(tmp_path / "live.db"), **kw)
+
+
+def plan(side: Side = Side.LONG, qty: str = "0.0123", symbol: str = SYMBOL) -> TradePlan:
+    if side is Side.LONG:
+        return TradePlan(symbol, side, 40000.0, 39000.0, 41500.0, 42500.0, 5, Decimal(qty), 492.0, 98.4, 12.3,
+                         0.123, 32200.0, 2.5, reason="test long")
+    return TradePlan(symbol, side, 40000.0, 41000.0, 38500.0, 37500.0, 5, Decimal(qty), 492.0, 98.4, 12.3,
+                     0.123, 47800.0, 2.5, reason="test short")
+
+
+def exchange_book(fx: FakePrivateExchange) -> dict[str, tuple[str, Decimal, Decimal | None, Decimal]]:
+    """client id → (state, qty, trigger, filled) of every order the exchange holds."""
+    state = {"New": "open", "Untriggered": "open", "Filled": "filled", "Cancelled": "cancelled",
+             "Deactivated": "cancelled", "Rejected": "rejected"}
+    return {o.client_id: (state[o.status], o.qty, o.trigger, o.filled) for o in fx.orders_of()}
+
+
+def journal_book(broker: LiveBroker) -> dict[str, tuple[str, Decimal, Decimal | None, Decimal]]:
+    def n(x: Decimal | None) -> Decimal | None:
+        return None if x is None else x.normalize()
+
+    return {o.client_id: (o.state, o.qty.normalize(), n(o.trigger_price), o.filled.normalize())
+            for o in broker.journal() if o.state not in ("rejected",) or o.exchange_id}
+
+
+def normalised(book: dict) -> dict:
+    return {k: (s, q.normalize(), None if t is None else t.normalize(), f.normalize())
+            for k, (s, q, t, f) in book.items()}
+
+
+def assert_db_equals_exchange(fx: FakePrivateExchange, broker: LiveBroker) -> None:
+    ex, db = normalised(exchange_book(fx)), journal_book(broker)
+    assert db == ex, f"journal != exchange\njournal: {db}\nexchange: {ex}"
+    pos = fx.position(MARKET).size
+    mine = sum((p.qty_open * p.side.sign for p in broker.positions() if p.symbol == SYMBOL), Decimal(0))
+    assert mine == pos, f"database position {mine} != exchange {pos}"
