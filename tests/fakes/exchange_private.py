@@ -143,7 +143,7 @@ class Engine:
                 return o
         return None
 
-    def place(self, symbol: str, side: str, qty: Decimal, client_id: str, reduce_only: bool,
+    def place(self, symbol: str, side: str, qty: Decimal, client_id: str, reduce_only: bool = False,
               trigger: Decimal | None = None, direction: int = 0, tp: bool = False) -> Order:
         with self.lock:
             ts = self.tick()
