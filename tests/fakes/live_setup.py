@@ -63,8 +63,11 @@ def journal_book(broker: LiveBroker) -> dict[str, tuple[str, Decimal, Decimal | 
     def n(x: Decimal | None) -> Decimal | None:
         return None if x is None else x.normalize()
 
+    rows = broker.journal()
+    assert not [o for o in rows if o.state in ("intent", "unknown")], "orders still in doubt"
+    # rows that never reached the exchange (cancelled before sending, rejected) have no exchange id
     return {o.client_id: (o.state, o.qty.normalize(), n(o.trigger_price), o.filled.normalize())
-            for o in broker.journal() if o.state not in ("rejected",) or o.exchange_id}
+            for o in rows if o.exchange_id is not None}
 
 
 def normalised(book: dict) -> dict:
