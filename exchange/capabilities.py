@@ -47,6 +47,7 @@ class Capabilities:
     needs_password: bool = False
     market_order_needs_price: bool = False
     position_mode: Literal["fetch_position_mode", "positions_idx", "none"] = "none"
+    reduce_only_value: Any = True  # what ccxt must get for reduceOnly (Aster's urlencoded API wants "true")
 
     @property
     def conditional_params(self) -> dict[str, Any]:
@@ -74,7 +75,7 @@ CAPABILITIES: dict[str, Capabilities] = {
         duplicate_codes=frozenset({"-4116"}),
         not_modified_codes=frozenset({"-4046", "-4059"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
-        options={"defaultType": "swap"}),
+        options={"defaultType": "swap"}, position_mode="fetch_position_mode", reduce_only_value="true"),
     "okx": Capabilities(
         "okx", "sl_tp_price", {"trigger": True}, "fetch_order", client_id_max=32, client_id_style="alnum",
         duplicate_codes=frozenset({"51016"}), not_modified_codes=frozenset({"59000"}),
@@ -101,9 +102,10 @@ def protective_params(caps: Capabilities, position_side: Side, kind: Literal["st
     if caps.protective == "trigger_direction":
         # a long's stop triggers when the price falls to it, its take-profit when it rises to it
         falls = (kind == "stop") == (position_side is Side.LONG)
-        return {"triggerPrice": trigger, "triggerDirection": "below" if falls else "above", "reduceOnly": True}
+        return {"triggerPrice": trigger, "triggerDirection": "below" if falls else "above",
+                "reduceOnly": caps.reduce_only_value}
     key = "stopLossPrice" if kind == "stop" else "takeProfitPrice"
-    return {key: trigger, "reduceOnly": True}
+    return {key: trigger, "reduceOnly": caps.reduce_only_value}
 
 
 # ------------------------------------------------------------------------------------- errors

@@ -278,7 +278,7 @@ class LiveBroker:
     def _order_params(self, view: OrderView) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"clientOrderId": view.client_id}
         if view.reduce_only:
-            params["reduceOnly"] = True
+            params["reduceOnly"] = self.caps.reduce_only_value
         if view.trigger_price is not None:
             pos_side = Side.LONG if view.side == "sell" else Side.SHORT
             kind = "stop" if view.intent == "stop" else "tp"
