@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.exchange_private import FakePrivateExchange
 from exchange.broker import OpenRequest
 from exchange.live_broker import LiveBroker
+from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import MARKET, assert_db_equals_exchange, client_for, factory_for, plan
 
 pytestmark = pytest.mark.slow
