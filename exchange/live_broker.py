@@ -4,16 +4,11 @@
     broker.reconcile()
     broker.open_position(OpenRequest(plan, decision_time=as_of, cycle_id=cid))
 
-Exactly-once orders (`_place`):
-1. the intent (deterministic client id, see exchange.broker.client_order_id) is committed to
-   `broker_orders` BEFORE anything is sent;      crash points `live:intent-committed[:<intent>]`
-2. the order is sent once; the answer (exchange id, state, fills) is committed;
-                                                 crash points `live:sent-not-recorded[:<intent>]`
-3. an unknown outcome (timeout, 5xx, 429, dropped connection, any unclassified error) is never retried
-   blindly: the order is looked up by client id (open, closed, cancelled and trigger orders) and sent
-   again, with the SAME client id, only when the exchange shows it does not exist. A duplicate answer
-   (Bybit 110072, Binance -4116) is resolved the same way. Reads are retried; writes are not.
-4. a row found in doubt after a restart (`intent` / `unknown`) is looked up first, then resolved.
+Exactly-once orders come from exchange/orders.py (`OrderDesk`, which this class extends): every order is an
+intent in the journal before it is sent, an unknown outcome is looked up by client id before anything is
+resent, reads are retried and writes never blindly. Positions are derived from the journal
+(exchange/reconcile.py `book_positions`): the entry's fills open them, their own reduce-only orders' fills
+shrink them.
 
 Protective orders are reduce-only conditional market orders sized to the market's precision: the stop for
 the whole filled quantity, TP1 for `tp1_fraction` of it and TP2 for the rest (exchange/capabilities.py says
@@ -21,8 +16,14 @@ how each exchange takes them). Moving or resizing a stop places the new one befo
 the position is never without a stop. Leverage and the margin mode are set before the first entry of a
 symbol ("not modified" answers are fine) and one-way position mode is checked once.
 
-`quorum live check` calls `live_check(settings, plan)`: it connects, shows the account and the market's
-rules, and the orders a plan would place, placing nothing.
+`quorum live check` calls exchange.live_check.live_check(settings, factory, plans): it connects, shows the
+account and the market rules, and the orders a plan would place, placing nothing.
+
+Wiring (for the cycle / monitor / CLI): build it with `LiveBroker.from_settings(settings, factory)` when
+settings.mode == "live" (build_client raises one ConfigError unless QUORUM_MODE=live,
+QUORUM_LIVE_TRADING_CONFIRMED=true and keys are set); call `reconcile()` at the start of each cycle and
+monitor run and store each Finding as an event / channel post / artifact; mirror `all_positions()` into the
+positions table for the dashboard and the risk manager, and `balance()` for equity, free balance and margin.
 """
 
 from __future__ import annotations
@@ -30,122 +31,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import ccxt
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ConfigError, ExchangeError, OrderRejected, TransientError
-from core.faults import crash_point
-from core.types import Fill, Position, Side, TradePlan
-from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, client_order_id
-from exchange.capabilities import Capabilities, capabilities_for, classify, protective_params
-from exchange.ccxt_errors import retry_reads, translate
-from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff
+from core.errors import ConfigError, ExchangeError, OrderRejected
+from core.types import Fill, Position, Side
+from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView
+from exchange.capabilities import Capabilities, classify
+from exchange.ccxt_errors import translate
+from exchange.live_client import build_client, point_api_at
+from exchange.orders import OrderDesk, OrderSpec, _d, _view
+from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, to_position
 from store import orders_journal as journal
-from store.db import transaction
-from store.models import BrokerOrderRow
 
 log = logging.getLogger("quorum.live")
 ZERO = Decimal(0)
-CCXT_STATE = {"open": "open", "closed": "filled", "canceled": "cancelled", "cancelled": "cancelled",
-              "expired": "cancelled", "rejected": "rejected"}
 STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile after its decision is this old
+__all__ = ["LiveBroker", "build_client", "point_api_at"]
 
 
-def point_api_at(client: Any, base: str) -> None:
-    """Send every REST call of a ccxt client to `base` (scheme://host:port), keeping each endpoint's path
-    (Binance's `/fapi/v1` prefixes live in the URL, Bybit's in the request path)."""
-    base = base.rstrip("/")
-
-    def fix(url: Any) -> Any:
-        if isinstance(url, dict):
-            return {k: fix(v) for k, v in url.items()}
-        if not isinstance(url, str):
-            return url
-        return base + urlsplit(url.replace("{hostname}", "host")).path.rstrip("/")
-
-    client.urls["api"] = fix(client.urls["api"])
-
-
-def _credentials(settings: Any) -> dict[str, str]:
-    creds: dict[str, str] = {}
-    if settings.exchange_secret_block:
-        try:
-            from prefect.blocks.system import Secret
-
-            value = Secret.load(settings.exchange_secret_block).get()
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"QUORUM_EXCHANGE_SECRET_BLOCK={settings.exchange_secret_block!r}: cannot load the "
-                              f"Prefect Secret block ({type(exc).__name__})") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"Prefect Secret block {settings.exchange_secret_block!r} must hold JSON with "
-                              "api_key, secret (and password)")
-        creds = {k: str(value[k]) for k in ("api_key", "secret", "password") if value.get(k)}
-    for name in ("api_key", "secret", "password"):
-        v = getattr(settings, f"exchange_{name}")
-        if v is not None and v.get_secret_value():
-            creds[name] = v.get_secret_value()
-    return creds
-
-
-def build_client(settings: Any) -> Any:
-    """A ccxt client for live trading; ConfigError naming what is missing (never echoing a key)."""
-    if settings.mode != "live" or not settings.live_trading_confirmed:
-        raise ConfigError("live trading needs QUORUM_MODE=live and QUORUM_LIVE_TRADING_CONFIRMED=true")
-    caps = capabilities_for(settings.exchange)
-    creds = _credentials(settings)
-    missing = [f"QUORUM_EXCHANGE_{k.upper()}" for k in ("api_key", "secret") if not creds.get(k)]
-    if caps.needs_password and not creds.get("password"):
-        missing.append("QUORUM_EXCHANGE_PASSWORD")
-    if missing:
-        raise ConfigError(f"live trading on {settings.exchange} needs {', '.join(missing)} (or "
-                          "QUORUM_EXCHANGE_SECRET_BLOCK naming a Prefect Secret block)")
-    cfg: dict[str, Any] = {"apiKey": creds["api_key"], "secret": creds["secret"], "enableRateLimit": True,
-                           "timeout": settings.exchange_timeout_ms, "options": dict(caps.options)}
-    if creds.get("password"):
-        cfg["password"] = creds["password"]
-    client = getattr(ccxt, settings.exchange)(cfg)
-    if settings.exchange_sandbox:
-        client.set_sandbox_mode(True)
-    if settings.exchange_api_base:
-        point_api_at(client, settings.exchange_api_base)
-    return client
-
-
-@dataclass(frozen=True)
-class _Spec:
-    position_id: str
-    symbol: str
-    intent: str
-    seq: int
-    side: str
-    qty: Decimal
-    decision_time: datetime
-    trigger: Decimal | None = None
-    reduce_only: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _view(row: BrokerOrderRow) -> OrderView:
-    return OrderView(client_id=row.client_id, position_id=row.position_id, symbol=row.symbol, intent=row.intent,
-                     side=row.side, qty=Decimal(row.qty), state=row.state,
-                     trigger_price=None if row.trigger_price is None else Decimal(row.trigger_price),
-                     reduce_only=row.reduce_only, exchange_id=row.exchange_order_id, filled=Decimal(row.filled),
-                     avg_price=None if row.avg_price is None else Decimal(row.avg_price), fee=Decimal(row.fee),
-                     seq=row.seq, decision_time=row.decision_time, filled_at=row.filled_at,
-                     meta=dict(row.meta or {}))
-
-
-def _d(x: Any) -> Decimal:
-    return ZERO if x is None or x == "" else Decimal(str(x))
-
-
-class LiveBroker:
+class LiveBroker(OrderDesk):
     name = "live"
 
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
@@ -153,16 +63,11 @@ class LiveBroker:
                  max_orders_per_cycle: int | None = None, margin_mode: str = "isolated", read_attempts: int = 3,
                  read_delay: float = 0.2, send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
                  stale_entry_s: float = STALE_ENTRY_S):
-        self.client = client
-        self.factory = factory
-        self.account = account
-        self.exchange_id: str = client.id
-        self.caps = caps or capabilities_for(client.id)
+        super().__init__(client, factory, account=account, caps=caps, read_attempts=read_attempts,
+                         read_delay=read_delay, send_attempts=send_attempts, sleep=sleep)
         self.max_order_notional = None if max_order_notional is None else Decimal(str(max_order_notional))
         self.max_orders_per_cycle = max_orders_per_cycle
         self.margin_mode = margin_mode
-        self.read_attempts, self.read_delay, self.send_attempts = read_attempts, read_delay, send_attempts
-        self._sleep = sleep
         self.stale_entry_s = stale_entry_s
         self._prepared: set[str] = set()
         self._mode_checked = False
@@ -172,43 +77,6 @@ class LiveBroker:
         return cls(client if client is not None else build_client(settings), factory,
                    account=settings.live_account, max_order_notional=settings.max_order_notional_usd,
                    max_orders_per_cycle=settings.max_orders_per_cycle, margin_mode=settings.live_margin_mode)
-
-    # ------------------------------------------------------------------------------ plumbing
-    def _read(self, what: str, fn: Callable[[], Any]) -> Any:
-        """A read, retried on transient errors (ccxt errors translated to Quorum's)."""
-        return retry_reads(fn, self.read_attempts, self.read_delay, sleep=self._sleep,
-                           what=f"{self.exchange_id} {what}")
-
-    def _tx(self, fn: Callable[[Session], Any]) -> Any:
-        with transaction(self.factory) as s:
-            return fn(s)
-
-    def _update(self, cid: str, **fields: Any) -> OrderView:
-        return self._tx(lambda s: _view(journal.update(s, cid, **fields)))
-
-    def journal(self) -> list[OrderView]:
-        return self._tx(lambda s: [_view(r) for r in journal.all_orders(s, self.account)])
-
-    def _cid(self, decision_time: datetime, symbol: str, intent: str, seq: int) -> str:
-        return client_order_id(self.account, decision_time, symbol, intent, seq, max_len=self.caps.client_id_max,
-                               style=self.caps.client_id_style)
-
-    def markets(self) -> dict[str, Any]:
-        if not self.client.markets:
-            self._read("load_markets", self.client.load_markets)
-        return self.client.markets
-
-    def qty_to_precision(self, symbol: str, qty: Decimal) -> Decimal:
-        self.markets()
-        return Decimal(self.client.amount_to_precision(symbol, str(qty)))  # ccxt truncates to the step
-
-    def price_to_precision(self, symbol: str, price: Decimal | float) -> Decimal:
-        self.markets()
-        return Decimal(self.client.price_to_precision(symbol, str(price)))
-
-    def min_qty(self, symbol: str) -> Decimal:
-        m = self.markets()[symbol]
-        return _d(((m.get("limits") or {}).get("amount") or {}).get("min")) or ZERO
 
     # ------------------------------------------------------------------------ account setup
     def check_position_mode(self) -> None:
@@ -251,152 +119,6 @@ class LiveBroker:
         self._prepared.add(f"{symbol}:{leverage}")
         return out
 
-    # ----------------------------------------------------------------------- exactly-once
-    def _place(self, spec: _Spec) -> OrderView:
-        cid = self._cid(spec.decision_time, spec.symbol, spec.intent, spec.seq)
-
-        def rec(s: Session) -> tuple[OrderView, bool]:
-            row, created = journal.record_intent(
-                s, client_id=cid, account=self.account, exchange=self.exchange_id, position_id=spec.position_id,
-                symbol=spec.symbol, intent=spec.intent, seq=spec.seq, side=spec.side, qty=spec.qty,
-                decision_time=spec.decision_time, trigger_price=spec.trigger, reduce_only=spec.reduce_only,
-                meta=spec.meta)
-            return _view(row), created
-
-        view, created = self._tx(rec)
-        if created:
-            crash_point("live:intent-committed")
-            crash_point(f"live:intent-committed:{spec.intent}")
-        if view.state not in journal.IN_DOUBT:
-            return view  # known outcome: never sent again
-        if not created:
-            found = self._lookup(view)
-            if found is not None:
-                return self._record(view, found)
-        return self._send(view)
-
-    def _order_params(self, view: OrderView) -> tuple[str, dict[str, Any]]:
-        params: dict[str, Any] = {"clientOrderId": view.client_id}
-        if view.reduce_only:
-            params["reduceOnly"] = self.caps.reduce_only_value
-        if view.trigger_price is not None:
-            pos_side = Side.LONG if view.side == "sell" else Side.SHORT
-            kind = "stop" if view.intent == "stop" else "tp"
-            params.update(protective_params(self.caps, pos_side, kind, str(view.trigger_price)))
-        return "market", params
-
-    def _send(self, view: OrderView) -> OrderView:
-        typ, params = self._order_params(view)
-        price = None
-        last: BaseException | None = None
-        for attempt in range(1, self.send_attempts + 1):
-            self._update(view.client_id, attempts=attempt)
-            if self.caps.market_order_needs_price:
-                price = float(self._read("fetch_ticker", lambda: self.client.fetch_ticker(view.symbol))["last"])
-            try:
-                answer = self.client.create_order(view.symbol, typ, view.side, float(view.qty), price, dict(params))
-            except ccxt.BaseError as exc:
-                kind = classify(exc, self.caps)
-                msg = " ".join(str(exc).split())[:300]
-                if kind == "rejected":
-                    self._update(view.client_id, state="rejected", last_error=msg)
-                    raise OrderRejected(f"{self.exchange_id}: {view.intent} {view.symbol} rejected: {msg}") from exc
-                if kind == "auth":
-                    raise translate(exc, self.exchange_id) from exc
-                # unknown outcome or duplicate id: look it up before anything else
-                self._update(view.client_id, state="unknown", last_error=f"{kind}: {msg}")
-                log.warning("%s %s: outcome unknown (%s); looking it up by client id", view.intent, view.client_id,
-                            kind)
-                found = self._lookup(view)
-                if found is not None:
-                    return self._record(view, found)
-                if kind == "duplicate":
-                    raise ExchangeError(f"{self.exchange_id}: {view.client_id} refused as a duplicate but not found; "
-                                        "left unknown for reconciliation") from exc
-                last = exc
-                self._sleep(self.read_delay * attempt)
-                continue  # the exchange shows it does not exist: send again (same client id)
-            crash_point("live:sent-not-recorded")
-            crash_point(f"live:sent-not-recorded:{view.intent}")
-            return self._record(view, answer)
-        raise TransientError(f"{self.exchange_id}: {view.intent} {view.client_id} not placed after "
-                             f"{self.send_attempts} attempts (the exchange has no such order): {last}")
-
-    def _lookup(self, view: OrderView) -> dict | None:
-        """The exchange's order with this client id, or None when it shows none (reads retried)."""
-        cid = view.client_id
-        trig = self.caps.conditional_params if view.trigger_price is not None else {}
-        sym = view.symbol
-        if self.caps.lookup == "bybit_link_id":
-            q = {"orderLinkId": cid, **trig}
-            for fn in (self.client.fetch_open_orders, self.client.fetch_canceled_and_closed_orders):
-                rows = self._read("lookup", lambda fn=fn: fn(sym, None, None, dict(q)))
-                hit = [r for r in rows if r.get("clientOrderId") == cid]
-                if hit:
-                    return hit[0]
-            return None
-        if self.caps.lookup == "fetch_order":
-            def one() -> dict | None:
-                try:
-                    return self.client.fetch_order(None, sym, {"clientOrderId": cid, **trig})
-                except ccxt.BaseError as exc:
-                    if classify(exc, self.caps) == "not_found":
-                        return None
-                    raise
-            return self._read("lookup", one)
-        for fn in (self.client.fetch_open_orders, self.client.fetch_closed_orders):
-            rows = self._read("lookup", lambda fn=fn: fn(sym, None, None, dict(trig)))
-            hit = [r for r in rows if r.get("clientOrderId") == cid]
-            if hit:
-                return hit[0]
-        return None
-
-    def _record(self, view: OrderView, order: dict) -> OrderView:
-        """Commit the exchange's answer; fills come from the trades carrying this order's id."""
-        oid = str(order.get("id") or view.exchange_id or "")
-        state = CCXT_STATE.get(str(order.get("status") or ""), None)
-        if state is None:  # Bybit answers a create with the ids only
-            if view.trigger_price is None:
-                full = self._lookup(replace(view, exchange_id=oid))
-                if full is not None:
-                    order, state = full, CCXT_STATE.get(str(full.get("status")), "open")
-            state = state or "open"
-        fields: dict[str, Any] = {"exchange_order_id": oid or None, "state": state}
-        if state == "filled" or _d(order.get("filled")) > 0:
-            fills = self._trades_of(view, oid)
-            qty = sum((t["qty"] for t in fills), ZERO) or _d(order.get("filled"))
-            fee = sum((t["fee"] for t in fills), ZERO)
-            value = sum((t["qty"] * t["price"] for t in fills), ZERO)
-            avg = (value / qty) if fills and qty else _d(order.get("average")) or None
-            last_ts = max((t["ts"] for t in fills), default=None)
-            if not fills and order.get("lastTradeTimestamp") or order.get("timestamp"):
-                last_ts = last_ts or datetime.fromtimestamp(
-                    (order.get("lastTradeTimestamp") or order["timestamp"]) / 1000, tz=UTC)
-            fields.update(filled=qty, avg_price=avg, fee=fee, filled_at=last_ts or datetime.now(UTC))
-
-            def store(s: Session) -> OrderView:
-                for t in fills:
-                    journal.add_fill(s, account=self.account, client_id=view.client_id, exchange_order_id=oid,
-                                     symbol=view.symbol, side=view.side, **t)
-                return _view(journal.update(s, view.client_id, **fields))
-
-            return self._tx(store)
-        return self._update(view.client_id, **fields)
-
-    def _trades_of(self, view: OrderView, oid: str) -> list[dict[str, Any]]:
-        if not oid:
-            return []
-        rows = self._read("fetch_my_trades", lambda: self.client.fetch_my_trades(view.symbol, None, None,
-                                                                                  {"orderId": oid}))
-        out = []
-        for t in rows:
-            if str(t.get("order")) != oid:  # attached only to the order it belongs to
-                continue
-            fee = (t.get("fee") or {}).get("cost")
-            out.append({"trade_id": str(t["id"]), "qty": _d(t["amount"]), "price": _d(t["price"]), "fee": _d(fee),
-                        "ts": datetime.fromtimestamp(t["timestamp"] / 1000, tz=UTC)})
-        return out
-
     # ------------------------------------------------------------------------ the port
     def open_position(self, req: OpenRequest) -> OpenResult:
         plan, pid, sym = req.plan, req.pid, req.plan.symbol
@@ -425,7 +147,7 @@ class LiveBroker:
                 "tp1_fraction": plan.tp1_fraction, "cycle_id": req.cycle_id, "plan_entry": plan.entry,
                 "liquidation_price": plan.liquidation_price, "reason": plan.reason[:200]}
         try:
-            entry = self._place(_Spec(pid, sym, "entry", 0, "buy" if plan.side is Side.LONG else "sell", qty,
+            entry = self._place(OrderSpec(pid, sym, "entry", 0, "buy" if plan.side is Side.LONG else "sell", qty,
                                       req.decision_time, meta=meta))
         except OrderRejected as exc:
             return OpenResult("rejected", pid, str(exc))
@@ -455,17 +177,17 @@ class LiveBroker:
         meta = entry.meta
         dt = entry.decision_time or datetime.now(UTC)
         if not any(o.intent == "stop" for o in rows):
-            self._place(_Spec(pid, book.symbol, "stop", 0, exit_side, book.qty_open, dt,
+            self._place(OrderSpec(pid, book.symbol, "stop", 0, exit_side, book.qty_open, dt,
                               self.price_to_precision(book.symbol, Decimal(meta["stop"])), True, {"phase": "initial"}))
         q1 = self.qty_to_precision(book.symbol, entry.filled * Decimal(str(meta.get("tp1_fraction", 0.5))))
         if q1 < self.min_qty(book.symbol) or q1 >= entry.filled:
             q1 = ZERO
         q2 = entry.filled - q1
         if q1 > 0 and not any(o.intent == "tp1" for o in rows):
-            self._place(_Spec(pid, book.symbol, "tp1", 0, exit_side, q1, dt,
+            self._place(OrderSpec(pid, book.symbol, "tp1", 0, exit_side, q1, dt,
                               self.price_to_precision(book.symbol, Decimal(meta["tp1"])), True))
         if not any(o.intent == "tp2" for o in rows):
-            self._place(_Spec(pid, book.symbol, "tp2", 0, exit_side, q2, dt,
+            self._place(OrderSpec(pid, book.symbol, "tp2", 0, exit_side, q2, dt,
                               self.price_to_precision(book.symbol, Decimal(meta["tp2"])), True))
 
     def _replace_stop(self, book: BookPosition, price: Decimal, qty: Decimal, phase: str) -> OrderView:
@@ -473,7 +195,7 @@ class LiveBroker:
         old = book.active_stop
         seq = self._tx(lambda s: journal.next_seq(s, self.account, book.position_id, "stop"))
         dt = self._orders_of(book.position_id)[0].decision_time or datetime.now(UTC)
-        new = self._place(_Spec(book.position_id, book.symbol, "stop", seq, "sell" if book.side is Side.LONG
+        new = self._place(OrderSpec(book.position_id, book.symbol, "stop", seq, "sell" if book.side is Side.LONG
                                 else "buy", qty, dt, self.price_to_precision(book.symbol, price), True,
                                 {"phase": phase}))
         if new.state != "open":
@@ -491,7 +213,7 @@ class LiveBroker:
     def _reduce(self, book: BookPosition, qty: Decimal, reason: str) -> OrderView:
         seq = self._tx(lambda s: journal.next_seq(s, self.account, book.position_id, "close"))
         dt = self._orders_of(book.position_id)[0].decision_time or datetime.now(UTC)
-        return self._place(_Spec(book.position_id, book.symbol, "close", seq,
+        return self._place(OrderSpec(book.position_id, book.symbol, "close", seq,
                                  "sell" if book.side is Side.LONG else "buy", qty, dt, None, True,
                                  {"reason": reason[:200]}))
 
@@ -527,41 +249,6 @@ class LiveBroker:
         for o in (after.resting if after else ()):
             self.cancel(o.client_id)
         return fill
-
-    def cancel(self, client_id: str) -> OrderView:
-        row = self._tx(lambda s: journal.get(s, client_id))
-        if row is None:
-            raise OrderRejected(f"unknown order {client_id}")
-        view = _view(row)
-        if view.state in journal.IN_DOUBT:
-            found = self._lookup(view)
-            if found is None:
-                return self._update(client_id, state="cancelled", last_error="never reached the exchange")
-            view = self._record(view, found)
-        if view.state != "open":
-            return view
-        params = dict(self.caps.conditional_params) if view.trigger_price is not None else {}
-        last: BaseException | None = None
-        for attempt in range(1, self.send_attempts + 1):  # a cancel is idempotent: safe to repeat
-            try:
-                answer = self.client.cancel_order(view.exchange_id, view.symbol, dict(params))
-            except ccxt.BaseError as exc:
-                kind = classify(exc, self.caps)
-                if kind == "auth":
-                    raise translate(exc, self.exchange_id) from exc
-                found = self._lookup(view)  # not found / unknown: the exchange says what happened
-                if found is None:
-                    return self._update(client_id, state="cancelled", last_error=f"cancel: {kind}")
-                rec = self._record(view, found)
-                if rec.state != "open":
-                    return rec
-                last = exc
-                self._sleep(self.read_delay * attempt)
-                continue
-            status = CCXT_STATE.get(str(answer.get("status") or ""), "cancelled")
-            return self._update(client_id, state="cancelled" if status in ("open", "cancelled") else status)
-        raise TransientError(f"{self.exchange_id}: cancel of {client_id} failed {self.send_attempts} times; still "
-                             f"open ({last})")
 
     # ---------------------------------------------------------------------------- reads
     def position(self, position_id: str) -> Position | None:
@@ -710,80 +397,3 @@ class LiveBroker:
             log.warning("reconcile action %s failed: %s", f.action, exc)
             return replace(f, action=f"failed: {type(exc).__name__}")
         return f
-
-
-def to_position(b: BookPosition) -> Position:
-    entry = float(b.entry_price)
-    stop = float(b.stop_price) if b.stop_price is not None else 0.0
-    lev = max(1, b.leverage)
-    return Position(id=b.position_id, symbol=b.symbol, side=b.side, entry=entry, qty_initial=b.qty_initial,
-                    qty_open=b.qty_open, stop=stop, initial_stop=stop, tp1=float(b.tp1 or 0), tp2=float(b.tp2 or 0),
-                    leverage=lev, margin=float(b.qty_open * b.entry_price / lev),
-                    liquidation_price=entry * (1 - b.side.sign / lev), opened_at=b.opened_at or datetime.now(UTC),
-                    best_price=entry, phase=b.phase, tp1_done=b.tp1_done, realised_pnl=float(b.realised),
-                    fees_paid=float(b.fees), closed_at=b.closed_at, exit_reason=b.exit_reason)
-
-
-# ------------------------------------------------------------------------------ live check
-def planned_orders(broker: LiveBroker, plan: TradePlan, decision_time: datetime) -> list[dict[str, str]]:
-    """The orders `open_position` would place for `plan` (nothing is sent)."""
-    sym = plan.symbol
-    qty = broker.qty_to_precision(sym, plan.qty)
-    exit_side = "sell" if plan.side is Side.LONG else "buy"
-    q1 = broker.qty_to_precision(sym, qty * Decimal(str(plan.tp1_fraction)))
-    if q1 < broker.min_qty(sym) or q1 >= qty:
-        q1 = ZERO
-    rows = [("entry", "buy" if plan.side is Side.LONG else "sell", qty, None),
-            ("stop", exit_side, qty, plan.stop), ("tp1", exit_side, q1, plan.tp1), ("tp2", exit_side, qty - q1, plan.tp2)]
-    out = []
-    for intent, side, q, px in rows:
-        if q <= 0:
-            continue
-        out.append({"intent": intent, "side": side, "qty": str(q),
-                    "trigger": "" if px is None else str(broker.price_to_precision(sym, px)),
-                    "reduce_only": str(intent != "entry").lower(),
-                    "client_id": broker._cid(decision_time, sym, intent, 0)})
-    return out
-
-
-def live_check(settings: Any, factory: sessionmaker[Session], plans: Sequence[TradePlan] = (),
-               symbols: Sequence[str] = (), client: Any = None, now: datetime | None = None) -> dict[str, Any]:
-    """`quorum live check`: connect, show the account, each market's rules, the leverage and margin mode that
-    would be set and the orders the given plans would place. Places nothing, changes no setting."""
-    broker = LiveBroker.from_settings(settings, factory, client=client)
-    now = now or datetime.now(UTC)
-    markets = broker.markets()
-    bal = broker.balance()
-    hedged = None
-    try:
-        broker.check_position_mode()
-        hedged = False
-    except ConfigError:
-        hedged = True
-    rules = {}
-    for sym in sorted(set(symbols) | {p.symbol for p in plans}):
-        m = markets.get(sym)
-        if m is None:
-            rules[sym] = {"error": "not listed on this exchange"}
-            continue
-        lim = m.get("limits") or {}
-        rules[sym] = {"qty_step": str((m.get("precision") or {}).get("amount")),
-                      "price_tick": str((m.get("precision") or {}).get("price")),
-                      "min_qty": str((lim.get("amount") or {}).get("min")),
-                      "min_notional": str((lim.get("cost") or {}).get("min")),
-                      "max_leverage": str((lim.get("leverage") or {}).get("max"))}
-    return {
-        "exchange": broker.exchange_id, "account": broker.account,
-        "balance": {k: str(getattr(bal, k)) for k in ("equity", "free", "margin", "unrealised", "fees_paid",
-                                                       "funding_paid", "currency")},
-        "position_mode": "hedge (NOT supported: switch to one-way)" if hedged else "one-way",
-        "margin_mode_to_set": broker.margin_mode,
-        "markets": rules,
-        "exchange_positions": {k: str(v) for k, v in broker.exchange_positions().items()},
-        "plans": [{"symbol": p.symbol, "side": p.side.value, "leverage_to_set": p.leverage,
-                   "orders": planned_orders(broker, p, now)} for p in plans],
-        "caps": {"max_order_notional_usd": str(broker.max_order_notional),
-                 "max_orders_per_cycle": broker.max_orders_per_cycle},
-    }
-
-

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from core.types import Side
+from core.types import Position, Side
 from exchange.broker import Finding, OrderView
 
 REDUCING = ("stop", "tp1", "tp2", "close")
@@ -159,3 +159,18 @@ def diff(book: Sequence[BookPosition], exchange_positions: Mapping[str, Decimal]
                                     "not open; left alone (close it with an explicit command)", None, "none",
                                     qty=size))
     return findings
+
+
+def to_position(b: BookPosition) -> Position:
+    entry = float(b.entry_price)
+    stop = float(b.stop_price) if b.stop_price is not None else 0.0
+    lev = max(1, b.leverage)
+    return Position(id=b.position_id, symbol=b.symbol, side=b.side, entry=entry, qty_initial=b.qty_initial,
+                    qty_open=b.qty_open, stop=stop, initial_stop=stop, tp1=float(b.tp1 or 0), tp2=float(b.tp2 or 0),
+                    leverage=lev, margin=float(b.qty_open * b.entry_price / lev),
+                    liquidation_price=entry * (1 - b.side.sign / lev), opened_at=b.opened_at or datetime.now(UTC),
+                    best_price=entry, phase=b.phase, tp1_done=b.tp1_done, realised_pnl=float(b.realised),
+                    fees_paid=float(b.fees), closed_at=b.closed_at, exit_reason=b.exit_reason)
+
+
+# ------------------------------------------------------------------------------ live check
