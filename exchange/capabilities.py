@@ -47,6 +47,8 @@ class Capabilities:
     needs_password: bool = False
     market_order_needs_price: bool = False
     position_mode: Literal["fetch_position_mode", "positions_idx", "none"] = "none"
+    total_includes_unrealised: bool = False  # ccxt's balance `total`: wallet (Bybit) or margin balance (Binance)
+    funding_amount_is_paid: bool = False  # ccxt funding history `amount`: + received (Binance), + paid (Bybit)
     reduce_only_value: Any = True  # what ccxt must get for reduceOnly (Aster's urlencoded API wants "true")
 
     @property
@@ -62,20 +64,21 @@ CAPABILITIES: dict[str, Capabilities] = {
         not_modified_codes=frozenset({"110043", "110026", "110025", "34036"}),
         not_found_codes=frozenset({"110001", "110008", "110010"}),
         options={"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
-        position_mode="positions_idx"),
+        position_mode="positions_idx", funding_amount_is_paid=True),
     "binanceusdm": Capabilities(
         "binanceusdm", "sl_tp_price", {"trigger": True}, "fetch_order",
         duplicate_codes=frozenset({"-4116"}),
         not_modified_codes=frozenset({"-4046", "-4059", "-4028"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
         options={"defaultType": "swap", "fetchCurrencies": False},
-        position_mode="fetch_position_mode"),
+        position_mode="fetch_position_mode", total_includes_unrealised=True),
     "aster": Capabilities(
         "aster", "sl_tp_price", {}, "fetch_order",
         duplicate_codes=frozenset({"-4116"}),
         not_modified_codes=frozenset({"-4046", "-4059"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
-        options={"defaultType": "swap"}, position_mode="fetch_position_mode", reduce_only_value="true"),
+        options={"defaultType": "swap"}, position_mode="fetch_position_mode", reduce_only_value="true",
+        total_includes_unrealised=True),
     "okx": Capabilities(
         "okx", "sl_tp_price", {"trigger": True}, "fetch_order", client_id_max=32, client_id_style="alnum",
         duplicate_codes=frozenset({"51016"}), not_modified_codes=frozenset({"59000"}),

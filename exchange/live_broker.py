@@ -304,10 +304,11 @@ class LiveBroker(OrderDesk):
         if self.client.has.get("fetchFundingHistory"):
             try:
                 hist = self._read("fetch_funding_history", lambda: self.client.fetch_funding_history())
-                funding = -sum((_d(h.get("amount")) for h in hist), ZERO)
+                total_amount = sum((_d(h.get("amount")) for h in hist), ZERO)
+                funding = total_amount if self.caps.funding_amount_is_paid else -total_amount
             except Exception as exc:  # noqa: BLE001 - funding is informative; the balance already holds it
                 log.info("funding history unavailable: %s", exc)
-        return Balance(equity=total + unreal, free=free, margin=used, unrealised=unreal, fees_paid=fees,
+        return Balance(equity=total if self.caps.total_includes_unrealised else total + unreal, free=free, margin=used, unrealised=unreal, fees_paid=fees,
                        funding_paid=funding, currency=cur)
 
     def _exchange_open(self, symbols: Sequence[str]) -> list[ExchangeOrder]:
