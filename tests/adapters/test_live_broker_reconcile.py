@@ -112,3 +112,4 @@ def test_a_foreign_fill_on_the_same_symbol_is_never_attached(ex: str, tmp_path) 
         assert len(fills) == 1 and fills[0].qty == Decimal("0.012")  # only Quorum's own entry
         [pos] = b.positions()
         assert pos.qty_open == Decimal("0.012")
+
