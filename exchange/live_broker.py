@@ -336,7 +336,7 @@ class LiveBroker(OrderDesk):
         now = datetime.now(UTC)
         # 1. orders in doubt (a crash or a lost answer): the exchange says what happened
         for view in self._tx(lambda s: [_view(r) for r in journal.in_doubt(s, self.account)]):
-            found = self._lookup(view)
+            found = self._lookup_settled(view)
             if found is not None:
                 rec = self._record(view, found)
                 findings.append(Finding("order_resolved", view.symbol, f"{view.intent} {view.client_id} was "

@@ -75,7 +75,8 @@ class OrderDesk:
 
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
                  caps: Capabilities | None = None, read_attempts: int = 3, read_delay: float = 0.2,
-                 send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep):
+                 send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep, absent_checks: int = 2,
+                 absent_wait_s: float = 1.0):
         self.client = client
         self.factory = factory
         self.account = account
@@ -83,6 +84,9 @@ class OrderDesk:
         self.caps = caps or capabilities_for(client.id)
         self.read_attempts, self.read_delay, self.send_attempts = read_attempts, read_delay, send_attempts
         self._sleep = sleep
+        # an order accepted a moment ago may not show in queries yet: "absent" is believed only after
+        # `absent_checks` more lookups `absent_wait_s` apart
+        self.absent_checks, self.absent_wait_s = absent_checks, absent_wait_s
 
     # ------------------------------------------------------------------------------ plumbing
     def _read(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -140,7 +144,7 @@ class OrderDesk:
         if view.state not in journal.IN_DOUBT:
             return view  # known outcome: never sent again
         if not created:
-            found = self._lookup(view)
+            found = self._lookup_settled(view)
             if found is not None:
                 return self._record(view, found)
         return self._send(view)
@@ -177,7 +181,7 @@ class OrderDesk:
                 self._update(view.client_id, state="unknown", last_error=f"{kind}: {msg}")
                 log.warning("%s %s: outcome unknown (%s); looking it up by client id", view.intent, view.client_id,
                             kind)
-                found = self._lookup(view)
+                found = self._lookup_settled(view)
                 if found is not None:
                     return self._record(view, found)
                 if kind == "duplicate":
@@ -191,6 +195,17 @@ class OrderDesk:
             return self._record(view, answer)
         raise TransientError(f"{self.exchange_id}: {view.intent} {view.client_id} not placed after "
                              f"{self.send_attempts} attempts (the exchange has no such order): {last}")
+
+    def _lookup_settled(self, view: OrderView) -> dict | None:
+        """`_lookup`, believing "absent" only after `absent_checks` more looks (exchanges can show an order a
+        moment after accepting it; resending on the first miss could double it on Binance)."""
+        found = self._lookup(view)
+        for _ in range(self.absent_checks):
+            if found is not None:
+                break
+            self._sleep(self.absent_wait_s)
+            found = self._lookup(view)
+        return found
 
     def _lookup(self, view: OrderView) -> dict | None:
         """The exchange's order with this client id, or None when it shows none (reads retried)."""
@@ -227,7 +242,7 @@ class OrderDesk:
         state = CCXT_STATE.get(str(order.get("status") or ""), None)
         if state is None:  # Bybit answers a create with the ids only
             if view.trigger_price is None:
-                full = self._lookup(replace(view, exchange_id=oid))
+                full = self._lookup_settled(replace(view, exchange_id=oid))
                 if full is not None:
                     order, state = full, CCXT_STATE.get(str(full.get("status")), "open")
             state = state or "open"
@@ -273,7 +288,7 @@ class OrderDesk:
             raise OrderRejected(f"unknown order {client_id}")
         view = _view(row)
         if view.state in journal.IN_DOUBT:
-            found = self._lookup(view)
+            found = self._lookup_settled(view)
             if found is None:
                 return self._update(client_id, state="cancelled", last_error="never reached the exchange")
             view = self._record(view, found)
@@ -288,7 +303,7 @@ class OrderDesk:
                 kind = classify(exc, self.caps)
                 if kind == "auth":
                     raise translate(exc, self.exchange_id) from exc
-                found = self._lookup(view)  # not found / unknown: the exchange says what happened
+                found = self._lookup_settled(view)  # not found / unknown: the exchange says what happened
                 if found is None:
                     return self._update(client_id, state="cancelled", last_error=f"cancel: {kind}")
                 rec = self._record(view, found)

@@ -161,3 +161,61 @@ def test_hedge_mode_is_refused_with_one_clear_error(ex: str, tmp_path) -> None:
         with pytest.raises(ConfigError, match="one-way"):
             b.open_position(OpenRequest(plan(), DECISION))
         assert fx.orders_of() == []
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_fault_on_the_closing_order_closes_exactly_once(ex: str, fault: str, tmp_path) -> None:
+    with FakePrivateExchange(ex, late_s=1.5) as fx:
+        b = broker_for(fx, tmp_path)
+        pid = b.open_position(OpenRequest(plan(), DECISION)).position_id
+        fx.fault(f"POST {ENTRY_PATH[ex]}", fault)
+        fill = b.close_position(pid, "manual exit")
+        assert fill is not None and fill.qty == Decimal("0.012")
+        closes = by_intent(fx)["X"]
+        assert len(closes) == 1 and closes[0].status == "Filled"
+        assert fx.position(MARKET).size == 0 and fx.open_protective(MARKET) == []
+        assert b.positions() == []
+        assert_db_equals_exchange(fx, b)
+
+
+@pytest.mark.parametrize("fault", ("500", "429", "drop-after", "timeout-after"))
+def test_faults_on_leverage_and_margin_settings_are_retried(ex: str, fault: str, tmp_path) -> None:
+    lev = {"bybit": "/v5/position/set-leverage", "binanceusdm": "/fapi/v1/leverage"}[ex]
+    margin = {"bybit": "/v5/account/set-margin-mode", "binanceusdm": "/fapi/v1/marginType"}[ex]
+    with FakePrivateExchange(ex, late_s=1.5) as fx:
+        fx.fault(lev, fault)
+        fx.fault(margin, fault)
+        b = broker_for(fx, tmp_path)
+        assert b.open_position(OpenRequest(plan(), DECISION)).status == "filled"
+        assert fx.position(MARKET).leverage == 5 and fx.engine.isolated
+        assert len(fx.orders_of()) == 4
+
+
+def test_an_order_that_shows_up_late_is_not_sent_twice(ex: str, tmp_path) -> None:
+    """The answer times out and the exchange only lists the order a moment later: 'absent' is believed only
+    after repeated lookups, so Binance (which would take the same client id again once the first order is
+    filled) still gets one entry."""
+    with FakePrivateExchange(ex, late_s=1.5) as fx:
+        b = broker_for(fx, tmp_path)
+        fx.engine.visibility_lag = 2
+        fx.fault(ENTRY_PATH[ex], "timeout-after")
+        assert b.open_position(OpenRequest(plan(), DECISION)).status == "filled"
+        assert fx.engine.hidden_misses >= 2
+        assert len(by_intent(fx)["E"]) == 1 and fx.position(MARKET).size == Decimal("0.012")
+
+
+def test_the_binance_trap_the_lookup_avoids(ex: str, tmp_path) -> None:
+    """Why a lost answer is looked up and never blindly resent: Binance USDⓈ-M takes the same
+    newClientOrderId again once the first market order has filled (Bybit refuses it: 110072)."""
+    import ccxt
+
+    with FakePrivateExchange(ex) as fx:
+        c = client_for(fx)
+        c.create_order("BTC/USDT:USDT", "market", "buy", 0.01, None, {"clientOrderId": "same-id"})
+        if ex == "binanceusdm":
+            c.create_order("BTC/USDT:USDT", "market", "buy", 0.01, None, {"clientOrderId": "same-id"})
+            assert fx.position(MARKET).size == Decimal("0.02")  # a blind retry doubled the position
+        else:
+            with pytest.raises(ccxt.InvalidOrder, match="110072"):
+                c.create_order("BTC/USDT:USDT", "market", "buy", 0.01, None, {"clientOrderId": "same-id"})
+            assert fx.position(MARKET).size == Decimal("0.01")

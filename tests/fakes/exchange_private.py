@@ -25,6 +25,8 @@ matching requests in the order they were queued:
 - "500-after": apply the request, then answer 500 (the exchange did it but said it failed);
 - "timeout-after": apply the request, then answer only after `late_s` seconds (the client has given up);
 - "drop-after": apply the request, then close the connection without an answer.
+`fx.engine.visibility_lag = N`: a new order is missing from the next N order queries (an exchange that shows
+an accepted order a moment later).
 `fx.requests` records (method, path, params) of every request.
 """
 
@@ -65,6 +67,7 @@ class Order:
     fee: Decimal = ZERO
     created_ms: int = 0
     updated_ms: int = 0
+    hidden: int = 0  # queries that still miss this order (visibility lag)
 
     @property
     def conditional(self) -> bool:
@@ -127,6 +130,8 @@ class Engine:
         self.hedge_mode = False
         self.isolated = False
         self.now_ms = 1_748_000_000_000
+        self.visibility_lag = 0  # > 0: a new order is missing from the next N order queries
+        self.hidden_misses = 0
         self._ids = itertools.count(1)
 
     def tick(self) -> int:
@@ -148,7 +153,8 @@ class Engine:
         with self.lock:
             ts = self.tick()
             o = Order(self.next_id(), client_id, symbol, side, qty, reduce_only, trigger, direction, tp,
-                      "Untriggered" if trigger is not None else "New", created_ms=ts, updated_ms=ts)
+                      "Untriggered" if trigger is not None else "New", created_ms=ts, updated_ms=ts,
+                      hidden=self.visibility_lag)
             self.orders[o.id] = o
             if trigger is None:
                 self._fill(o)
@@ -234,8 +240,19 @@ class Engine:
             return amount
 
     # ------------------------------------------------------------------ views
+    def visible(self, o: Order) -> bool:
+        """Whether an order query sees `o` (each miss of a lagging order counts down)."""
+        if o.hidden > 0:
+            o.hidden -= 1
+            self.hidden_misses += 1
+            return False
+        return True
+
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders.values() if o.open and (symbol is None or o.symbol == symbol)]
+
+    def query(self, orders: list[Order]) -> list[Order]:
+        return [o for o in orders if self.visible(o)]
 
     def unrealised(self) -> Decimal:
         return sum(((self.prices[s] - p.entry) * p.size for s, p in self.positions.items() if p.size), ZERO)
@@ -682,7 +699,7 @@ class BybitDialect:
             if flt in (None, "", "Order") and o.conditional and not p.get("orderId") and not p.get("orderLinkId"):
                 continue
             out.append(o)
-        return out
+        return self.e.query(out)
 
     def realtime(self, p: dict[str, str]) -> Reply:
         return self.ok({"list": [self.order_dict(o) for o in self._select(p, True)], "nextPageCursor": "",
@@ -909,7 +926,7 @@ class BinanceDialect:
             o = self.e.orders.get(p["orderId"])
         elif p.get("origClientOrderId"):
             o = self.e.by_client(p["origClientOrderId"])
-        return None if o is None or o.conditional else o
+        return None if o is None or o.conditional or not self.e.visible(o) else o
 
     def get_order(self, p: dict[str, str]) -> Reply:
         o = self._plain(p)
@@ -925,7 +942,8 @@ class BinanceDialect:
         return Reply(200, self.order_dict(o))
 
     def open_orders(self, p: dict[str, str]) -> Reply:
-        return Reply(200, [self.order_dict(o) for o in self.e.open_orders(p.get("symbol")) if not o.conditional])
+        return Reply(200, [self.order_dict(o) for o in self.e.query(self.e.open_orders(p.get("symbol")))
+                           if not o.conditional])
 
     def all_orders(self, p: dict[str, str]) -> Reply:
         return Reply(200, [self.order_dict(o) for o in self.e.orders.values()
@@ -1002,7 +1020,7 @@ class BinanceDialect:
             o = self.e.orders.get(p["algoId"])
         elif p.get("clientAlgoId"):
             o = self.e.by_client(p["clientAlgoId"])
-        return o if o is not None and o.conditional else None
+        return o if o is not None and o.conditional and self.e.visible(o) else None
 
     def get_algo(self, p: dict[str, str]) -> Reply:
         o = self._algo(p)
@@ -1018,7 +1036,8 @@ class BinanceDialect:
         return Reply(200, {"algoId": int(o.id), "clientAlgoId": o.client_id, "code": "200", "msg": "success"})
 
     def open_algo(self, p: dict[str, str]) -> Reply:
-        return Reply(200, [self.algo_dict(o) for o in self.e.open_orders(p.get("symbol")) if o.conditional])
+        return Reply(200, [self.algo_dict(o) for o in self.e.query(self.e.open_orders(p.get("symbol")))
+                           if o.conditional])
 
     def all_algo(self, p: dict[str, str]) -> Reply:
         return Reply(200, [self.algo_dict(o) for o in self.e.orders.values()
