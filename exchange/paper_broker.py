@@ -51,8 +51,12 @@ class PaperBroker:
         return nxt
 
     def _cid(self, pos: Position, intent: str, seq: int = 0) -> str:
-        dt = datetime.strptime(pos.id.rsplit("-", 1)[-1], "%Y%m%d%H%M").replace(tzinfo=UTC) \
-            if pos.id.rsplit("-", 1)[-1].isdigit() else pos.opened_at
+        """The live broker's id for the same order: position ids are `<BASE>-<decision %Y%m%d%H%M>`."""
+        stamp = pos.id.rsplit("-", 1)[-1]
+        try:
+            dt = datetime.strptime(stamp, "%Y%m%d%H%M").replace(tzinfo=UTC)
+        except ValueError:  # an id from elsewhere (e.g. P000001): the opening time stands in
+            dt = pos.opened_at
         return client_order_id(self.account_name, dt, pos.symbol, intent, seq)
 
     def _tp1_qty(self, pos: Position) -> Decimal:

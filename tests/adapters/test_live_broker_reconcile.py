@@ -113,3 +113,24 @@ def test_a_foreign_fill_on_the_same_symbol_is_never_attached(ex: str, tmp_path) 
         [pos] = b.positions()
         assert pos.qty_open == Decimal("0.012")
 
+
+
+def test_in_doubt_entries_are_resolved_or_dropped_by_age(ex: str, tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from store import orders_journal
+
+    with FakePrivateExchange(ex) as fx:
+        b = broker_for(fx, tmp_path, stale_entry_s=3600)
+        now = datetime.now(UTC)
+        # an intent committed but never sent, for an old decision and for a fresh one
+        for dt in (now - timedelta(hours=3), now):
+            cid = b._cid(dt, "BTC/USDT:USDT", "entry", 0)
+            b._tx(lambda s, cid=cid, dt=dt: orders_journal.record_intent(
+                s, client_id=cid, account=b.account, exchange=b.exchange_id, position_id="BTC-x",
+                symbol="BTC/USDT:USDT", intent="entry", seq=0, side="buy", qty=Decimal("0.01"), decision_time=dt))
+        found = b.reconcile()
+        assert [(f.kind, f.action) for f in found] == [("order_resolved", "dropped")]
+        states = sorted(o.state for o in b.journal())
+        assert states == ["cancelled", "intent"]  # the fresh one waits for its decision to be retried
+        assert fx.orders_of() == []
