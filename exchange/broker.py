@@ -12,6 +12,7 @@ How the cycle, the monitor and the CLI call it (the wiring the lead does after t
     broker.move_stop(pid, new_stop, phase="breakeven")        # place-new-then-cancel-old (never unprotected)
     broker.take_partial(pid, qty, reason="tp1")               # reduce-only; the stop shrinks to what is left
     broker.close_position(pid, reason="manual exit")          # reduce-only close, then cancel its protective orders
+    broker.apply_exit_step(risk.exits.step(pos, bar, profile))  # the monitor: moved stop, stale/time/news exits
     broker.positions(); broker.open_orders(); broker.fills(); broker.balance()
 
 Exactly-once: every order a broker sends has a deterministic client id (`client_order_id`), derived from
@@ -163,6 +164,10 @@ class Broker(Protocol):
 
     def close_position(self, position_id: str, reason: str = "") -> Fill | None:
         """Reduce-only close of what is left, then cancel the position's protective orders."""
+        ...
+
+    def apply_exit_step(self, result: Any) -> list[Fill]:
+        """Carry out what the exit rules decided (risk.exits.StepResult): moved stop, partial or full exits."""
         ...
 
     def cancel(self, client_id: str) -> OrderView:

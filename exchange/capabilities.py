@@ -43,6 +43,7 @@ class Capabilities:
     duplicate_codes: frozenset[str] = frozenset()
     not_modified_codes: frozenset[str] = frozenset()
     not_found_codes: frozenset[str] = frozenset()
+    rejected_codes: frozenset[str] = frozenset()  # refused for good (never retried), whatever ccxt's class
     options: dict[str, Any] = field(default_factory=dict)  # ccxt constructor options
     needs_password: bool = False
     market_order_needs_price: bool = False
@@ -63,6 +64,7 @@ CAPABILITIES: dict[str, Capabilities] = {
         duplicate_codes=frozenset({"110072"}),
         not_modified_codes=frozenset({"110043", "110026", "110025", "34036"}),
         not_found_codes=frozenset({"110001", "110008", "110010"}),
+        rejected_codes=frozenset({"10001", "110007", "110017", "110092", "110093", "110094", "110012"}),
         options={"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
         position_mode="positions_idx", funding_amount_is_paid=True),
     "binanceusdm": Capabilities(
@@ -70,6 +72,7 @@ CAPABILITIES: dict[str, Capabilities] = {
         duplicate_codes=frozenset({"-4116"}),
         not_modified_codes=frozenset({"-4046", "-4059", "-4028"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
+        rejected_codes=frozenset({"-2021", "-2022", "-2019", "-1111", "-1116", "-4015", "-4003", "-4164", "-4120"}),
         options={"defaultType": "swap", "fetchCurrencies": False},
         position_mode="fetch_position_mode", total_includes_unrealised=True),
     "aster": Capabilities(
@@ -77,6 +80,7 @@ CAPABILITIES: dict[str, Capabilities] = {
         duplicate_codes=frozenset({"-4116"}),
         not_modified_codes=frozenset({"-4046", "-4059"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
+        rejected_codes=frozenset({"-2021", "-2022", "-2019", "-1111", "-1116", "-4015"}),
         options={"defaultType": "swap"}, position_mode="fetch_position_mode", reduce_only_value="true",
         total_includes_unrealised=True),
     "okx": Capabilities(
@@ -149,6 +153,8 @@ def classify(exc: BaseException, caps: Capabilities) -> Outcome:
             return "not_modified"
         if code in caps.not_found_codes:
             return "not_found"
+        if code in caps.rejected_codes:
+            return "rejected"
     if isinstance(exc, ccxt.OrderNotFound):
         return "not_found"
     if isinstance(exc, ccxt.NetworkError):  # RequestTimeout, ExchangeNotAvailable, DDoSProtection, RateLimit

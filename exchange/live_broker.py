@@ -250,6 +250,39 @@ class LiveBroker(OrderDesk):
             self.cancel(o.client_id)
         return fill
 
+    def apply_exit_step(self, result: Any) -> list[Fill]:
+        """Carry out a risk.exits.StepResult on the exchange: exits the rules decided that are not resting
+        orders (stale, time, news, manual) close at market; stop / TP1 / TP2 rest on the exchange, which
+        fills them (reconcile records the fill); a moved stop is replaced (never unprotected). A stop moved
+        through the current price is refused by the exchange: the position is closed at market instead."""
+        new_pos, _events, orders = result
+        fills: list[Fill] = []
+        for o in orders:
+            if o.kind in ("stop", "tp1", "tp2"):
+                continue
+            book = self._book(o.position_id)
+            if book is None or not book.is_open:
+                break
+            if Decimal(str(o.qty)) < book.qty_open:
+                fills.append(self.take_partial(o.position_id, Decimal(str(o.qty)), o.kind))
+            else:
+                f = self.close_position(o.position_id, f"{o.kind}: {o.reason}"[:200])
+                if f is not None:
+                    fills.append(f)
+        book = self._book(new_pos.id)
+        if book is None or not book.is_open:
+            return fills
+        new_stop = self.price_to_precision(book.symbol, new_pos.stop)
+        if book.stop_price is None or new_stop != book.stop_price:
+            try:
+                self.move_stop(new_pos.id, new_stop, new_pos.phase)
+            except OrderRejected as exc:
+                log.warning("%s: stop %s refused (%s); closing at market", new_pos.id, new_stop, exc)
+                f = self.close_position(new_pos.id, f"stop {new_stop} already crossed")
+                if f is not None:
+                    fills.append(f)
+        return fills
+
     # ---------------------------------------------------------------------------- reads
     def position(self, position_id: str) -> Position | None:
         book = self._book(position_id)
@@ -388,7 +421,12 @@ class LiveBroker(OrderDesk):
                 price = f.price if f.price is not None else b.stop_price
                 if price is None:
                     return replace(f, action="failed", detail=f.detail + "; no stop price known")
-                self._replace_stop(b, price, b.qty_open, b.phase)
+                try:
+                    self._replace_stop(b, price, b.qty_open, b.phase)
+                except OrderRejected as exc:  # the price is already through the stop: it would have fired
+                    self.close_position(b.position_id, f"stop {price} already crossed while unprotected")
+                    return replace(f, action="closed_at_market", detail=f"{f.detail}; refused ({exc}); closed at "
+                                                                        "market instead")
             elif f.action == "mark_closed" and f.position_id:
                 entry = next(o for o in self._orders_of(f.position_id) if o.intent == "entry")
                 self._update(entry.client_id, meta={**entry.meta, "closed_external": True})

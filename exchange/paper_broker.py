@@ -125,6 +125,10 @@ class PaperBroker:
         fill, _ = self.account.close(position_id, pos.qty_open, px, ts, reason=reason, kind="manual")
         return fill
 
+    def apply_exit_step(self, result: object) -> list[Fill]:
+        """Carry out a risk.exits.StepResult (the monitor's bar-by-bar simulation fills the exits)."""
+        return [fill for fill, _ in self.account.apply_exit_step(result)]
+
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")
 

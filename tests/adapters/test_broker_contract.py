@@ -97,3 +97,20 @@ def test_errors_are_order_rejected(harness: Harness) -> None:
         b.move_stop("NOPE-202505230400", Decimal("1"))
     with pytest.raises(OrderRejected):
         b.close_position("NOPE-202505230400")
+
+
+def test_apply_exit_step_moves_the_stop_and_exits(harness: Harness) -> None:
+    from risk.exits import ExitOrder, StepResult
+
+    b = harness.broker
+    pid = b.open_position(OpenRequest(plan(qty="0.012"), DECISION)).position_id
+    pos = b.positions()[0]
+    moved = pos.with_(stop=39700.0, phase="breakeven")
+    assert b.apply_exit_step(StepResult(moved, [], [])) == []
+    assert b.positions()[0].stop == 39700.0 and harness.stop_on_venue() == [(Decimal("0.012"), Decimal("39700"))]
+    harness.set_price(40100)
+    stale = ExitOrder(pid, SYMBOL, Side.LONG, Decimal("0.012"), 40100.0, "stale", DECISION + timedelta(hours=48),
+                      "48 h with < 1% profit")
+    fills = b.apply_exit_step(StepResult(b.positions()[0], [], [stale]))
+    assert [(f.qty, f.price) for f in fills] == [(Decimal("0.012"), Decimal("40100"))]
+    assert b.positions() == [] and harness.stop_on_venue() == []

@@ -219,3 +219,16 @@ def test_the_binance_trap_the_lookup_avoids(ex: str, tmp_path) -> None:
             with pytest.raises(ccxt.InvalidOrder, match="110072"):
                 c.create_order("BTC/USDT:USDT", "market", "buy", 0.01, None, {"clientOrderId": "same-id"})
             assert fx.position(MARKET).size == Decimal("0.01")
+
+
+def test_a_stop_moved_through_the_price_closes_at_market(ex: str, tmp_path) -> None:
+    from risk.exits import StepResult
+
+    with FakePrivateExchange(ex) as fx:
+        b = broker_for(fx, tmp_path)
+        b.open_position(OpenRequest(plan(), DECISION))
+        fx.engine.prices[MARKET] = Decimal("39650")  # the price fell below the stop the rules now want
+        pos = b.positions()[0].with_(stop=39800.0, phase="breakeven")
+        fills = b.apply_exit_step(StepResult(pos, [], []))
+        assert [f.price for f in fills] == [Decimal("39650")]
+        assert fx.position(MARKET).size == 0 and fx.open_protective(MARKET) == [] and b.positions() == []

@@ -134,3 +134,17 @@ def test_in_doubt_entries_are_resolved_or_dropped_by_age(ex: str, tmp_path) -> N
         states = sorted(o.state for o in b.journal())
         assert states == ["cancelled", "intent"]  # the fresh one waits for its decision to be retried
         assert fx.orders_of() == []
+
+
+def test_a_missing_stop_already_crossed_closes_at_market(ex: str, tmp_path) -> None:
+    with FakePrivateExchange(ex) as fx:
+        broker_for(fx, tmp_path).open_position(OpenRequest(plan(), DECISION))
+        stop = next(o for o in fx.open_protective(MARKET) if o.direction == 2)
+        fx.engine.cancel(stop.id)
+        fx.set_price(MARKET, "38800")  # below the stop that is no longer there
+        b = broker_for(fx, tmp_path)
+        found = b.reconcile()
+        assert [(f.kind, f.action) for f in found] == [("stop_restored", "closed_at_market")]
+        assert fx.position(MARKET).size == 0 and fx.open_protective(MARKET) == [] and b.positions() == []
+        assert b.all_positions()[0].realised_pnl == pytest.approx((38800 - 40000) * 0.012)
+        assert_db_equals_exchange(fx, b)

@@ -157,3 +157,13 @@ def test_live_needs_mode_confirmation_and_keys_and_never_shows_them(monkeypatch)
     client = build_client(s)
     assert client.apiKey == "AKIA-very-secret-key"
     assert all(str(v).startswith("http://127.0.0.1:9") for v in client.urls["api"].values())
+
+
+@pytest.mark.parametrize(("exchange_id", "message"), [
+    ("binanceusdm", 'binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}'),
+    ("binanceusdm", 'binanceusdm {"code":-2022,"msg":"ReduceOnly Order is rejected."}'),
+    ("bybit", 'bybit {"retCode":110093,"retMsg":"expect Falling, but trigger_price >= current"}'),
+])
+def test_final_refusals_are_rejections_whatever_the_class(exchange_id: str, message: str) -> None:
+    for cls in (ccxt.ExchangeError, ccxt.ExchangeNotAvailable, ccxt.OperationFailed):
+        assert classify(cls(message), capabilities_for(exchange_id)) == "rejected"
