@@ -174,3 +174,12 @@ def to_position(b: BookPosition) -> Position:
 
 
 # ------------------------------------------------------------------------------ live check
+
+
+def finding_text(f: Finding) -> str:
+    """One line for the channel post / Prefect artifact of a reconciliation finding."""
+    what = {"protective_filled": "filled on the exchange", "position_closed_on_exchange": "closed on the exchange",
+            "stop_restored": "stop restored", "orphan_cancelled": "orphan order cancelled",
+            "unknown_position": "position Quorum did not open (left alone)", "qty_mismatch": "size differs",
+            "order_resolved": "order in doubt resolved", "stop_resized": "stop resized"}.get(f.kind, f.kind)
+    return f"reconcile · {f.symbol} · {what}: {f.detail} [{f.action}]"

@@ -167,3 +167,25 @@ def test_live_needs_mode_confirmation_and_keys_and_never_shows_them(monkeypatch)
 def test_final_refusals_are_rejections_whatever_the_class(exchange_id: str, message: str) -> None:
     for cls in (ccxt.ExchangeError, ccxt.ExchangeNotAvailable, ccxt.OperationFailed):
         assert classify(cls(message), capabilities_for(exchange_id)) == "rejected"
+
+
+def test_build_broker_by_mode() -> None:
+    from exchange.factory import build_broker
+    from exchange.paper import PaperAccount
+    from exchange.paper_broker import PaperBroker
+    from exchange.replay import ReplaySource
+
+    s = load_settings()
+    b = build_broker(s, None, paper_account=PaperAccount(Decimal(10_000)), source=ReplaySource(s.data_dir))
+    assert isinstance(b, PaperBroker) and b.reconcile() == []
+    with pytest.raises(ConfigError, match="QUORUM_LIVE_TRADING_CONFIRMED"):
+        build_broker(load_settings(mode="live"), None)
+
+
+def test_finding_text() -> None:
+    from exchange.broker import Finding
+    from exchange.reconcile import finding_text
+
+    f = Finding("unknown_position", "ETH/USDT:USDT", "exchange position 1.5", None, "none")
+    assert finding_text(f) == ("reconcile · ETH/USDT:USDT · position Quorum did not open (left alone): exchange "
+                               "position 1.5 [none]")
