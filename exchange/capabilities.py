@@ -70,9 +70,10 @@ CAPABILITIES: dict[str, Capabilities] = {
     "binanceusdm": Capabilities(
         "binanceusdm", "sl_tp_price", {"trigger": True}, "fetch_order",
         duplicate_codes=frozenset({"-4116"}),
-        not_modified_codes=frozenset({"-4046", "-4059", "-4028"}),
+        not_modified_codes=frozenset({"-4046", "-4059"}),
         not_found_codes=frozenset({"-2013", "-2011"}),
-        rejected_codes=frozenset({"-2021", "-2022", "-2019", "-1111", "-1116", "-4015", "-4003", "-4164", "-4120"}),
+        rejected_codes=frozenset({"-2021", "-2022", "-2019", "-1111", "-1116", "-4015", "-4003", "-4164", "-4120",
+                                  "-4028"}),
         options={"defaultType": "swap", "fetchCurrencies": False},
         position_mode="fetch_position_mode", total_includes_unrealised=True),
     "aster": Capabilities(
