@@ -27,15 +27,44 @@ PROTECT_PATH = {"bybit": "/v5/order/create", "binanceusdm": "/fapi/v1/algoOrder"
 CANCEL_PATH = {"bybit": "/v5/order/cancel", "binanceusdm": "/fapi/v1/algoOrder"}
 
 
-def client_for(fx: FakePrivateExchange, *, secret: str | None = None, timeout_ms: int = 1000) -> Any:
-    c = getattr(ccxt, fx.dialect)({"apiKey": fx.api_key, "secret": secret or fx.secret, "timeout": timeout_ms,
-                                   "enableRateLimit": False, "options": dict(capabilities_for(fx.dialect).options)})
+_CLIENTS: dict[tuple[str, str, int], Any] = {}
+_TEMPLATE: list[Path] = []
+
+
+def client_for(fx: FakePrivateExchange, *, secret: str | None = None, timeout_ms: int = 1000,
+               fresh: bool = False) -> Any:
+    """A real ccxt client pointed at `fx`. Building a ccxt exchange object takes ~0.5-1.5 s, so one per
+    (exchange, secret, timeout) is kept for the session and re-pointed at each test's server (the fakes all
+    list the same markets; the broker keeps no state in the client)."""
+    key = (fx.dialect, secret or fx.secret, timeout_ms)
+    c = None if fresh else _CLIENTS.get(key)
+    if c is None:
+        c = getattr(ccxt, fx.dialect)({"apiKey": fx.api_key, "secret": secret or fx.secret, "timeout": timeout_ms,
+                                       "enableRateLimit": False,
+                                       "options": dict(capabilities_for(fx.dialect).options)})
+        if not fresh:
+            _CLIENTS[key] = c
+            c._quorum_api = dict(c.urls["api"])
+    if hasattr(c, "_quorum_api"):
+        c.urls["api"] = dict(c._quorum_api)
     point_api_at(c, fx.url)
     return c
 
 
 def factory_for(path: Path) -> sessionmaker:
-    return sessionmaker(open_database(f"sqlite:///{path}"), expire_on_commit=False, future=True)
+    """A session factory on a SQLite file, copied from one migrated template per session (Alembic takes
+    ~1 s per new database on this machine)."""
+    import shutil
+    import tempfile
+
+    if not path.exists():
+        if not _TEMPLATE:
+            tpl = Path(tempfile.mkdtemp(prefix="quorum-live-tpl-")) / "template.db"
+            open_database(f"sqlite:///{tpl}").dispose()
+            _TEMPLATE.append(tpl)
+        shutil.copyfile(_TEMPLATE[0], path)
+    return sessionmaker(open_database(f"sqlite:///{path}", run_migrations=False), expire_on_commit=False,
+                        future=True)
 
 
 def broker_for(fx: FakePrivateExchange, tmp_path: Path, **kw: Any) -> LiveBroker:
