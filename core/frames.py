@@ -26,7 +26,7 @@ def to_utc(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
 
 
 SPIKE_RATIO = 4.0  # a bar this many times away from the closes around it is corrupt, not a market move
-SPIKE_WINDOW = 25  # bars around each bar for the reference (rolling median of closes, centred)
+SPIKE_WINDOW = 5  # bars around each bar for the reference (median of closes, centred, full windows only)
 
 
 def _at(ts: pd.Timestamp) -> str:
@@ -78,10 +78,17 @@ def check_bars(df: pd.DataFrame, where: str, *, step: pd.Timedelta | None = TF_D
     tol = 1e-9
     fail(h < np.maximum(o, c) * (1 - tol), lambda i: f"high {h[i]:g} is below open {o[i]:g} / close {c[i]:g}")
     fail(lo > np.minimum(o, c) * (1 + tol), lambda i: f"low {lo[i]:g} is above open {o[i]:g} / close {c[i]:g}")
-    ref = pd.Series(c).rolling(SPIKE_WINDOW, center=True, min_periods=1).median().to_numpy()
-    ratio = np.maximum(h / ref, ref / lo)
-    fail(ratio > SPIKE_RATIO, lambda i: (f"a spike: high {h[i]:g} / low {lo[i]:g} is {ratio[i]:.0f}x away from the "
-                                         f"closes around it (~{ref[i]:g}); the data is corrupt"))
+    # a spike: a wick SPIKE_RATIO x beyond the bar's own body, or a close SPIKE_RATIO x away from the
+    # closes around it that the market does not stay at (a sustained move shifts the median with it)
+    body_hi, body_lo = np.maximum(o, c), np.minimum(o, c)
+    wick = np.maximum(h / body_hi, body_lo / lo)
+    ref = pd.Series(c).rolling(SPIKE_WINDOW, center=True, min_periods=SPIKE_WINDOW).median().to_numpy()
+    with np.errstate(invalid="ignore"):
+        away = np.nan_to_num(np.maximum(c / ref, ref / c), nan=1.0)
+    ratio = np.maximum(wick, away)
+    fail(ratio > SPIKE_RATIO, lambda i: (f"a spike: high {h[i]:g} / low {lo[i]:g} against open {o[i]:g}, close "
+                                         f"{c[i]:g} (closes around it ~{ref[i]:g}) is {ratio[i]:.0f}x off; "
+                                         "the data is corrupt"))
     if step is None or len(idx) < 2:
         return []
     diffs = np.diff(idx.asi8)

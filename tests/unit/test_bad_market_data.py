@@ -268,3 +268,18 @@ def test_cycle_collection_leaves_a_quarantined_symbol_out_and_keeps_the_others()
     assert left == [(BTC, "quarantined: BTC/USDT:USDT quarantined: row 3: a spike")]
     with pytest.raises(RuntimeError):  # anything else still fails the cycle
         collect_snapshots({ETH: Done(RuntimeError("exchange down"))})
+
+
+def test_a_sustained_move_is_not_a_spike_but_a_one_bar_print_is() -> None:
+    idx = pd.date_range("2025-01-01", periods=40, freq="h", tz="UTC")
+    close = np.r_[np.full(20, 1.0), np.full(20, 5.0)]  # a listing-day pump that holds (5x)
+    df = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1.0},
+                      index=idx)
+    df.iloc[20, df.columns.get_loc("open")] = 1.0  # the pump bar opens at 1 and closes at 5
+    df.iloc[20, df.columns.get_loc("low")] = 0.99
+    assert check_bars(df, "pump") == []
+    assert check_bars(df.iloc[:21], "pump, newest bar") == []  # even as the newest bar of a fetch
+    bad = df.copy()
+    bad.iloc[10, :4] = bad.iloc[10, :4] * 100  # one whole bar 100x, back to normal after
+    with pytest.raises(DataError, match=r"pump: row 10 .*a spike"):
+        check_bars(bad, "pump")
