@@ -363,12 +363,19 @@ return cur
 """
 
 
+def token_prefix(database_url: str) -> str:
+    """The Redis key prefix of one database's token totals (two databases never share totals)."""
+    return f"quorum:tokens:{hashlib.sha256(database_url.encode()).hexdigest()[:10]}:"
+
+
 class CachedTokenUsageStore:
     """Redis in front of the record (`SqlTokenUsageStore`, or any UsageStore). The record is written
     first and is the truth; Redis holds the latest total per member and day (set only upwards, so
-    processes racing cannot lower it) and is skipped for `backoff_s` after a failure."""
+    processes racing cannot lower it) and is skipped for `backoff_s` after a failure. Entries live
+    `ttl_s` (a miss just reads the record), so a database that was reset is not shadowed for long;
+    give each database its own `prefix` (`token_prefix(url)`)."""
 
-    def __init__(self, record: Any, client: Any, *, prefix: str = "quorum:tokens:", ttl_s: int = 3 * 24 * 3600,
+    def __init__(self, record: Any, client: Any, *, prefix: str = "quorum:tokens:", ttl_s: int = 600,
                  backoff_s: float = 30.0, clock: Callable[[], float] | None = None):
         import time
 

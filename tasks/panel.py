@@ -96,6 +96,7 @@ def _build_runtime(settings: Settings) -> PanelRuntime:
         CachedTokenUsageStore,
         SqlTokenUsageStore,
         build_response_cache,
+        token_prefix,
     )
 
     factory = None
@@ -111,7 +112,8 @@ def _build_runtime(settings: Settings) -> PanelRuntime:
     usage_store: Any = SqlTokenUsageStore(factory) if factory is not None else InMemoryUsageStore()
     if redis_url:
         try:
-            usage_store = CachedTokenUsageStore.from_url(usage_store, redis_url)
+            usage_store = CachedTokenUsageStore.from_url(usage_store, redis_url,
+                                                         prefix=token_prefix(settings.database_url))
         except Exception as exc:  # noqa: BLE001 - redis missing or a bad URL: the record alone
             log.warning("token budget: redis not usable (%s); using the database record only", type(exc).__name__)
     budget = TokenBudget(settings.token_budget_cycle, settings.token_budget_day, store=usage_store)

@@ -152,7 +152,7 @@ def test_redis_is_a_cache_in_front_of_the_database_record(redis_client, tmp_path
     assert b.day_total("gpt", day) == 1000 and int(client.get(key)) == 1000
     a._raise_to("gpt", day, 400)  # a late writer with an older total cannot lower the cache
     assert int(client.get(key)) == 1000
-    assert 0 < client.ttl(key) <= 3 * 24 * 3600
+    assert 0 < client.ttl(key) <= 600  # short-lived: a miss just reads the record
     # the budget over it is enforced across "processes"
     budget = TokenBudget(None, 1500, store=b)
     now = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -223,3 +223,32 @@ def test_redis_down_is_a_miss():
 def test_build_response_cache_without_anything(monkeypatch):
     monkeypatch.delenv("QUORUM_REDIS_URL", raising=False)
     assert isinstance(build_response_cache(), InMemoryResponseCache)
+
+
+@pytest.mark.services
+def test_cycle_runtime_with_the_real_redis_keeps_the_record_in_the_database(tmp_path, redis_client):
+    """The runtime a cycle builds with QUORUM_REDIS_URL set: totals in the database and mirrored in Redis
+    under this database's own prefix; with the Redis entry gone, the day is still enforced."""
+    from core.settings import load_settings
+    from store.llm_cache import token_prefix
+    from tasks import panel as tp
+
+    client, _ = redis_client
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    settings = load_settings(database_url=url, redis_url=REDIS_URL, token_budget_day=2_500)
+    now = datetime.now(UTC)
+    member = f"m-{uuid.uuid4().hex[:6]}"
+    rt = tp._build_runtime(settings)
+    rt.budget.spend(member, 2_000, now)
+    key = f"{token_prefix(url)}{now.date().isoformat()}:{member}"
+    try:
+        assert int(client.get(key)) == 2_000
+        assert SqlTokenUsageStore(rt.budget.store.record.session_factory).day_total(member, now.date()) == 2_000
+        client.delete(key)
+        again = tp._build_runtime(settings)
+        assert again.budget.refusal(member, 1_000, now) is not None
+    finally:
+        client.delete(key)
+        from store.db import dispose_all
+
+        dispose_all()
