@@ -108,7 +108,11 @@ class TokenBudget:
             return
         with self._lock:
             self._cycle[member_id] = self._cycle.get(member_id, 0) + tokens
-        self.store.add(member_id, _day(now), tokens)
+        try:
+            self.store.add(member_id, _day(now), tokens)
+        except Exception as exc:  # noqa: BLE001 - recording the spend never breaks a decision
+            log.warning("token budget: %s's spend of %d tokens not recorded (%s)", member_id, tokens,
+                        str(exc)[:120] or type(exc).__name__)
 
 
 def estimate_tokens(text_chars: int, n_candidates: int) -> int:
