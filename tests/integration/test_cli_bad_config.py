@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_errors import _cycles, _one_clear_line, run_cli
+from tests.integration.test_cli_errors import _cycles, run_cli
+
+
+def _one_clear_line(r, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit 2, no traceback, one error message (the console may wrap it: whitespace is collapsed)."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    text = " ".join(r.stderr.split())
+    assert text.startswith("error:"), r.stderr
+    for n in needles:
+        assert n in text, text
 
 
 @pytest.fixture
@@ -45,4 +55,4 @@ def test_sqlite_path_under_a_file_is_one_clear_line(tmp_path: Path, db) -> None:
     (tmp_path / "afile").write_text("x")
     env = {**env, "QUORUM_DATABASE_URL": f"sqlite:///{tmp_path / 'afile' / 'q.db'}"}
     r = run_cli("cycle", cwd=tmp_path, env_extra=env)
-    _one_clear_line(r, "afile is a file", "not a folder")
+    _one_clear_line(r, "afile is a file, not a folder")
