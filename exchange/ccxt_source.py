@@ -298,6 +298,11 @@ class CcxtSource:
         if candles["1h"].empty:
             raise DataError(f"{self.name}: no closed 1h bars for {sym} before {t:%Y-%m-%d %H:%M} UTC")
         last_close = float(candles["1h"]["close"].iloc[-1])
+        steps = candles["1h"].index.to_series().diff().dropna()
+        gaps = steps[steps > pd.Timedelta(hours=1)]
+        if len(gaps):
+            notes.append(f"{len(gaps)} gap(s) in the exchange's 1h bars, latest before "
+                         f"{gaps.index[-1]:%Y-%m-%d %H:%M} UTC ({gaps.iloc[-1] / pd.Timedelta(hours=1):.0f} h; not filled)")
 
         if live:
             tk = self.ticker(sym, notes)

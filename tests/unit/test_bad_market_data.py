@@ -283,3 +283,27 @@ def test_a_sustained_move_is_not_a_spike_but_a_one_bar_print_is() -> None:
     bad.iloc[10, :4] = bad.iloc[10, :4] * 100  # one whole bar 100x, back to normal after
     with pytest.raises(DataError, match=r"pump: row 10 .*a spike"):
         check_bars(bad, "pump")
+
+
+def test_ccxt_gaps_are_said_in_the_snapshot() -> None:
+    from exchange.ccxt_source import CcxtSource
+    from tests.fakes.exchange_server import FakeBybit
+
+    now = datetime(2025, 6, 1, 12, 30, tzinfo=UTC)
+    hole = {int(datetime(2025, 6, 1, h, tzinfo=UTC).timestamp() * 1000) for h in (5, 6, 7)}
+    with FakeBybit(int(now.timestamp() * 1000), launch_ms=int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)) as fx:
+        plain = fx._kline
+
+        def kline(q, mark=False):  # type: ignore[no-untyped-def]
+            code, body, headers = plain(q, mark)
+            import json
+
+            doc = json.loads(body)
+            doc["result"]["list"] = [r for r in doc["result"]["list"] if int(r[0]) not in hole]
+            return code, json.dumps(doc), headers
+
+        fx._kline = kline  # type: ignore[method-assign]
+        src = CcxtSource("bybit", api_base=fx.url, now=fx.now, sleep=lambda s: None, base_delay=0.0)
+        snap = src.snapshot(BTC)
+    assert any("1 gap(s) in the exchange's 1h bars, latest before 2025-06-01 08:00 UTC (4 h" in n
+               for n in snap.notes), snap.notes
