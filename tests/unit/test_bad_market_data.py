@@ -307,3 +307,12 @@ def test_ccxt_gaps_are_said_in_the_snapshot() -> None:
         snap = src.snapshot(BTC)
     assert any("1 gap(s) in the exchange's 1h bars, latest before 2025-06-01 08:00 UTC (4 h" in n
                for n in snap.notes), snap.notes
+
+
+def test_download_store_that_is_corrupt_is_a_clear_error(tmp_path: Path) -> None:
+    from exchange.download import read_store
+
+    p = tmp_path / "BTC_USDT_USDT-1h-futures.feather"
+    p.write_bytes(b"garbage" * 10)
+    with pytest.raises(DataError, match=r"BTC_USDT_USDT-1h-futures.feather: cannot read the stored history"):
+        read_store(p)
