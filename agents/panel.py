@@ -281,6 +281,14 @@ class _Spent:
         self.output_tokens += int(result.usage.output_tokens)
         self.cost_usd += float(result.cost_usd or 0.0)
 
+    def add_failed(self, exc: LLMOutputError) -> int:
+        """What an unusable answer cost (the adapter puts it on the error); the tokens, for the budget."""
+        tin, tout = int(getattr(exc, "input_tokens", 0) or 0), int(getattr(exc, "output_tokens", 0) or 0)
+        self.input_tokens += tin
+        self.output_tokens += tout
+        self.cost_usd += float(getattr(exc, "cost_usd", 0.0) or 0.0)
+        return tin + tout
+
 
 def _split_int(total: int, n: int, i: int) -> int:
     base, rem = divmod(total, n)
@@ -318,9 +326,8 @@ def _as_answer(parsed: Any) -> PanelAnswer:
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
-        err = LLMOutputError(f"schema violation at {where}: {first.get('msg', 'invalid')}")
-        err.raw = json.dumps(parsed, default=str) if not isinstance(parsed, str) else parsed  # type: ignore[attr-defined]
-        raise err from None
+        raw = json.dumps(parsed, default=str) if not isinstance(parsed, str) else parsed
+        raise LLMOutputError(f"schema violation at {where}: {first.get('msg', 'invalid')}", raw=raw) from None
 
 
 def decide(
@@ -422,8 +429,12 @@ def decide(
                 budget.spend(member.id, result.usage.input_tokens + result.usage.output_tokens)
             answer = _as_answer(result.parsed)
         except RateLimited as exc:
-            wait = exc.retry_after if exc.retry_after is not None else 0.5 * 2**retries
-            wait = min(max(0.0, wait), retry_after_cap_s)
+            # the provider's retry-after is honoured as given (retrying earlier only earns another 429);
+            # the cap bounds only our own backoff when the provider names no wait
+            if exc.retry_after is not None:
+                wait = max(0.0, float(exc.retry_after))
+            else:
+                wait = min(0.5 * 2**retries, retry_after_cap_s)
             if retries >= max_retries:
                 return abstain_all("rate_limited", f"{exc} (after {retries} retries)")
             if time.monotonic() + wait >= deadline:
@@ -448,6 +459,10 @@ def decide(
         except LLMUnavailable as exc:
             return abstain_all("unavailable", str(exc))
         except LLMOutputError as exc:
+            # an unusable answer still cost tokens: count it in the vote and against the budgets
+            tokens = spent.add_failed(exc)
+            if budget is not None and tokens:
+                budget.spend(member.id, tokens)
             if exc.reason == "refused":
                 return abstain_all("refused", str(exc))
             if repaired:
