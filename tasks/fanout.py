@@ -80,7 +80,7 @@ def run_panel_tasks(settings: Settings, available: Sequence[Any], statuses: Sequ
     """Fan out one decision task per available member (all candidates in one prompt), concurrently."""
     if not available or not snapshots:
         return []
-    from agents.panel import build_payload
+    from agents.prompt import build_payload
     from tasks import panel
 
     panel.set_runtime(panel._build_runtime(settings))  # this cycle's database/Redis cache and budgets

@@ -15,7 +15,8 @@ import pytest
 
 from agents.budget import TokenBudget
 from agents.llm.registry import build_provider
-from agents.panel import decide, payload_from_candidates
+from agents.panel import decide
+from agents.prompt import payload_from_candidates
 from core.settings import PanelMember, default_panel
 from core.types import Action
 from store.llm_cache import InMemoryResponseCache

@@ -11,14 +11,8 @@ import pytest
 
 from agents.budget import TokenBudget
 from agents.llm.base import LLMResult, LLMTimeout, LLMUnavailable, Message, Usage
-from agents.panel import (
-    build_decision_messages,
-    decide,
-    payload_from_candidates,
-    prompt_version,
-    run_panel,
-    summarize_votes,
-)
+from agents.panel import decide, run_panel, summarize_votes
+from agents.prompt import build_decision_messages, payload_from_candidates, prompt_version
 from agents.schemas import PanelAnswer
 from core.errors import LLMOutputError, RateLimited, TransientError
 from core.settings import PanelMember
