@@ -50,6 +50,7 @@ class Capabilities:
     position_mode: Literal["fetch_position_mode", "positions_idx", "none"] = "none"
     total_includes_unrealised: bool = False  # ccxt's balance `total`: wallet (Bybit) or margin balance (Binance)
     funding_amount_is_paid: bool = False  # ccxt funding history `amount`: + received (Binance), + paid (Bybit)
+    margin_mode_per_order: bool = False  # OKX: every order carries its margin mode (tdMode), so do leverage calls
     reduce_only_value: Any = True  # what ccxt must get for reduceOnly (Aster's urlencoded API wants "true")
 
     @property
@@ -88,7 +89,8 @@ CAPABILITIES: dict[str, Capabilities] = {
         "okx", "sl_tp_price", {"trigger": True}, "fetch_order", client_id_max=32, client_id_style="alnum",
         duplicate_codes=frozenset({"51016"}), not_modified_codes=frozenset({"59000"}),
         not_found_codes=frozenset({"51603"}),
-        options={"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}, needs_password=True),
+        options={"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}, needs_password=True,
+        margin_mode_per_order=True),
     "hyperliquid": Capabilities(
         "hyperliquid", "sl_tp_price", {}, "fetch_order", client_id_max=34, client_id_style="hex128",
         options={"defaultType": "swap", "fetchMarkets": {"types": ["swap"]}}, market_order_needs_price=True),

@@ -64,10 +64,9 @@ class LiveBroker(OrderDesk):
                  read_delay: float = 0.2, send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
                  stale_entry_s: float = STALE_ENTRY_S):
         super().__init__(client, factory, account=account, caps=caps, read_attempts=read_attempts,
-                         read_delay=read_delay, send_attempts=send_attempts, sleep=sleep)
+                         read_delay=read_delay, send_attempts=send_attempts, sleep=sleep, margin_mode=margin_mode)
         self.max_order_notional = None if max_order_notional is None else Decimal(str(max_order_notional))
         self.max_orders_per_cycle = max_orders_per_cycle
-        self.margin_mode = margin_mode
         self.stale_entry_s = stale_entry_s
         self._prepared: set[str] = set()
         self._mode_checked = False
@@ -113,9 +112,12 @@ class LiveBroker(OrderDesk):
 
     def prepare(self, symbol: str, leverage: int) -> dict[str, str]:
         self.check_position_mode()
+        extra_m = {"lever": leverage} if self.caps.margin_mode_per_order else {}
+        extra_l = {"marginMode": self.margin_mode} if self.caps.margin_mode_per_order else {}
         out = {"margin_mode": self._setting_write(
-            "set_margin_mode", lambda: self.client.set_margin_mode(self.margin_mode, symbol))}
-        out["leverage"] = self._setting_write("set_leverage", lambda: self.client.set_leverage(leverage, symbol))
+            "set_margin_mode", lambda: self.client.set_margin_mode(self.margin_mode, symbol, dict(extra_m)))}
+        out["leverage"] = self._setting_write(
+            "set_leverage", lambda: self.client.set_leverage(leverage, symbol, dict(extra_l)))
         self._prepared.add(f"{symbol}:{leverage}")
         return out
 

@@ -76,8 +76,9 @@ class OrderDesk:
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
                  caps: Capabilities | None = None, read_attempts: int = 3, read_delay: float = 0.2,
                  send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep, absent_checks: int = 2,
-                 absent_wait_s: float = 1.0):
+                 absent_wait_s: float = 1.0, margin_mode: str = "isolated"):
         self.client = client
+        self.margin_mode = margin_mode
         self.factory = factory
         self.account = account
         self.exchange_id: str = client.id
@@ -153,6 +154,8 @@ class OrderDesk:
         params: dict[str, Any] = {"clientOrderId": view.client_id}
         if view.reduce_only:
             params["reduceOnly"] = self.caps.reduce_only_value
+        if self.caps.margin_mode_per_order:
+            params["marginMode"] = self.margin_mode
         if view.trigger_price is not None:
             pos_side = Side.LONG if view.side == "sell" else Side.SHORT
             kind = "stop" if view.intent == "stop" else "tp"
