@@ -7,7 +7,7 @@ Everything else in exchange/live_broker.py is the same ccxt code for every excha
 | bybit | conditional market orders: `triggerPrice` + `triggerDirection`, reduce-only | `{'trigger': True}` (orderFilter=StopOrder) | open + closed/cancelled orders filtered by `orderLinkId` | ≤ 36 |
 | binanceusdm | STOP_MARKET / TAKE_PROFIT_MARKET via `stopLossPrice` / `takeProfitPrice` (ccxt 4.5.90 sends them to `/fapi/v1/algoOrder`) | `{'trigger': True}` (`/fapi/v1/openAlgoOrders`) | `fetch_order(None, s, {'clientOrderId': id})`, `trigger: True` for algo orders | ≤ 36 |
 | aster | STOP_MARKET / TAKE_PROFIT_MARKET on the regular order endpoint (Binance-compatible v1/v3) | plain open orders | `fetch_order` by `clientOrderId` | ≤ 36 |
-| okx | algo (conditional) orders via `stopLossPrice` / `takeProfitPrice` | `{'trigger': True}` | `fetch_order` by `clientOrderId` | alphanumeric ≤ 32 |
+| okx | algo (conditional) orders via `stopLossPrice` / `takeProfitPrice`; every order and leverage call carries the margin mode (tdMode) | `{'trigger': True}` | `fetch_order` by `clientOrderId` | alphanumeric ≤ 32 |
 | hyperliquid | trigger orders via `stopLossPrice` / `takeProfitPrice` | plain open orders | `fetch_order` by `clientOrderId` | `0x` + 32 hex (cloid) |
 | krakenfutures | stop / take-profit orders via `stopLossPrice` / `takeProfitPrice` | plain open orders | scan of open + closed orders | ≤ 100 |
 
