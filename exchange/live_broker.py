@@ -252,6 +252,17 @@ class LiveBroker(OrderDesk):
             self.cancel(o.client_id)
         return fill
 
+    def record_best_price(self, position_id: str, best: Decimal) -> None:
+        """Keep the exit rules' best price (trailing) in the entry's journal meta; it only ever improves."""
+        book = self._book(position_id)
+        if book is None:
+            return
+        entry = next(o for o in self._orders_of(position_id) if o.intent == "entry")
+        cur = book.best_price
+        better = cur is None or (best > cur if book.side is Side.LONG else best < cur)
+        if better:
+            self._update(entry.client_id, meta={**entry.meta, "best_price": str(best)})
+
     def apply_exit_step(self, result: Any) -> list[Fill]:
         """Carry out a risk.exits.StepResult on the exchange: exits the rules decided that are not resting
         orders (stale, time, news, manual) close at market; stop / TP1 / TP2 rest on the exchange, which
@@ -274,6 +285,7 @@ class LiveBroker(OrderDesk):
         book = self._book(new_pos.id)
         if book is None or not book.is_open:
             return fills
+        self.record_best_price(new_pos.id, Decimal(str(new_pos.best_price)))
         new_stop = self.price_to_precision(book.symbol, new_pos.stop)
         if book.stop_price is None or new_stop != book.stop_price:
             try:

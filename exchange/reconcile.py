@@ -50,6 +50,10 @@ class BookPosition:
     exit_reason: str | None
     active_stop: OrderView | None
     resting: tuple[OrderView, ...]  # protective orders on (or possibly on) the exchange
+    initial_stop: Decimal | None = None
+    best_price: Decimal | None = None  # the exit rules' best price so far (trailing), kept in the entry's meta
+    liquidation_price: float | None = None
+    cycle_id: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -94,7 +98,11 @@ def book_positions(orders: Iterable[OrderView]) -> list[BookPosition]:
             phase=str((last_stop.meta or {}).get("phase", "initial")) if last_stop else "initial",
             tp1_done=any(o.intent == "tp1" and o.filled > 0 for o in rows), realised=realised, fees=fees,
             closed_at=closed_at, exit_reason=exit_reason, active_stop=active_stop,
-            resting=tuple(o for o in rows if o.intent in PROTECTIVE and o.resting)))
+            resting=tuple(o for o in rows if o.intent in PROTECTIVE and o.resting),
+            initial_stop=stops[0].trigger_price if stops else _dec(meta.get("stop")),
+            best_price=_dec(meta.get("best_price")) or entry.avg_price,
+            liquidation_price=float(meta["liquidation_price"]) if meta.get("liquidation_price") else None,
+            cycle_id=meta.get("cycle_id")))
     return out
 
 
@@ -165,12 +173,15 @@ def to_position(b: BookPosition) -> Position:
     entry = float(b.entry_price)
     stop = float(b.stop_price) if b.stop_price is not None else 0.0
     lev = max(1, b.leverage)
+    initial = float(b.initial_stop) if b.initial_stop is not None else stop
+    liq = b.liquidation_price if b.liquidation_price is not None else entry * (1 - b.side.sign / lev)
     return Position(id=b.position_id, symbol=b.symbol, side=b.side, entry=entry, qty_initial=b.qty_initial,
-                    qty_open=b.qty_open, stop=stop, initial_stop=stop, tp1=float(b.tp1 or 0), tp2=float(b.tp2 or 0),
-                    leverage=lev, margin=float(b.qty_open * b.entry_price / lev),
-                    liquidation_price=entry * (1 - b.side.sign / lev), opened_at=b.opened_at or datetime.now(UTC),
-                    best_price=entry, phase=b.phase, tp1_done=b.tp1_done, realised_pnl=float(b.realised),
-                    fees_paid=float(b.fees), closed_at=b.closed_at, exit_reason=b.exit_reason)
+                    qty_open=b.qty_open, stop=stop, initial_stop=initial, tp1=float(b.tp1 or 0),
+                    tp2=float(b.tp2 or 0), leverage=lev, margin=float(b.qty_open * b.entry_price / lev),
+                    liquidation_price=liq, opened_at=b.opened_at or datetime.now(UTC),
+                    best_price=float(b.best_price) if b.best_price is not None else entry, phase=b.phase,
+                    tp1_done=b.tp1_done, realised_pnl=float(b.realised), fees_paid=float(b.fees),
+                    closed_at=b.closed_at, exit_reason=b.exit_reason, cycle_id=b.cycle_id)
 
 
 # ------------------------------------------------------------------------------ live check

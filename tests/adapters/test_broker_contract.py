@@ -114,3 +114,17 @@ def test_apply_exit_step_moves_the_stop_and_exits(harness: Harness) -> None:
     fills = b.apply_exit_step(StepResult(b.positions()[0], [], [stale]))
     assert [(f.qty, f.price) for f in fills] == [(Decimal("0.012"), Decimal("40100"))]
     assert b.positions() == [] and harness.stop_on_venue() == []
+
+
+def test_the_exit_rules_state_survives_a_reload(harness: Harness) -> None:
+    """Best price (trailing), phase and initial stop are what the monitor feeds back into the rules."""
+    from risk.exits import StepResult
+
+    b = harness.broker
+    b.open_position(OpenRequest(plan(qty="0.012"), DECISION))
+    pos = b.positions()[0]
+    harness.set_price(41200)
+    b.apply_exit_step(StepResult(pos.with_(best_price=41200.0, stop=40060.0, phase="breakeven"), [], []))
+    again = b.positions()[0]
+    assert (again.best_price, again.stop, again.phase, again.initial_stop) == (41200.0, 40060.0, "breakeven", 39000.0)
+    assert harness.stop_on_venue() == [(Decimal("0.012"), Decimal("40060"))]
