@@ -341,6 +341,12 @@ def _deny(symbol: str, reasons: list[str], profile: str) -> RiskVerdict:
 
 def _account_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list[str]) -> None:
     acct = inp.account
+    breaker_checks(acct, prof, reasons)
+    _position_checks(inp, prof, reasons)
+
+
+def breaker_checks(acct: AccountState, prof: RiskProfile, reasons: list[str]) -> None:
+    """Halts and loss breakers: any of them stops new exposure (entries, resting entries, adds)."""
     now = _utc(acct.now)
     if acct.halted and (acct.halted_until is None or now < _utc(acct.halted_until)):
         until = acct.halted_until.isoformat() if acct.halted_until else "a manual resume"
@@ -360,6 +366,9 @@ def _account_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list
     if acct.equity <= 0:
         reasons.append(f"equity {acct.equity:.2f} is not positive")
 
+
+def _position_checks(inp: RiskInput, prof: RiskProfile, reasons: list[str]) -> None:
+    acct = inp.account
     open_pos = acct.open_positions
     limit = prof.position_limit(acct.equity)
     if len(open_pos) >= limit:
