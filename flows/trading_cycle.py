@@ -19,10 +19,10 @@ from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.factory import build_source
+from pipeline.stages import btc_change_4h_pct, decide, risk_verdict, score_breakdown, select_candidates
 from store.db import get_session_factory
 from tasks import execution
 from tasks.cycle import collect_task, score_task, tickers_task
-from tasks.steps import btc_change_4h_pct, decide, risk_verdict, score_breakdown, select_candidates
 
 
 def _now() -> datetime:

@@ -20,7 +20,7 @@ from agents.schemas import PanelAnswer
 from core.settings import PanelMember, load_settings
 from core.types import Action
 from exchange.replay import ReplaySource, SymbolHistory
-from flows.backtest_engine import EquityHistory, _load_symbol, decision_times, run_backtest, walk_forward
+from backtest.engine import EquityHistory, _load_symbol, decision_times, run_backtest, walk_forward
 from risk.manager import account_state_from_history
 from store.llm_cache import InMemoryResponseCache
 

@@ -13,7 +13,7 @@ from core.types import Action, Side, TradePlan, Vote
 from exchange.paper import PaperAccount
 from exchange.replay import ReplaySource
 from tasks.execution import advance_position
-from tasks.steps import decide
+from pipeline.stages import decide
 
 S = load_settings()
 BTC = "BTC/USDT:USDT"

@@ -71,7 +71,7 @@ def backtest_cmd(
 
             summary = backtest(**kw)
         else:
-            from flows.backtest import execute
+            from backtest.run import execute
 
             summary = execute(**kw)
     except QuorumError as exc:
@@ -89,7 +89,7 @@ def backtest_cmd(
 
 
 def _render_backtest(s: dict[str, Any]) -> None:
-    from flows.report import metrics_table_rows
+    from backtest.report import metrics_table_rows
 
     t = Table(title=f"Backtest {s['start']} .. {s['end']} · panel {s['panel']} · {', '.join(s['symbols'])}")
     t.add_column("metric")
@@ -256,7 +256,7 @@ def export_cmd(
     if fmt not in ("json", "csv", "tax", "audit"):
         _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
     try:
-        from flows.export import export_trades
+        from backtest.export import export_trades
 
         trades, rows = load_export_data(audit=fmt == "audit")
         target: Any = out_file if out_file else sys.stdout
@@ -274,9 +274,9 @@ def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
     from the cycles, scores, votes, decisions, risk_verdicts, orders and fills tables."""
     from sqlalchemy import select
 
+    from backtest.export import AuditFill, AuditOrder, AuditRow, AuditVote
     from core.metrics import trade_records_from_positions
     from core.settings import load_settings
-    from flows.export import AuditFill, AuditOrder, AuditRow, AuditVote
     from store import repo
     from store.db import get_session_factory, transaction
     from store.models import CycleRow, DecisionRow, FillRow, OrderRow, RiskVerdictRow, ScoreRow, VoteRow
@@ -332,7 +332,7 @@ def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
     return trades, rows
 
 
-def main() -> None:  # pragma: no cover - for `python -m flows.cli_backtest`
+def main() -> None:  # pragma: no cover - for `python -m cli.backtest`
     app()
 
 

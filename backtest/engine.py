@@ -11,7 +11,7 @@ close. Per decision time, in the live cycle's order (flows/trading_cycle.py):
 1. monitor: every open position is walked through the bars that closed since its last check with
    `tasks.execution.monitor_bar` (funding at each funding time, `risk.exits.step`, liquidation), the
    very function the live position monitor uses;
-2. candidates: `tasks.steps.select_candidates` on point-in-time tickers (last close, estimated
+2. candidates: `pipeline.stages.select_candidates` on point-in-time tickers (last close, estimated
    spread, 24 h quote volume of the bars closed by t, as `ReplaySource.tickers(t)` computes them);
 3. scores: rows of `agents.math_engine.score_frames` computed ONCE per symbol (vectorised and causal:
    row t uses bars closed by t only), turned into a `Score` by `score_from_row`, the same function the
@@ -21,9 +21,9 @@ close. Per decision time, in the live cycle's order (flows/trading_cycle.py):
 4. panel: `math` none; `cache` `agents.panel.decide` against the response cache only (a miss
    abstains with reason "cache_miss" and is counted); `live` the models themselves, with a run-wide
    token budget that stops the run cleanly when spent (the result says where);
-5. consensus + daily veto `tasks.steps.decide`, risk `tasks.steps.risk_verdict` (a light snapshot with
+5. consensus + daily veto `pipeline.stages.decide`, risk `pipeline.stages.risk_verdict` (a light snapshot with
    bid/ask/funding/last of time t, which is all the risk step reads from a snapshot), BTC 4 h change
-   via `tasks.steps.btc_change_4h_pct`, account state via `risk.manager.account_state_from_history`
+   via `pipeline.stages.btc_change_4h_pct`, account state via `risk.manager.account_state_from_history`
    from the per-step equity snapshots (breakers exactly as live; the history is compressed to an
    equivalent subsequence so a year stays fast, see `EquityHistory`), later candidates see planned
    positions (`tasks.execution.with_planned`);
@@ -73,10 +73,10 @@ from core.settings import PanelMember, Settings
 from core.types import Action, Decision, MarketSnapshot, NewsReport, Position, RiskVerdict, Score, Vote
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
+from pipeline.stages import BTC, btc_change_4h_pct, daily_veto, decide, risk_verdict, select_candidates
 from risk.manager import AccountState, MarketLimits, account_state_from_history
 from risk.profiles import RiskProfile, get_profile
 from tasks import execution
-from tasks.steps import BTC, btc_change_4h_pct, daily_veto, decide, risk_verdict, select_candidates
 
 H1_NS = 3_600_000_000_000
 PanelMode = str  # "math" | "cache" | "live"
