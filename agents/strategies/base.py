@@ -141,6 +141,7 @@ class Facts:
     qty_step: Decimal = Decimal("0.001")
     price_tick: Decimal = Decimal("0.01")
     state: Any = None  # the strategy's own state from the previous cycle
+    regime: str | None = None  # the math engine's regime when no Score is materialised (else score.trend)
 
 
 @dataclass(frozen=True)
@@ -158,4 +159,6 @@ class Strategy(Protocol):
 
 def regime(facts: Facts) -> str:
     """"TREND_UP" | "TREND_DOWN" | "RANGE" (the math engine's 4h state), RANGE without a score."""
-    return facts.score.trend.value if facts.score is not None else "RANGE"
+    if facts.score is not None:
+        return facts.score.trend.value
+    return facts.regime or "RANGE"
