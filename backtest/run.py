@@ -10,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from backtest.engine import PANEL_MODES, BacktestResult, WalkForwardResult, run_backtest, walk_forward
+from backtest.engine import PANEL_MODES, run_backtest
+from backtest.result import BacktestResult
+from backtest.walkforward import WalkForwardResult, walk_forward
 from core.errors import ConfigError
 from core.frames import to_utc
 from core.settings import STRATEGIES, Settings, load_settings

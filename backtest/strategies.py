@@ -41,36 +41,26 @@ from agents import math_engine
 from agents.strategies import build
 from agents.strategies.base import AccountView, Facts, Open
 from agents.strategies.rebalance import PortfolioFacts, weights
-from backtest.engine import (
-    H1_NS,
-    BacktestResult,
-    DecisionRecord,
-    _Book,
-    _light_snapshot,
-    _load_symbol,
-    decision_times,
-    run_backtest,
-)
+from backtest.book import Book
+from backtest.data import H1_NS, decision_times, load_symbol
+from backtest.engine import _light_snapshot, run_backtest
+from backtest.result import BacktestResult, DecisionRecord
+from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
 from core.errors import ConfigError, DataError, OrderRejected
 from core.frames import TF_DELTA
 from core.leaderboard import CONSENSUS_ID, MemberResult, leaderboard
-from core.metrics import (
-    buy_and_hold,
-    compute_metrics,
-    monte_carlo,
-    tracking_error_vs_benchmark,
-    tracking_error_vs_target,
-    trade_records_from_positions,
-)
+from core.metrics import compute_metrics, trade_records_from_positions
 from core.settings import STRATEGIES, Settings
 from core.types import Action
 from exchange.base import TickerInfo
-from exchange.paper import D, PaperAccount, SpotAccount
+from exchange.money import D
+from exchange.paper import PaperAccount
+from exchange.spot import SpotAccount
+from pipeline import positions as execution
 from pipeline.stages import BTC, btc_change_4h_pct, decide, select_candidates
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.intents import check_rebalance
 from risk.profiles import get_profile
-from tasks import execution
 
 __all__ = ["run_rebalance_backtest", "run_strategy_backtest"]
 # the score frame's state_4h -> the Score's trend, as math_engine.score_from_row maps it
@@ -121,7 +111,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
         raise DataError(f"no decision time between {start} and {end} inside the replay data of {', '.join(universe)}")
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
-    data = {s: _load_symbol(source, s, times, end_ts, settings, timings) for s in load}
+    data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
     strat = build(strategy, settings)
     feats: dict[str, dict[str, np.ndarray]] = {}
     if strategy == "volatility":
@@ -131,7 +121,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
             f = features(data[s].h1, settings.strategies.volatility)
             feats[s] = {c: f[c].to_numpy(dtype=float) for c in f.columns}
     prof = get_profile(settings.risk_profile)
-    book = _Book(CONSENSUS_ID, PaperAccount.from_settings(settings.paper, prof.maintenance_margin_rate), prof)
+    book = Book(CONSENSUS_ID, PaperAccount.from_settings(settings.paper, prof.maintenance_margin_rate), prof)
     acct = book.acct
     spread = float(getattr(source, "spread_pct", settings.replay_spread_pct))
     state: dict[str, Any] = {}
@@ -275,7 +265,7 @@ def _order_counts(acct: PaperAccount) -> dict[str, int]:
 
 
 def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: dict[str, Any], universe: list[str],
-            book: _Book, decisions: list[DecisionRecord], counters: dict[str, Any], timings: dict[str, float],
+            book: Book, decisions: list[DecisionRecord], counters: dict[str, Any], timings: dict[str, float],
             t0: float, seed: int, mc_runs: int, leaderboard_runs: int, spread: float) -> BacktestResult:
     start_used, end_used = times[0].to_pydatetime(), times[-1].to_pydatetime()
     opening = ((times[0] - pd.Timedelta(minutes=settings.cycle_interval_minutes)).to_pydatetime(),

@@ -50,10 +50,10 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
             raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
     open_database(settings.database_url)
     if trading and as_of is not None and hasattr(source, "check_as_of"):
+        from pipeline.account import check_clock
         from store.db import get_session_factory
-        from tasks.execution import check_clock
 
-        check_clock(get_session_factory(settings), settings, source.check_as_of(as_of).to_pydatetime())
+        check_clock(get_session_factory(settings), settings.mode, source.check_as_of(as_of).to_pydatetime())
 
 
 def now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]

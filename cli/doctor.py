@@ -88,9 +88,9 @@ def run_doctor(out: Console, probe: bool = False) -> bool:
 
     def _halt() -> str:
         from exchange.factory import build_source
+        from pipeline.account import account_summary
         from store.db import get_session_factory
         from store.models import AccountRow
-        from tasks.execution import account_summary
 
         src = build_source(settings)
         factory = get_session_factory(settings)

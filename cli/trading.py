@@ -142,15 +142,16 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
 def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
     from exchange.factory import build_source
+    from pipeline.account import account_summary
+    from pipeline.monitor import sync_positions
     from store.db import get_session_factory
-    from tasks import execution
 
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
     now = _now_for(source, settings)
-    execution.sync_positions(factory, source, settings, now)  # walk the positions up to now first
-    summary = execution.account_summary(factory, source, settings, now)
+    acct, _ = sync_positions(factory, source, settings, now)  # walk the positions up to now first
+    summary = account_summary(factory, source, settings, now, acct)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
@@ -206,9 +207,9 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
          close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
     """Stop new entries until `quorum resume`."""
     from exchange.factory import build_source
+    from pipeline.monitor import close_all as close_all_positions
     from store import repo
     from store.db import get_session_factory, transaction
-    from tasks import execution
 
     settings = _settings()
     source = build_source(settings)
@@ -218,7 +219,7 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
         repo.set_halt(s, settings.mode, reason, "manual", now)
     out.print(f"halted: no new entries until `quorum resume` ({reason})")
     if close_all:
-        closed = execution.close_all(factory, source, settings, now, reason)
+        closed = close_all_positions(factory, source, settings, now, reason)
         out.print(f"closed {len(closed)} position(s) at market: {', '.join(closed) or 'none open'}")
 
 

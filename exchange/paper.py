@@ -38,23 +38,8 @@ from typing import Any
 from core.errors import OrderRejected
 from core.settings import PaperSettings
 from core.types import Fill, Position, PositionEvent, RestingOrder, Side, TradePlan
-
-MONEY_Q = Decimal("0.00000001")
-PRICE_Q = Decimal("0.00000001")
-BPS = Decimal(10_000)
-
-
-def D(x: Any) -> Decimal:
-    """Decimal from Decimal, int, str, float or a numpy scalar (floats by their shortest repr)."""
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, int | str):
-        return Decimal(str(x))
-    return Decimal(repr(float(x)))
-
-
-def _q(x: Decimal) -> Decimal:
-    return x.quantize(MONEY_Q)
+from exchange.money import BPS, MONEY_Q, PRICE_Q, D, _q  # noqa: F401 - D is part of this module's API
+from exchange.orders import RestingOrders, order_from_dict, order_to_dict
 
 
 def liquidation_price_d(entry: Decimal, side: Side, leverage: int, mmr: Decimal) -> Decimal:
@@ -80,7 +65,7 @@ class _Ledger:
 
 
 @dataclass
-class PaperAccount:
+class PaperAccount(RestingOrders):
     starting_balance: Decimal
     taker_fee: Decimal = Decimal("0.0005")
     maker_fee: Decimal = Decimal("0.0002")
@@ -374,147 +359,6 @@ class PaperAccount:
                                          f"added {q} @ {px}; entry now {led.entry}"))
         return fill
 
-    # --------------------------------------------------------------------------- resting orders
-    #
-    # Orders rest until a bar trades through them (`match_bar`). Within a bar the path is taken as
-    # open -> low -> high -> close when the bar closes up (open -> high -> low -> close when it
-    # closes down), and orders fill in the order that path reaches them, so an entry filled on the
-    # way down can take profit on the way back up in the same bar. A limit order fills at its price
-    # as a maker (at the open, if the bar opens beyond it: a resting order never fills worse than its
-    # limit); a stop_market fills at its trigger (at the open on a gap) as a taker with slippage.
-
-    def open_orders(self, symbol: str | None = None) -> list[RestingOrder]:
-        return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
-
-    def place_order(self, order: RestingOrder) -> RestingOrder:
-        if order.id in self._order_ids:
-            raise OrderRejected(f"order id {order.id} already used")
-        if D(order.amount) <= 0:
-            raise OrderRejected(f"{order.symbol}: order amount {order.amount} is not positive")
-        if not (order.price > 0):
-            raise OrderRejected(f"{order.symbol}: order price {order.price} is not positive")
-        if order.reduce_only:
-            if order.position_id is None or order.position_id not in self.positions:
-                raise OrderRejected(f"reduce-only order {order.id}: unknown position {order.position_id!r}")
-            pos = self.get(order.position_id)
-            if not pos.is_open:
-                raise OrderRejected(f"reduce-only order {order.id}: position {pos.id} is closed")
-            if order.position_side is not pos.side:
-                raise OrderRejected(f"reduce-only order {order.id}: a {order.side} does not reduce a {pos.side.value}")
-        elif order.type != "limit":
-            raise OrderRejected(f"opening order {order.id}: only limit orders open positions")
-        self.orders[order.id] = order
-        self._order_ids.add(order.id)
-        return order
-
-    def cancel_order(self, order_id: str, ts: datetime | None = None, reason: str = "canceled") -> RestingOrder | None:
-        o = self.orders.pop(order_id, None)
-        if o is not None:
-            self._log(o, "canceled", ts, reason)
-        return o
-
-    def _log(self, o: RestingOrder, status: str, ts: datetime | None, note: str = "",
-             price: Decimal | None = None) -> None:
-        self.order_log.append({"id": o.id, "symbol": o.symbol, "type": o.type, "side": o.side,
-                               "amount": str(o.amount), "price": o.price, "reduceOnly": o.reduce_only,
-                               "position_id": o.position_id, "tag": o.tag, "status": status,
-                               "average": None if price is None else str(price),
-                               "ts": None if ts is None else ts.isoformat(), "note": note})
-
-    def match_bar(self, symbol: str, o: Any, h: Any, lo: Any, c: Any, ts: datetime) -> list[Fill]:
-        """Fill the resting orders of `symbol` that the bar (o, h, lo, c) trades through; `ts` is the
-        time the fills are stamped with (the bar's close)."""
-        if not any(od.symbol == symbol for od in self.orders.values()):
-            return []
-        o, h, lo, c = float(o), float(h), float(lo), float(c)
-        path = [o, lo, h, c] if c >= o else [o, h, lo, c]
-        fills: list[Fill] = []
-        n0 = len(self.fills)
-        # orders the open has already gone through (a gap)
-        while True:
-            hit = [od for od in self._sorted(symbol) if self._crossed_at_open(od, o)]
-            if not hit:
-                break
-            self._execute(hit[0], o, ts)
-        for a, b in zip(path, path[1:], strict=False):
-            cur = a
-            while b != cur:
-                down = b < cur
-                best: tuple[float, RestingOrder] | None = None
-                for od in self._sorted(symbol):
-                    p = od.price
-                    if not (b <= p <= cur if down else cur <= p <= b):
-                        continue
-                    if not self._triggers(od, down):
-                        continue
-                    if best is None or (p > best[0] if down else p < best[0]):
-                        best = (p, od)
-                if best is None:
-                    break
-                self._execute(best[1], best[0], ts)
-                cur = best[0]
-        fills.extend(self.fills[n0:])
-        return fills
-
-    def _sorted(self, symbol: str) -> list[RestingOrder]:
-        return sorted((od for od in self.orders.values() if od.symbol == symbol), key=lambda x: x.id)
-
-    @staticmethod
-    def _triggers(od: RestingOrder, down: bool) -> bool:
-        """Does price moving down (or up) through od.price execute it?"""
-        if od.type == "limit":
-            return down if od.side == "buy" else not down
-        return not down if od.side == "buy" else down  # stop: buy-stop on the way up, sell-stop down
-
-    @staticmethod
-    def _crossed_at_open(od: RestingOrder, o: float) -> bool:
-        if od.type == "limit":
-            return o <= od.price if od.side == "buy" else o >= od.price
-        return o >= od.price if od.side == "buy" else o <= od.price
-
-    def _execute(self, od: RestingOrder, price: float, ts: datetime) -> None:
-        self.orders.pop(od.id, None)
-        maker = od.type == "limit"
-        if not od.reduce_only:
-            side = od.position_side
-            px = D(price)
-            stop = od.stop if od.stop is not None else 0.0
-            tp = od.take_profit if od.take_profit is not None else 0.0
-            qty = D(od.amount)
-            plan = TradePlan(symbol=od.symbol, side=side, entry=float(px), stop=stop, tp1=tp, tp2=tp,
-                             leverage=od.leverage, qty=qty, notional=float(px * qty),
-                             margin=float(px * qty) / od.leverage,
-                             risk_usd=abs(float(px) - stop) * float(qty) if stop else 0.0, risk_pct=0.0,
-                             liquidation_price=0.0, stop_pct=0.0, tp1_fraction=1.0,
-                             reason=f"resting {od.type} {od.side} {od.id} ({od.tag})")
-            pid = f"{od.id}"
-            try:
-                pos, fill = self.open(plan, px, ts, maker=maker, position_id=pid)
-            except OrderRejected as exc:
-                self._log(od, "rejected", ts, str(exc))
-                return
-            self.positions[pid] = pos.with_(extra={"tag": od.tag, "managed": "orders", "order_id": od.id})
-            self._log(od, "filled", ts, price=fill.price)
-            close_side = "sell" if side is Side.LONG else "buy"
-            if od.take_profit is not None:
-                self.place_order(RestingOrder(f"{od.id}:tp", od.symbol, "limit", close_side, qty, od.take_profit,
-                                              reduce_only=True, position_id=pid, leverage=od.leverage,
-                                              tag=od.tag, created_at=ts))
-            if od.stop is not None:
-                self.place_order(RestingOrder(f"{od.id}:sl", od.symbol, "stop_market", close_side, qty, od.stop,
-                                              reduce_only=True, position_id=pid, leverage=od.leverage,
-                                              tag=od.tag, created_at=ts))
-            return
-        pos = self.get(od.position_id or "")
-        if not pos.is_open:
-            self._log(od, "canceled", ts, "position already closed")
-            return
-        qty = min(D(od.amount), pos.qty_open)
-        kind = "tp" if od.type == "limit" else "stop"
-        fill, _ = self.close(pos.id, qty, price, ts, reason=f"{kind} order {od.id} @ {price:.8g}", maker=maker,
-                             kind=kind)
-        self._log(od, "filled", ts, price=fill.price)
-
     # ---------------------------------------------------------------------------- serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -537,6 +381,18 @@ class PaperAccount:
             **({"orders": [order_to_dict(o) for o in self.orders.values()]} if self.orders else {}),
             **({"order_log": list(self.order_log)} if self.order_log else {}),
         }
+
+    def compact_dict(self) -> dict[str, Any]:
+        """What is stored: the open positions and their ledgers (closed ones live in their own rows),
+        no fills or events (they are stored as rows when they happen)."""
+        state = self.to_dict()
+        open_ids = set(self._open)
+        return {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
+                "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+
+    def settled(self) -> PaperAccount:
+        """The account as it reads back after `compact_dict()` was stored (no reload needed)."""
+        return PaperAccount.from_dict(self.compact_dict())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PaperAccount:
@@ -624,80 +480,3 @@ def event_from_dict(d: Mapping[str, Any]) -> PositionEvent:
     return PositionEvent(d["position_id"], d["symbol"], d["kind"], datetime.fromisoformat(d["ts"]), d["price"],
                          Decimal(d["qty"]), d["pnl"], d["r_multiple"], d.get("reason", ""), d.get("old_stop"),
                          d.get("new_stop"))
-
-
-def order_to_dict(o: RestingOrder) -> dict[str, Any]:
-    return {"id": o.id, "symbol": o.symbol, "type": o.type, "side": o.side, "amount": str(o.amount),
-            "price": o.price, "reduce_only": o.reduce_only, "position_id": o.position_id, "leverage": o.leverage,
-            "stop": o.stop, "take_profit": o.take_profit, "tag": o.tag,
-            "created_at": None if o.created_at is None else o.created_at.isoformat()}
-
-
-def order_from_dict(d: Mapping[str, Any]) -> RestingOrder:
-    return RestingOrder(id=d["id"], symbol=d["symbol"], type=d["type"], side=d["side"], amount=Decimal(d["amount"]),
-                        price=float(d["price"]), reduce_only=bool(d["reduce_only"]), position_id=d.get("position_id"),
-                        leverage=int(d.get("leverage", 1)), stop=d.get("stop"), take_profit=d.get("take_profit"),
-                        tag=d.get("tag", ""), created_at=_dt(d.get("created_at")))
-
-
-# ------------------------------------------------------------------------------------------------
-# spot
-
-
-@dataclass
-class SpotAccount:
-    """A deterministic in-memory spot account: holdings per asset (the quote included), Decimal money.
-
-    A trade moves `qty` of an asset against the quote at `price` × (1 ± slippage) (against the
-    trader) and pays `fee` × notional in the quote. Invariant: no holding ever goes negative (an
-    order that would need more than is held is rejected)."""
-
-    quote: str = "USDT"
-    fee: Decimal = Decimal("0.001")
-    slippage_bps: Decimal = Decimal("2")
-    holdings: dict[str, Decimal] = field(default_factory=dict)
-    fees_paid: Decimal = Decimal(0)
-    trades: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.fee = D(self.fee)
-        self.slippage_bps = D(self.slippage_bps)
-        self.holdings = {k: D(v) for k, v in self.holdings.items()}
-
-    def value(self, prices: Mapping[str, Any]) -> Decimal:
-        total = Decimal(0)
-        for a, q in self.holdings.items():
-            total += q if a == self.quote else q * D(prices[a])
-        return total
-
-    def trade(self, asset: str, side: str, qty: Any, price: Any, ts: datetime, reason: str = "") -> dict[str, Any]:
-        q = D(qty)
-        if q <= 0:
-            raise OrderRejected(f"spot {side} {asset}: quantity {q} is not positive")
-        if asset == self.quote:
-            raise OrderRejected(f"spot {side}: {asset} is the quote asset")
-        adj = self.slippage_bps / BPS
-        px = (D(price) * (1 + adj if side == "buy" else 1 - adj)).quantize(PRICE_Q)
-        if px <= 0:
-            raise OrderRejected(f"spot {side} {asset}: price {price} is not positive")
-        notional = _q(px * q)
-        fee = _q(notional * self.fee)
-        cash = self.holdings.get(self.quote, Decimal(0))
-        have = self.holdings.get(asset, Decimal(0))
-        if side == "buy":
-            if notional + fee > cash:
-                raise OrderRejected(f"spot buy {q} {asset}: {notional} + fee {fee} exceeds the {self.quote} {cash}")
-            self.holdings[self.quote] = cash - notional - fee
-            self.holdings[asset] = have + q
-        elif side == "sell":
-            if q > have:
-                raise OrderRejected(f"spot sell {q} {asset}: exceeds the holding {have}")
-            self.holdings[asset] = have - q
-            self.holdings[self.quote] = cash + notional - fee
-        else:
-            raise OrderRejected(f"spot order side {side!r}: expected buy or sell")
-        self.fees_paid += fee
-        rec = {"ts": ts, "asset": asset, "side": side, "qty": str(q), "price": str(px), "notional": str(notional),
-               "fee": str(fee), "reason": reason}
-        self.trades.append(rec)
-        return rec

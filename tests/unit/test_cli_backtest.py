@@ -34,9 +34,9 @@ def _seed(factory) -> None:
     from core.types import RiskVerdict
     from exchange.paper import PaperAccount
     from exchange.replay import ReplaySource
+    from pipeline.stages import decide
     from store import repo
     from store.db import transaction
-    from pipeline.stages import decide
 
     settings = load_settings()
     src = ReplaySource(settings.data_dir)

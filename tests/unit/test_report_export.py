@@ -13,9 +13,6 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from core.leaderboard import MemberResult, leaderboard
-from core.metrics import TradeRecord, compute_metrics, monte_carlo
-from core.types import Side
 from backtest.export import (
     AUDIT_COLUMNS,
     TAX_COLUMNS,
@@ -29,6 +26,10 @@ from backtest.export import (
     tax_rows,
 )
 from backtest.report import FIGURE_IDS, write_report
+from core.baselines import monte_carlo
+from core.leaderboard import MemberResult, leaderboard
+from core.metrics import TradeRecord, compute_metrics
+from core.types import Side
 
 D0 = datetime(2025, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)

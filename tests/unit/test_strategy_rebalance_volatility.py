@@ -21,11 +21,11 @@ from agents.strategies.rebalance import (
     weights,
 )
 from agents.strategies.volatility import VolatilityStrategy, features
+from core.baselines import tracking_error_vs_benchmark, tracking_error_vs_target
 from core.errors import OrderRejected
-from core.metrics import tracking_error_vs_benchmark, tracking_error_vs_target
 from core.settings import RebalanceSettings, VolatilitySettings
 from core.types import Action, Trend
-from exchange.paper import SpotAccount
+from exchange.spot import SpotAccount
 from risk.intents import check_rebalance
 from tests.unit.risk_builders import NOW, decision, position, score
 from tests.unit.strategy_driver import SYM, Driver
