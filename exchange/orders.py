@@ -32,6 +32,7 @@ class RestingOrders:
     order_log: list[dict[str, Any]]
     _order_ids: set[str]
     fills: list[Fill]
+    _fill_pids: list[str]
 
     def open_orders(self, symbol: str | None = None) -> list[RestingOrder]:
         return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
@@ -144,6 +145,7 @@ class RestingOrders:
                 self._log(od, "rejected", ts, str(exc))
                 return
             self.positions[pid] = pos.with_(extra={"tag": od.tag, "managed": "orders", "order_id": od.id})
+            self._fill_pids.append(pid)
             self._log(od, "filled", ts, price=fill.price)
             close_side = "sell" if side is Side.LONG else "buy"
             if od.take_profit is not None:
@@ -163,6 +165,7 @@ class RestingOrders:
         kind = "tp" if od.type == "limit" else "stop"
         fill, _ = self.close(pos.id, qty, price, ts, reason=f"{kind} order {od.id} @ {price:.8g}", maker=maker,
                              kind=kind)
+        self._fill_pids.append(pos.id)
         self._log(od, "filled", ts, price=fill.price)
 
 

@@ -85,6 +85,9 @@ class PaperAccount(RestingOrders):
     orders: dict[str, RestingOrder] = field(default_factory=dict)  # resting (open) orders by client id
     order_log: list[dict[str, Any]] = field(default_factory=list)  # final states: filled, canceled, rejected
     _order_ids: set[str] = field(default_factory=set, repr=False, compare=False)  # every id ever placed
+    _fill_pids: list[str] = field(default_factory=list, repr=False, compare=False)  # position id per order fill
+    orders_checked: dict[str, datetime] = field(default_factory=dict)  # symbol -> resting orders matched until
+    strategy_state: dict[str, Any] = field(default_factory=dict)  # symbol -> a strategy's state (plain data)
 
     def __post_init__(self) -> None:
         self.starting_balance = D(self.starting_balance)
@@ -380,6 +383,9 @@ class PaperAccount(RestingOrders):
             "events": [event_to_dict(e) for e in self.events],
             **({"orders": [order_to_dict(o) for o in self.orders.values()]} if self.orders else {}),
             **({"order_log": list(self.order_log)} if self.order_log else {}),
+            **({"orders_checked": {k: v.isoformat() for k, v in self.orders_checked.items()}}
+               if self.orders_checked else {}),
+            **({"strategy_state": dict(self.strategy_state)} if self.strategy_state else {}),
         }
 
     def compact_dict(self) -> dict[str, Any]:
@@ -387,8 +393,11 @@ class PaperAccount(RestingOrders):
         no fills or events (they are stored as rows when they happen)."""
         state = self.to_dict()
         open_ids = set(self._open)
-        return {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
-                "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+        out = {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
+               "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+        if "order_log" in out:  # final order states: the recent ones (their ids stay unique), not all history
+            out["order_log"] = out["order_log"][-500:]
+        return out
 
     def settled(self) -> PaperAccount:
         """The account as it reads back after `compact_dict()` was stored (no reload needed)."""
@@ -419,6 +428,8 @@ class PaperAccount(RestingOrders):
         acct.orders = {o["id"]: order_from_dict(o) for o in d.get("orders", [])}
         acct.order_log = [dict(r) for r in d.get("order_log", [])]
         acct._order_ids = set(acct.orders) | {r["id"] for r in acct.order_log}
+        acct.orders_checked = {k: datetime.fromisoformat(v) for k, v in d.get("orders_checked", {}).items()}
+        acct.strategy_state = dict(d.get("strategy_state", {}))
         return acct
 
 

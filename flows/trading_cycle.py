@@ -17,7 +17,7 @@ from prefect.context import get_run_context
 
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
-from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
+from core.types import Action, MarketSnapshot, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
 from pipeline.account import account_summary, check_clock, load
@@ -33,6 +33,7 @@ from tasks.cycle import (
     monitor_task,
     risk_task,
     score_task,
+    strategy_task,
     tickers_task,
 )
 
@@ -63,6 +64,9 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     """Run one trading cycle and return its report (also stored in the database)."""
     logger = get_run_logger()
     settings = load_settings()
+    if settings.strategy == "rebalance":
+        raise ConfigError("strategy 'rebalance' runs in `quorum backtest --strategy rebalance` only: the paper "
+                          "cycle has no spot account yet (set QUORUM_STRATEGY to trend, grid, volatility or hybrid)")
     if settings.mode == "live" and not settings.live_trading_confirmed:
         raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
     timings: dict[str, float] = {}
@@ -127,6 +131,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
     decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
+    # a symbol run by another strategy than trend: its decision is an input of that strategy, whose
+    # intents the risk manager checks in the strategy step (step 5b)
+    verdicts = {s: v if settings.strategy_for(s) == "trend" else
+                RiskVerdict(s, False, (f"strategy {settings.strategy_for(s)}: intents checked in the strategy step",))
+                for s, v in verdicts.items()}
     timings["decide+risk"] = time.perf_counter() - t1
 
     # 5. execute + persist in one transaction
@@ -134,6 +143,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     prices = {s: snap.last for s, snap in snapshots.items()}
     acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
                                   votes, decisions, verdicts, prices, acct)
+    strategy_out: dict[str, Any] = {}
+    if any(settings.strategy_for(s) != "trend" for s in scores):
+        acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
+                                           decisions, news, acct)
     timings["execute+persist"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
@@ -168,6 +181,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                 "decision": record.decision_dict(decisions[s]),
                 "risk": record.verdict_dict(verdicts[s]),
                 "execution": executed.get(s),
+                **({"strategy": strategy_out[s]} if s in strategy_out else {}),
             }
             for s in scores
         ],

@@ -135,6 +135,9 @@ class GridStrategy:
                 return Step(tuple(intents + self._entries(st, facts, fresh=True)), st, note)
             if st.regime != RANGE and reg == RANGE:
                 st = replace(st, regime=reg)  # back in a range: the next turn to a trend repositions again
+            note = (f"grid at {st.ref:.6g} (spacing {st.spacing:.6g}): "
+                    f"{sum(1 for o in facts.account.orders if is_grid(o.tag) and not o.reduce_only)} entries resting, "
+                    f"{sum(1 for p in facts.account.positions if is_grid(p.extra.get('tag')))} levels filled")
         else:
             st = self.build(facts, 1, 0)
             if st is None:

@@ -1,0 +1,71 @@
+"""The paper cycle with another strategy than trend (a real Prefect flow run on the bundled history):
+resting grid orders are stored with the account, walked bar by bar by the next cycle's monitor
+(fills stored as orders + fills, events queued), and the strategy's state survives between cycles;
+per-symbol strategies leave trend symbols on the trend path."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from store.db import get_session_factory, transaction
+from store.models import FillRow, OrderRow, PositionRow
+
+pytestmark = [pytest.mark.prefect]
+SYMS = ["BTC/USDT:USDT", "XRP/USDT:USDT"]
+
+
+def test_grid_in_the_paper_cycle_rests_fills_and_repositions(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
+    from core.settings import load_settings
+    from exchange.paper import PaperAccount
+    from flows.trading_cycle import trading_cycle
+    from pipeline.account import load
+
+    monkeypatch.setenv("QUORUM_STRATEGY", "grid")
+    r1 = trading_cycle(as_of="2025-03-03T00:00:00Z", symbols=SYMS, broadcast=False)
+    for c in r1["candidates"]:
+        assert c["strategy"]["strategy"] == "grid" and "grid built" in c["strategy"]["note"]
+        placed = [i for i in c["strategy"]["intents"] if i["status"] == "placed"]
+        assert len(placed) == 10  # 5 levels per side
+        assert not c["risk"]["approved"] and "strategy step" in c["risk"]["reasons"][0]
+    settings = load_settings()
+    factory = get_session_factory(settings)
+    acct = load(factory, settings)
+    assert len(acct.open_orders()) == 20 and not acct.open_positions()
+    assert set(acct.strategy_state) == set(SYMS)
+    # BTC fell ~7 % by 03-05: buys fill, some take profit, the rest stop out below the range
+    r2 = trading_cycle(as_of="2025-03-05T00:00:00Z", symbols=SYMS, broadcast=False)
+    assert r2["monitor"]["orders"]["fills"] > 10
+    assert any(" tp @ " in e for e in r2["monitor"]["events"]) and any(" stop @ " in e for e in r2["monitor"]["events"])
+    with transaction(factory) as s:
+        n_fills = s.scalar(select(func.count()).select_from(FillRow))
+        assert n_fills == s.scalar(select(func.count()).select_from(OrderRow)) == r2["monitor"]["orders"]["fills"]
+        rows = list(s.scalars(select(PositionRow)))
+        assert rows and all(r.closed_at is None or r.exit_reason in ("tp", "stop") for r in rows)
+    acct2 = load(factory, settings)
+    assert acct2.orders_checked["BTC/USDT:USDT"].isoformat().startswith("2025-03-05T00:00")
+    # the stored account round-trips exactly (resting orders, walk marks, strategy state included)
+    assert PaperAccount.from_dict(acct2.compact_dict()).compact_dict() == acct2.compact_dict()
+    # rerunning the same decision time places nothing twice
+    n_orders = len(acct2.open_orders())
+    trading_cycle(as_of="2025-03-05T00:00:00Z", symbols=SYMS, broadcast=False)
+    assert len(load(factory, settings).open_orders()) == n_orders
+
+
+def test_per_symbol_strategy_leaves_trend_symbols_on_the_trend_path(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
+    from flows.trading_cycle import trading_cycle
+
+    monkeypatch.setenv("QUORUM_STRATEGY_SYMBOLS", '{"XRP/USDT:USDT": "grid"}')
+    r = trading_cycle(as_of="2025-03-03T00:00:00Z", symbols=SYMS, broadcast=False)
+    by = {c["symbol"]: c for c in r["candidates"]}
+    assert "strategy" not in by["BTC/USDT:USDT"]  # trend: the report is what it always was
+    assert by["XRP/USDT:USDT"]["strategy"]["strategy"] == "grid"
+
+
+def test_rebalance_is_refused_by_the_paper_cycle_with_a_clear_message(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
+    from core.errors import ConfigError
+    from flows.trading_cycle import trading_cycle
+
+    monkeypatch.setenv("QUORUM_STRATEGY", "rebalance")
+    with pytest.raises(ConfigError, match="backtest --strategy rebalance"):
+        trading_cycle(as_of="2025-03-03T00:00:00Z", symbols=SYMS, broadcast=False)
