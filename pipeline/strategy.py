@@ -29,7 +29,7 @@ import pandas as pd
 from agents.strategies.base import Add, Cancel, Intent, Open, Place, Reduce
 from core.errors import OrderRejected
 from core.settings import Settings
-from core.types import MarketSnapshot, NewsReport, Score
+from core.types import MarketSnapshot, NewsReport, Score, TradePlan
 from exchange.paper import PaperAccount
 from pipeline.stages import risk_verdict
 from risk.intents import check_add, check_reduce, check_resting_order
@@ -55,6 +55,7 @@ class ExecContext:
     news: NewsReport | None = None
     track: TrackRecord | None = None
     allow_entries: bool = True  # False: the symbol failed the liquidity filters (no new exposure)
+    cycle_id: str | None = None  # the paper cycle's id (entry posts); the backtest names its own
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class IntentResult:
     status: str  # filled | placed | canceled | denied | rejected | not_filled
     reasons: tuple[str, ...] = ()
     position_id: str | None = None
+    plan: TradePlan | None = None  # an open's plan as the risk manager sized it
 
 
 def _view(acct: PaperAccount, base: AccountState) -> AccountState:
@@ -128,14 +130,16 @@ def _one(acct: PaperAccount, it: Intent, ctx: ExecContext) -> IntentResult:
         pid = f"{it.symbol.split('/')[0]}-{ctx.as_of:%Y%m%d%H%M}"
         try:
             pos, _ = acct.open(verdict.plan, ctx.fill_price, ctx.fill_ts, position_id=pid,
-                               cycle_id=f"{ctx.strategy}-{ctx.as_of:%Y%m%dT%H%M}")
+                               cycle_id=ctx.cycle_id or f"{ctx.strategy}-{ctx.as_of:%Y%m%dT%H%M}")
         except OrderRejected as exc:
             return IntentResult(it, "rejected", (str(exc),))
-        extra: dict[str, Any] = {"strategy": ctx.strategy}
+        extra: dict[str, Any] = {"strategy": ctx.strategy, "plan_entry": verdict.plan.entry}
         if it.hold_hours is not None:
             extra["hold_hours"] = it.hold_hours
+        if ctx.cycle_id is not None:
+            extra["entry_post_key"] = f"{ctx.cycle_id}:{it.symbol}:entry"
         acct.positions[pid] = pos.with_(extra=extra)
-        return IntentResult(it, "filled", verdict.reasons, pid)
+        return IntentResult(it, "filled", verdict.reasons, pid, verdict.plan)
     return IntentResult(it, "denied", (f"intent {type(it).__name__} is not executed on a futures account",))
 
 

@@ -19,6 +19,7 @@ all stored with the account.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,13 +27,15 @@ import pandas as pd
 
 from agents.math_engine import hourly_atr
 from agents.strategies import build, state_from_data, state_to_data
-from agents.strategies.base import AccountView, Facts
+from agents.strategies.base import AccountView, Facts, Open
 from core.settings import Settings
 from core.types import Decision, MarketSnapshot, NewsReport, Score
 from exchange.base import MarketDataSource
 from exchange.paper import PaperAccount
 from pipeline.account import Factory, account_state, load, record_fills, save_account, snapshot_equity
+from pipeline.execute import enqueue_entry_post
 from pipeline.positions import limits_for, marks, track_record_from
+from pipeline.stages import btc_change_4h_pct
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.profiles import get_profile
 from store.db import transaction
@@ -103,6 +106,7 @@ def run_strategies(factory: Factory, source: MarketDataSource, settings: Setting
     prof = get_profile(settings.risk_profile)
     base = account_state(factory, source, settings, as_of, acct)
     track = track_record_from([p for p in acct.positions.values() if not p.is_open])
+    btc_4h = btc_change_4h_pct(snapshots, source, as_of)  # the BTC-dump filter, as the trend risk step reads it
     with transaction(factory) as s:
         n_fills = len(acct.fills)
         pids: list[str] = []
@@ -134,7 +138,7 @@ def run_strategies(factory: Factory, source: MarketDataSource, settings: Setting
             nxt = source.price_after(sym, as_of)
             ctx = ExecContext(as_of, name, base, lim, prof, settings, fill_ts=nxt[0] if nxt else None,
                               fill_price=nxt[1] if nxt else None, score=scores[sym], snapshot=snap,
-                              news=news.get(sym), track=track)
+                              btc_4h=btc_4h, news=news.get(sym), track=track, cycle_id=cycle_id)
             k = len(acct.fills)
             results = execute_intents(acct, step.intents, ctx)
             # market intents (open, add, reduce) fill once each, for the position their result names
@@ -142,6 +146,10 @@ def run_strategies(factory: Factory, source: MarketDataSource, settings: Setting
             if len(filled) != len(acct.fills) - k:
                 raise RuntimeError(f"{sym}: {len(acct.fills) - k} fills for {len(filled)} filled intents")
             pids += filled
+            for r in results:
+                if isinstance(r.intent, Open) and r.status == "filled" and r.plan is not None and r.position_id:
+                    pos = acct.get(r.position_id)
+                    enqueue_entry_post(s, cycle_id, pos, replace(r.plan, entry=pos.entry), r.intent.decision)
             acct.strategy_state[sym] = {"strategy": name, "state": state_to_data(step.state),
                                         "as_of": as_of.isoformat()}
             out[sym] = {"strategy": name, "note": step.note,

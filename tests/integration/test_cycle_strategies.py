@@ -69,3 +69,33 @@ def test_rebalance_is_refused_by_the_paper_cycle_with_a_clear_message(prefect_ha
     monkeypatch.setenv("QUORUM_STRATEGY", "rebalance")
     with pytest.raises(ConfigError, match="backtest --strategy rebalance"):
         trading_cycle(as_of="2025-03-03T00:00:00Z", symbols=SYMS, broadcast=False)
+
+
+def test_volatility_in_the_paper_cycle_opens_what_the_backtest_opens(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
+    """Same facts, same functions: the paper cycle at a decision time opens the position the backtest
+    opened at that time (same fill, same size), and queues its entry post."""
+    from backtest.run import parse_range, replay_source
+    from backtest.strategies import run_strategy_backtest
+    from core.settings import load_settings
+    from flows.trading_cycle import trading_cycle
+    from store.outbox import OutboxPost
+
+    monkeypatch.setenv("QUORUM_STRATEGY", "volatility")
+    settings = load_settings()
+    bt = run_strategy_backtest(settings, replay_source(settings), *parse_range("2025-03-02T16:00", "2025-03-02T16:00"),
+                               strategy="volatility", symbols=SYMS, mc_runs=10, leaderboard_runs=10)
+    opened = [f for f in bt.fills if f["kind"] == "open"]
+    assert opened, "the bundled history has a volatility entry at this time"
+    r = trading_cycle(as_of="2025-03-02T16:00:00Z", symbols=SYMS, broadcast=False)
+    by = {c["symbol"]: c for c in r["candidates"]}
+    for f in opened:
+        res = [i for i in by[f["symbol"]]["strategy"]["intents"] if i["intent"] == "Open"]
+        assert res and res[0]["status"] == "filled", by[f["symbol"]]["strategy"]
+    live = {p["symbol"]: p for p in r["account"]["open_positions"]}
+    for f in opened:
+        p = live[f["symbol"]]
+        assert abs(p["entry"] - f["fill_price"]) < 1e-9 and p["qty"] == f["qty"], (p, f)
+    factory = get_session_factory(settings)
+    with transaction(factory) as s:
+        kinds = [row.kind for row in s.scalars(select(OutboxPost))]
+    assert kinds.count("entry") == len(opened)
