@@ -365,6 +365,9 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
         raise DataError(f"rebalance: no decision time between {start} and {end} inside the history of "
                         f"{', '.join(syms.values())} ({first} .. {last_open})")
     steps = {a: source.market_rules(s).qty_step for a, s in syms.items()}
+    # panel tilt (when configured): in math mode the "panel" is the consensus falling back to the math score
+    tilt_data = ({a: load_symbol(source, sym, times, times[-1], settings) for a, sym in syms.items()}
+                 if cfg.panel_tilt_pct > 0 else {})
     spot = SpotAccount(quote=quote, fee=D(cfg.fee), slippage_bps=D(cfg.slippage_bps),
                        holdings={quote: D(settings.paper.starting_balance), **{a: Decimal(0) for a in assets}})
     close_idx = {a: c.index.as_unit("ns").asi8 for a, c in closes.items()}
@@ -382,11 +385,13 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
     fills: list[dict[str, Any]] = []
     bh_holdings: dict[str, Decimal] | None = None
     bh_curve: list[tuple[datetime, float]] = []
-    for t in times.to_pydatetime():
+    for k, t in enumerate(times.to_pydatetime()):
         counters["decision_times"] += 1
         tn = pd.Timestamp(t).as_unit("ns").value
         prices = {a: float(close_val[a][np.searchsorted(close_idx[a], tn, side="right") - 1]) for a in assets}
-        facts = PortfolioFacts(t, dict(spot.holdings), prices, {}, steps, False, st_state)
+        decided = {a: decide(syms[a], t, [], sd.score(k, settings.signal), settings) for a, sd in tilt_data.items()
+                   if sd.frame is not None and sd.pre_signal[k] != 0}
+        facts = PortfolioFacts(t, dict(spot.holdings), prices, decided, steps, False, st_state)
         st = strat.step(facts)
         st_state = st.state
         for rb in st.intents:
@@ -457,6 +462,9 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
              + ", ".join(f"{a} {ts:%Y-%m-%d}" for a, ts in spot_end.items())
              + " (the bundled spot history ends there); no funding on spot holdings",
              f"spot fee {cfg.fee:.3%} and {cfg.slippage_bps:g} bps slippage on every trade, at the next bar's open"]
+    if tilt_data:
+        notes.append(f"panel tilt up to {cfg.panel_tilt_pct:g} points per asset from the math-mode decisions "
+                     "(no models in a backtest of this strategy)")
     timings = {"total": time.perf_counter() - t0}
     return BacktestResult(
         start=start_used, end=end_used, panel_mode="math", symbols=list(syms.values()),

@@ -133,3 +133,16 @@ def test_strategy_settings_validate(monkeypatch):
     s = load_settings(strategy_symbols={"btc/usdt:usdt": "grid"})
     assert s.strategy == "hybrid" and s.strategies.grid.levels == 8
     assert s.strategy_for("BTC/USDT:USDT") == "grid" and s.strategy_for("ETH/USDT:USDT") == "hybrid"
+
+
+def test_rebalance_panel_tilt_in_the_backtest(settings, source):
+    tilted = settings.model_copy(update={"strategies": settings.strategies.model_copy(update={
+        "rebalance": settings.strategies.rebalance.model_copy(update={"panel_tilt_pct": 10.0})})})
+    r = run_strategy_backtest(tilted, source, *parse_range("2025-01-01", "2025-02-28"), strategy="rebalance",
+                              mc_runs=10, leaderboard_runs=10)
+    base = run_strategy_backtest(settings, source, *parse_range("2025-01-01", "2025-02-28"), strategy="rebalance",
+                                 mc_runs=10, leaderboard_runs=10)
+    assert any("panel tilt up to 10 points" in n for n in r.notes)
+    assert r.counters["rebalances"] > base.counters["rebalances"]  # the tilt moves the targets
+    # a tilt never pushes a weight past target + tilt + band
+    assert r.counters["tracking_error_vs_target"]["max_drift"] <= 0.10 + 0.05 + 0.02
