@@ -133,7 +133,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     counters: dict[str, Any] = {"decision_times": 0, "candidates": 0, "scored": 0, "non_wait_decisions": 0,
                                 "approved": 0, "denied_non_wait": 0, "filled": 0, "rejected": 0, "cache_miss": 0,
                                 "votes": 0, "valid_votes": 0, "tokens": 0, "llm_cost_usd": 0.0, "intents": {},
-                                "resting_fills": 0}
+                                "resting_fills": 0, "repositions": 0, "handovers": 0}
     deny: dict[str, int] = {}
     t_loop = time.perf_counter()
     for k, t in enumerate(times.to_pydatetime()):
@@ -208,6 +208,8 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                           price_tick=sd.limits.price_tick, state=state.get(s), regime=reg)
             st = strat.step(facts)
             state[s] = st.state
+            counters["repositions"] += st.note.startswith("grid repositioned")
+            counters["handovers"] += st.note.startswith("handover")
             if not st.intents:
                 continue
             i = int(np.searchsorted(sd.open_ns, int(t_ns[k]), side="left"))
@@ -244,9 +246,6 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     timings["loop"] = time.perf_counter() - t_loop
     counters["deny_reasons"] = dict(sorted(deny.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
     counters["orders"] = _order_counts(acct)
-    counters["repositions"] = sum(getattr(getattr(v, "grid", v), "repositions", 0) or 0 for v in state.values()
-                                  if v is not None)
-    counters["handovers"] = sum(getattr(v, "handovers", 0) for v in state.values() if v is not None)
     return _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
                    leaderboard_runs, spread)
 

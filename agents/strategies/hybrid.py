@@ -40,12 +40,14 @@ class HybridStrategy:
         grid_pos = [p for p in facts.account.positions if is_grid(p.extra.get("tag"))]
         other_pos = [p for p in facts.account.positions if not is_grid(p.extra.get("tag"))]
         if reg == "RANGE":
-            handovers = st.handovers + (st.mode == "trend")
+            turned = st.mode == "trend"
+            handovers = st.handovers + turned
+            prefix = "handover trend -> grid; " if turned else ""
             if other_pos:
                 return Step((), HybridState("grid", None, handovers),
-                            "range: waiting for the trend position to close before the grid starts")
+                            prefix + "range: waiting for the trend position to close before the grid starts")
             g = self.grid.step(replace(facts, state=st.grid))
-            return Step(g.intents, HybridState("grid", g.state, handovers), g.note)
+            return Step(g.intents, HybridState("grid", g.state, handovers), prefix + g.note)
         # trend regime
         intents: list[Intent] = []
         note = ""
