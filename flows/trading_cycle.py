@@ -23,6 +23,7 @@ from pipeline import record
 from pipeline.account import account_summary, check_clock, load
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
+from pipeline.strategy_cycle import check_cycle_strategy
 from store.db import get_session_factory
 from tasks import fanout
 from tasks.artifacts import publish_artifacts
@@ -64,9 +65,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     """Run one trading cycle and return its report (also stored in the database)."""
     logger = get_run_logger()
     settings = load_settings()
-    if settings.strategy == "rebalance":
-        raise ConfigError("strategy 'rebalance' runs in `quorum backtest --strategy rebalance` only: the paper "
-                          "cycle has no spot account yet (set QUORUM_STRATEGY to trend, grid, volatility or hybrid)")
+    check_cycle_strategy(settings)
     if settings.mode == "live" and not settings.live_trading_confirmed:
         raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
     timings: dict[str, float] = {}

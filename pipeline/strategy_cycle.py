@@ -28,6 +28,7 @@ import pandas as pd
 from agents.math_engine import hourly_atr
 from agents.strategies import build, state_from_data, state_to_data
 from agents.strategies.base import AccountView, Facts, Open
+from core.errors import ConfigError
 from core.settings import Settings
 from core.types import Decision, MarketSnapshot, NewsReport, Score
 from exchange.base import MarketDataSource
@@ -39,6 +40,13 @@ from pipeline.stages import btc_change_4h_pct
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.profiles import get_profile
 from store.db import transaction
+
+
+def check_cycle_strategy(settings: Settings) -> None:
+    """The paper cycle runs trend, grid, volatility and hybrid; rebalance needs a spot account."""
+    if settings.strategy == "rebalance":
+        raise ConfigError("strategy 'rebalance' runs in `quorum backtest --strategy rebalance` only: the paper "
+                          "cycle has no spot account yet (set QUORUM_STRATEGY to trend, grid, volatility or hybrid)")
 
 
 def _walk_start(acct: PaperAccount, symbol: str) -> datetime | None:
@@ -164,4 +172,4 @@ def run_strategies(factory: Factory, source: MarketDataSource, settings: Setting
     return acct.settled(), out
 
 
-__all__ = ["run_strategies", "sync_orders"]
+__all__ = ["check_cycle_strategy", "run_strategies", "sync_orders"]

@@ -62,15 +62,6 @@ def test_per_symbol_strategy_leaves_trend_symbols_on_the_trend_path(prefect_harn
     assert by["XRP/USDT:USDT"]["strategy"]["strategy"] == "grid"
 
 
-def test_rebalance_is_refused_by_the_paper_cycle_with_a_clear_message(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
-    from core.errors import ConfigError
-    from flows.trading_cycle import trading_cycle
-
-    monkeypatch.setenv("QUORUM_STRATEGY", "rebalance")
-    with pytest.raises(ConfigError, match="backtest --strategy rebalance"):
-        trading_cycle(as_of="2025-03-03T00:00:00Z", symbols=SYMS, broadcast=False)
-
-
 def test_volatility_in_the_paper_cycle_opens_what_the_backtest_opens(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
     """Same facts, same functions: the paper cycle at a decision time opens the position the backtest
     opened at that time (same fill, same size), and queues its entry post."""

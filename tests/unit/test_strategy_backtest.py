@@ -146,3 +146,11 @@ def test_rebalance_panel_tilt_in_the_backtest(settings, source):
     assert r.counters["rebalances"] > base.counters["rebalances"]  # the tilt moves the targets
     # a tilt never pushes a weight past target + tilt + band
     assert r.counters["tracking_error_vs_target"]["max_drift"] <= 0.10 + 0.05 + 0.02
+
+
+def test_the_paper_cycle_refuses_rebalance_with_a_clear_message():
+    from pipeline.strategy_cycle import check_cycle_strategy
+
+    with pytest.raises(ConfigError, match="backtest --strategy rebalance"):
+        check_cycle_strategy(load_settings(strategy="rebalance"))
+    check_cycle_strategy(load_settings(strategy="grid"))  # the others run
