@@ -46,7 +46,7 @@ from backtest.data import H1_NS, decision_times, load_symbol
 from backtest.engine import _light_snapshot, run_backtest
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
-from core.errors import ConfigError, DataError, OrderRejected
+from core.errors import ConfigError, DataError
 from core.frames import TF_DELTA
 from core.leaderboard import CONSENSUS_ID, MemberResult, leaderboard
 from core.metrics import compute_metrics, trade_records_from_positions
@@ -57,6 +57,7 @@ from exchange.money import D
 from exchange.paper import PaperAccount
 from exchange.spot import SpotAccount
 from pipeline import positions as execution
+from pipeline.rebalance import execute_rebalance
 from pipeline.stages import BTC, btc_change_4h_pct, decide, select_candidates
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.intents import check_rebalance
@@ -310,6 +311,12 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
         member_positions={}, member_decisions={}, counters=counters, timings=timings, notes=notes)
 
 
+def _next_open(idx: np.ndarray, val: np.ndarray, t_ns: int) -> tuple[datetime, float] | None:
+    """The open of the first bar starting at or after t (the first price after the decision)."""
+    i = int(np.searchsorted(idx, t_ns, side="left"))
+    return None if i >= len(idx) else (pd.Timestamp(int(idx[i]), tz="UTC").to_pydatetime(), float(val[i]))
+
+
 def _params(strategy: str, settings: Settings) -> dict[str, Any]:
     p = settings.strategies
     if strategy == "hybrid":
@@ -401,29 +408,13 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
                 continue
             counters["rebalances"] += 1
             decisions.append(DecisionRecord(t, "portfolio", "REBALANCE", 0.0, 0.0, 0, True, (rb.reason,), True))
-            for tr in sorted(rb.trades, key=lambda x: x.side != "sell"):  # sells first
-                i = int(np.searchsorted(open_idx[tr.asset], tn, side="left"))
-                px = float(open_val[tr.asset][i])
-                ts = pd.Timestamp(int(open_idx[tr.asset][i]), tz="UTC").to_pydatetime()
-                qty = tr.qty
-                if tr.side == "buy":
-                    cash = float(spot.holdings.get(quote, Decimal(0)))
-                    cost = px * (1 + cfg.fee + cfg.slippage_bps / 10_000) * 1.000001
-                    cap = Decimal(repr(cash / cost))
-                    step = steps[tr.asset]
-                    cap = (cap / step).to_integral_value(rounding="ROUND_DOWN") * step
-                    qty = min(qty, cap)
-                    if float(qty) * px < cfg.min_trade_usd:
-                        continue
-                try:
-                    rec = spot.trade(tr.asset, tr.side, qty, px, ts, rb.reason[:120])
-                except OrderRejected:
-                    counters["rejected"] += 1
-                    continue
+            done = execute_rebalance(spot, rb, lambda a, tn=tn: _next_open(open_idx[a], open_val[a], tn), cfg, steps)
+            counters["rejected"] += len(done["rejected"])
+            for rec in done["trades"]:
                 counters["trades"] += 1
                 counters["fees"] += float(rec["fee"])
                 counters["turnover"] += float(rec["notional"])
-                fills.append({"time": ts, "symbol": syms[tr.asset], "side": tr.side, "kind": "spot",
+                fills.append({"time": rec["ts"], "symbol": syms[rec["asset"]], "side": rec["side"], "kind": "spot",
                               "fill_price": float(rec["price"]), "qty": rec["qty"], "fee": float(rec["fee"])})
             if bh_holdings is None:
                 bh_holdings = dict(spot.holdings)  # buy-and-hold of the start allocation

@@ -69,3 +69,18 @@ class SpotAccount:
                "fee": str(fee), "reason": reason}
         self.trades.append(rec)
         return rec
+
+    # ---------------------------------------------------------------------------- serialisation
+
+    def to_dict(self, keep_trades: int = 500) -> dict[str, Any]:
+        """Plain JSON data (Decimals as strings, times ISO 8601); the last `keep_trades` trades."""
+        return {"version": 1, "quote": self.quote, "fee": str(self.fee), "slippage_bps": str(self.slippage_bps),
+                "holdings": {a: str(q) for a, q in sorted(self.holdings.items())}, "fees_paid": str(self.fees_paid),
+                "trades": [{**t, "ts": t["ts"].isoformat() if isinstance(t["ts"], datetime) else t["ts"]}
+                           for t in self.trades[-keep_trades:]]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SpotAccount:
+        return cls(quote=d["quote"], fee=Decimal(d["fee"]), slippage_bps=Decimal(d["slippage_bps"]),
+                   holdings={a: Decimal(q) for a, q in d["holdings"].items()}, fees_paid=Decimal(d["fees_paid"]),
+                   trades=[{**t, "ts": datetime.fromisoformat(t["ts"])} for t in d.get("trades", [])])

@@ -32,6 +32,7 @@ from tasks.cycle import (
     collect_task,
     execute_task,
     monitor_task,
+    rebalance_task,
     risk_task,
     score_task,
     strategy_task,
@@ -143,9 +144,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
                                   votes, decisions, verdicts, prices, acct)
     strategy_out: dict[str, Any] = {}
-    if any(settings.strategy_for(s) != "trend" for s in scores):
+    if any(settings.strategy_for(s) not in ("trend", "rebalance") for s in scores):
         acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
                                            decisions, news, acct)
+    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
+                     if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
@@ -184,6 +187,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
             }
             for s in scores
         ],
+        **({"rebalance": rebalance_out} if rebalance_out is not None else {}),
         "monitor": monitor,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),

@@ -43,10 +43,9 @@ from store.db import transaction
 
 
 def check_cycle_strategy(settings: Settings) -> None:
-    """The paper cycle runs trend, grid, volatility and hybrid; rebalance needs a spot account."""
-    if settings.strategy == "rebalance":
-        raise ConfigError("strategy 'rebalance' runs in `quorum backtest --strategy rebalance` only: the paper "
-                          "cycle has no spot account yet (set QUORUM_STRATEGY to trend, grid, volatility or hybrid)")
+    """The paper cycle runs every strategy; rebalance trades the paper spot account only."""
+    if settings.strategy == "rebalance" and settings.mode != "paper":
+        raise ConfigError("strategy 'rebalance' trades the paper spot account only: set QUORUM_MODE=paper")
 
 
 def _walk_start(acct: PaperAccount, symbol: str) -> datetime | None:
@@ -107,7 +106,7 @@ def run_strategies(factory: Factory, source: MarketDataSource, settings: Setting
                    acct: PaperAccount) -> tuple[PaperAccount, dict[str, Any]]:
     """Run the non-trend strategies of the cycle's symbols; returns the account and, per symbol,
     the strategy's note and each intent's result."""
-    syms = [s for s in snapshots if settings.strategy_for(s) != "trend" and s in scores]
+    syms = [s for s in snapshots if settings.strategy_for(s) not in ("trend", "rebalance") and s in scores]
     out: dict[str, Any] = {}
     if not syms:
         return acct, out

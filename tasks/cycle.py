@@ -81,6 +81,13 @@ def strategy_task(factory, source, settings, cycle_id: str, decision_time: datet
                           acct)
 
 
+@task(name="rebalance", cache_policy=NO_CACHE)
+def rebalance_task(factory, source, settings, decision_time: datetime, decisions):  # type: ignore[no-untyped-def]
+    from pipeline.rebalance import run_rebalance
+
+    return run_rebalance(factory, source, settings, decision_time, decisions)
+
+
 @task(name="broadcast", cache_policy=NO_CACHE)
 def broadcast_task(factory, settings, console: bool = True):  # type: ignore[no-untyped-def]
     from pipeline.broadcast import deliver

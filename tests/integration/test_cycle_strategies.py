@@ -90,3 +90,27 @@ def test_volatility_in_the_paper_cycle_opens_what_the_backtest_opens(prefect_har
     with transaction(factory) as s:
         kinds = [row.kind for row in s.scalars(select(OutboxPost))]
     assert kinds.count("entry") == len(opened)
+
+
+def test_rebalance_in_the_paper_cycle_trades_the_spot_account_once_per_decision_time(prefect_harness,  # noqa: ARG001
+                                                                                     monkeypatch) -> None:
+    from core.settings import load_settings
+    from flows.trading_cycle import trading_cycle
+    from store.models import AccountRow, EquitySnapshotRow
+
+    monkeypatch.setenv("QUORUM_STRATEGY", "rebalance")
+    r1 = trading_cycle(as_of="2025-01-02T00:00:00Z", symbols=SYMS, broadcast=False)
+    rb = r1["rebalance"]
+    assert rb["status"] == "rebalanced" and {t["asset"] for t in rb["trades"]} == {"BTC", "XRP"}
+    assert all(t["side"] == "buy" for t in rb["trades"])  # from all cash to the targets
+    assert all(abs(w - 1 / 3) < 0.01 for w in rb["weights"].values())
+    assert not r1["account"]["open_positions"]  # nothing on the futures account
+    r2 = trading_cycle(as_of="2025-01-02T00:00:00Z", symbols=SYMS, broadcast=False)
+    assert r2["rebalance"]["status"] == "skipped"
+    factory = get_session_factory(load_settings())
+    with transaction(factory) as s:
+        row = s.get(AccountRow, "spot")
+        assert row is not None and set(row.state["spot"]["holdings"]) == {"BTC", "XRP", "USDT"}
+        assert len(row.state["spot"]["trades"]) == 2
+        snaps = list(s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.mode == "spot")))
+        assert len(snaps) == 1 and snaps[0].equity < 10_000  # fees and slippage paid

@@ -148,9 +148,10 @@ def test_rebalance_panel_tilt_in_the_backtest(settings, source):
     assert r.counters["tracking_error_vs_target"]["max_drift"] <= 0.10 + 0.05 + 0.02
 
 
-def test_the_paper_cycle_refuses_rebalance_with_a_clear_message():
+def test_rebalance_in_the_cycle_needs_paper_mode():
     from pipeline.strategy_cycle import check_cycle_strategy
 
-    with pytest.raises(ConfigError, match="backtest --strategy rebalance"):
-        check_cycle_strategy(load_settings(strategy="rebalance"))
-    check_cycle_strategy(load_settings(strategy="grid"))  # the others run
+    with pytest.raises(ConfigError, match="paper spot account only"):
+        check_cycle_strategy(load_settings(strategy="rebalance", mode="live"))
+    check_cycle_strategy(load_settings(strategy="rebalance"))
+    check_cycle_strategy(load_settings(strategy="grid", mode="live"))  # live is refused by the cycle itself
