@@ -50,8 +50,6 @@ class Driver:
         acct_state = AccountState(equity=eq, balance=float(self.acct.balance),
                                   positions=tuple(self.acct.open_positions()), day_start_equity=eq,
                                   week_start_equity=eq, peak_equity=eq, now=self.t)
-        from exchange.base import MarketRules  # noqa: F401 - the limits mirror MarketRules
-
         ctx = ExecContext(self.t, self.strategy.name, acct_state, self.limits, get_profile("default"), Settings(),
                           fill_ts=self.t, fill_price=next_open if next_open is not None else self.last,
                           score=score, snapshot=_snap(self.t, self.last))
