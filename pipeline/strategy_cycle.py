@@ -28,7 +28,7 @@ import pandas as pd
 from agents.math_engine import hourly_atr
 from agents.strategies import build, state_from_data, state_to_data
 from agents.strategies.base import AccountView, Facts, Open
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from core.settings import Settings
 from core.types import Decision, MarketSnapshot, NewsReport, Score
 from exchange.base import MarketDataSource
@@ -61,15 +61,20 @@ def sync_orders(factory: Factory, source: MarketDataSource, settings: Settings, 
     from pipeline.monitor import enqueue_event_posts
 
     acct = acct if acct is not None else load(factory, settings)
-    summary: dict[str, Any] = {"symbols": 0, "fills": 0, "events": []}
+    summary: dict[str, Any] = {"symbols": 0, "fills": 0, "events": [], "quarantined": {}}
     managed = {p.symbol for p in acct.open_positions() if p.extra.get("managed") == "orders"}
     for sym in sorted({o.symbol for o in acct.open_orders()} | managed):
         start = _walk_start(acct, sym)
         if start is None or until <= start:
             continue
-        with transaction(factory) as s:
+        try:
             bars = source.bars_between(sym, start, until)
             funding = list(source.funding_between(sym, start, until).items())
+        except DataError as exc:  # as the position monitor: this symbol waits, the others are walked
+            summary["quarantined"][sym] = str(exc)
+            summary["events"].append(f"{sym} quarantined, its resting orders left unmatched: {exc}")
+            continue
+        with transaction(factory) as s:
             n_fills, n_events = len(acct.fills), len(acct.events)
             pids: list[str] = []
             fi = 0

@@ -49,7 +49,7 @@ def monitor_task(factory, source, settings, until: datetime, acct=None):  # type
 
     acct, orders = sync_orders(factory, source, settings, until, acct)
     acct, summary = sync_positions(factory, source, settings, until, acct)
-    if orders["symbols"]:
+    if orders["symbols"] or orders["quarantined"]:
         summary["orders"] = {k: v for k, v in orders.items() if k != "events"}
         summary["events"] = orders["events"] + summary["events"]
     return acct, summary
