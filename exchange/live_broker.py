@@ -4,7 +4,7 @@
     broker.reconcile()
     broker.open_position(OpenRequest(plan, decision_time=as_of, cycle_id=cid))
 
-Exactly-once orders come from exchange/orders.py (`OrderDesk`, which this class extends): every order is an
+Exactly-once orders come from exchange/live_orders.py (`OrderDesk`, which this class extends): every order is an
 intent in the journal before it is sent, an unknown outcome is looked up by client id before anything is
 resent, reads are retried and writes never blindly. Positions are derived from the journal
 (exchange/reconcile.py `book_positions`): the entry's fills open them, their own reduce-only orders' fills
@@ -45,7 +45,7 @@ from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView
 from exchange.capabilities import Capabilities, classify
 from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
-from exchange.orders import OrderDesk, OrderSpec, _d, _view
+from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
 from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, to_position
 from store import orders_journal as journal
 

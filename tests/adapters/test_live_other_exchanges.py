@@ -15,7 +15,7 @@ import pytest
 
 from exchange.broker import OrderView, client_order_id
 from exchange.capabilities import capabilities_for
-from exchange.orders import OrderDesk
+from exchange.live_orders import OrderDesk
 
 BASE = {"base": "BTC", "baseId": "BTC", "type": "swap", "spot": False, "margin": False, "swap": True, "future": False,
         "option": False, "contract": True, "linear": True, "inverse": False, "active": True,
