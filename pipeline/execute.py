@@ -57,7 +57,7 @@ def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Se
             out[sym] = {"status": res.status, "note": res.note}
             continue
         filled.append((sym, pid, plan, res.fill))
-    acct = broker.account  # paper: the same account; live: as the exchange has it now
+    acct = broker.account_snapshot()  # paper: the same account; live: as the exchange has it now
     opened: list[tuple[Position, TradePlan, Decision]] = []
     with transaction(factory) as s:
         repo.record_analysis(s, cycle_id, as_of, candidates, dict(scores),

@@ -22,8 +22,8 @@ from core.types import Fill, NewsReport, Position, PositionEvent
 from exchange.base import MarketDataSource
 from exchange.broker import Broker
 from exchange.paper import PaperAccount
-from pipeline.brokers import broker_for, store_findings
 from pipeline.account import Factory, load, record_fills, save_account, snapshot_equity
+from pipeline.brokers import broker_for, store_findings
 from pipeline.positions import ATR_WARMUP_H, advance_position, marks
 from risk import exits
 from risk.profiles import get_profile
@@ -52,7 +52,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
     broker = broker_for(factory, source, settings, until, acct)
     summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}, "findings": []}
     findings = broker.reconcile()
-    acct = broker.account
+    acct = broker.account_snapshot()
     if findings:
         with transaction(factory) as s:
             save_account(s, settings, acct, None)
@@ -89,7 +89,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
                 events = save_account(s, settings, acct, until, {pid: last or start})
             else:
                 last, fills, moved = follow_position(broker, pos, bars, settings.risk_profile, atr, qty_step)
-                acct = broker.account
+                acct = broker.account_snapshot()
                 record_broker_fills(s, settings.mode, None, [(pid, f) for f in fills])
                 events = save_account(s, settings, acct, until, {pid: last or start}) + moved
                 repo.add_events(s, moved)
@@ -161,7 +161,7 @@ def close_at_market(factory: Factory, source: MarketDataSource, settings: Settin
         if fill is not None:
             done.append((p.id, fill))
             closed.append(f"{p.symbol} @ {float(fill.price):.6g}")
-    acct = broker.account
+    acct = broker.account_snapshot()
     with transaction(factory) as s:
         record_broker_fills(s, settings.mode, None, done)
         events = save_account(s, settings, acct, now)
