@@ -192,3 +192,8 @@ class Broker(Protocol):
 
     def reconcile(self) -> list[Finding]:
         ...
+
+    def account_snapshot(self) -> Any:
+        """The account in the shape the pipeline stores and the risk manager reads (exchange.paper.PaperAccount):
+        the paper broker's own account; the live broker's positions and balance as the exchange has them."""
+        ...

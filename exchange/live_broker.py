@@ -307,8 +307,7 @@ class LiveBroker(OrderDesk):
     def positions(self) -> list[Position]:
         return [to_position(b) for b in book_positions(self.journal()) if b.is_open]
 
-    @property
-    def account(self) -> PaperAccount:
+    def account_snapshot(self) -> PaperAccount:
         """The account as the exchange has it, in the shape the pipeline stores and the risk manager reads:
         the journal's positions (open and closed), the exchange's wallet balance (equity less unrealised)
         less the open positions' margin as the free balance, so `equity(marks)` = wallet + unrealised at

@@ -133,6 +133,10 @@ class PaperBroker:
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")
 
+    def account_snapshot(self) -> PaperAccount:
+        """The paper account itself (the caller stores it with pipeline.account.save_account)."""
+        return self.account
+
     def positions(self) -> list[Position]:
         return self.account.open_positions()
 
