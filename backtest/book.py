@@ -109,6 +109,17 @@ class Book:
                 j += 1
             self.next_bar[pos.id], self.next_funding[pos.id] = j, fp
 
+    def close_ended(self, data: Mapping[str, SymbolData], k: int) -> None:
+        """Close, at the last close of its history (a market order: slippage and taker fee), every open
+        position whose symbol's history has ended by decision k, once its last bar has been walked."""
+        for pos in self.acct.open_positions():
+            sd = data[pos.symbol]
+            if sd.has_fill[k] or self.next_bar[pos.id] < len(sd.open_ns):
+                continue
+            ts = pd.Timestamp(int(sd.open_ns[-1]) + H1_NS, tz="UTC").to_pydatetime()
+            self.acct.close(pos.id, pos.qty_open, float(sd.c[-1]), ts,
+                            reason=f"history of {pos.symbol} ends at {ts.isoformat()}", kind="data_end")
+
     def marks(self, data: Mapping[str, SymbolData], k: int) -> dict[str, float]:
         out = {}
         for p in self.acct.open_positions():

@@ -53,6 +53,7 @@ class SymbolData:
     vol24: np.ndarray | None = None
     funding_at: np.ndarray | None = None  # last funding rate at or before each decision time (nan: none)
     atr: np.ndarray | None = None  # 1h ATR(14) per bar (known at its close), for the Chandelier exit
+    has_fill: np.ndarray | None = None  # a bar opens at or after each decision time (the history has not ended)
     _scores: dict[int, Score] = field(default_factory=dict)
 
     def score(self, k: int, signal: Any) -> Score:
@@ -91,6 +92,7 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
     frames = {tf: resample(h1, tf) for tf in ("1h", "4h", "1d")}
     t_ns = times.as_unit("ns").asi8
     sd.n_closed = np.searchsorted(open_ns + H1_NS, t_ns, side="right")
+    sd.has_fill = t_ns <= open_ns[-1] if len(open_ns) else np.zeros(len(t_ns), dtype=bool)
     try:
         series = math_engine.score_frames(frames, times, settings.signal)
     except DataError:
@@ -129,6 +131,11 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
                              np.nan)
     timings["indicators"] = timings.get("indicators", 0.0) + (time.perf_counter() - t1)
     return sd
+
+
+class NoDecisionTime(DataError):
+    """No decision time of the requested range lies inside the data (a walk-forward window past the
+    end of the history, for example)."""
 
 
 def decision_times(start: datetime | str, end: datetime | str, interval_minutes: int) -> pd.DatetimeIndex:

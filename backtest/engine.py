@@ -55,12 +55,12 @@ import numpy as np
 import pandas as pd
 
 from backtest.book import Book
-from backtest.data import H1_NS, SymbolData, decision_times, load_symbol
+from backtest.data import H1_NS, NoDecisionTime, SymbolData, decision_times, load_symbol
 from backtest.panel import member_decision, no_news_note_for, panel_votes
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo
 from core.errors import DataError
-from core.frames import TF_DELTA
+from core.frames import TF_DELTA, to_utc
 from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, leaderboard
 from core.metrics import TradeRecord, compute_metrics, trade_records_from_positions
 from core.settings import PanelMember, Settings
@@ -142,15 +142,18 @@ def run_backtest(
         universe = [s for s in settings.symbols if s in known]
     else:
         universe = list(known)
-    ranges = [source.data_range(s) for s in universe]
-    # from the first symbol with a futures bar (a symbol without data yet is simply not a candidate)
-    # to the last bar all symbols share (every decision has a fill bar)
-    lo, hi = min(r[0] for r in ranges), min(r[1] for r in ranges)
+    ranges = {s: source.data_range(s) for s in universe}
+    # from the first symbol with a futures bar (a symbol without data yet is simply not a candidate) to
+    # the last bar of the longest history: each symbol runs to its own end (after its last bar it is no
+    # longer a candidate and a position in it is closed at its last close), and the run says so
+    lo, hi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
     last_close = hi + TF_DELTA["1h"]
+    req_start, req_end = (times[0], times[-1]) if len(times) else (to_utc(start), to_utc(end))
     times = times[(times >= lo) & (times <= hi)]  # hi: the last bar's open, so every decision has a fill bar
     if len(times) == 0:
-        raise DataError(f"no decision time between {start} and {end} inside the replay data of "
-                        f"{', '.join(universe)} ({lo.isoformat()} .. {last_close.isoformat()})")
+        raise NoDecisionTime(f"no decision time between {req_start.isoformat()} and {req_end.isoformat()} inside "
+                             f"the replay data of {', '.join(universe)} ({lo.isoformat()} .. {last_close.isoformat()})")
+    range_notes = _range_notes(req_start, req_end, times, ranges)
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
@@ -207,9 +210,10 @@ def run_backtest(
                            f"before {t.isoformat()}")
                 break
             counters["decision_times"] += 1
-            # 1. monitor
+            # 1. monitor (a position whose symbol's history has ended is closed at its last close)
             for b in books:
                 b.monitor(data, k)
+                b.close_ended(data, k)
             # 2. candidates from point-in-time tickers
             tickers: dict[str, TickerInfo] = {}
             for s in universe:
@@ -217,6 +221,8 @@ def run_backtest(
                 n = int(sd.n_closed[k])
                 if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns:
                     continue  # no futures bar closed yet (spot warm-up only): not tradable at t
+                if not sd.has_fill[k]:
+                    continue  # its history has ended: no bar to fill at, not a candidate
                 last = float(sd.c[n - 1])
                 half = last * spread / 200
                 tickers[s] = TickerInfo(s, last, last - half, last + half, float(sd.vol24[k]))
@@ -310,7 +316,11 @@ def run_backtest(
         return eq, trades, open_end
 
     equity, trades, open_end = finish(main)
-    metrics = compute_metrics(equity, trades, start_used, end_used, main.acct.open_positions())
+    # the metrics window opens at the curve's opening point (the starting balance one interval before
+    # the first decision): the point AT the first decision is already after its fills, so a window
+    # from it would drop the first entry's fees and slippage and start from the wrong equity
+    metrics_start = opening[0]
+    metrics = compute_metrics(equity, trades, metrics_start, end_used, main.acct.open_positions())
     mc = monte_carlo([tr.pnl for tr in trades], settings.paper.starting_balance, runs=mc_runs, seed=seed)
     bh = {}
     for s in universe:
@@ -333,7 +343,7 @@ def run_backtest(
         vo = [VoteOutcome.from_vote(v, vt, *fwd(k_of[vt], v.symbol)) for vt, v in member_outcomes.get(mid, [])]
         results[mid] = MemberResult(mid, eq_m, tr_m, vo)
         member_positions[mid] = list(book.acct.positions.values())
-    board = leaderboard(list(results.values()), start_used, end_used, runs=leaderboard_runs, seed=seed)
+    board = leaderboard(list(results.values()), metrics_start, end_used, runs=leaderboard_runs, seed=seed)
     timings["post"] = time.perf_counter() - t_post
     timings["total"] = time.perf_counter() - t0
     notes = [
@@ -341,7 +351,7 @@ def run_backtest(
         f"replay: spread is an estimate ({spread:g}%), fills at the next bar's open with "
         f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee",
     ]
-    notes += run_notes
+    notes += range_notes + run_notes
     if open_end:
         notes.append(f"{len(open_end)} position(s) still open at the end: marked to market at the last close, "
                      "not closed (not in the trade list)")
@@ -360,6 +370,26 @@ def run_backtest(
         member_decisions=member_decisions, counters=counters,
         timings=timings, stopped_reason=stopped, notes=notes,
     )
+
+
+def _range_notes(req_start: pd.Timestamp, req_end: pd.Timestamp, times: pd.DatetimeIndex,
+                 ranges: Mapping[str, tuple[pd.Timestamp, pd.Timestamp]]) -> list[str]:
+    """What the run did with the requested range and each symbol's own history (said, never silent)."""
+    notes = []
+    first, last = times[0], times[-1]
+    if req_start < first:
+        notes.append(f"--from {req_start.isoformat()} is before the data: the first decision is at {first.isoformat()}")
+    if req_end > last:
+        notes.append(f"--to {req_end.isoformat()} is beyond the data: the last bar opens at {last.isoformat()}, "
+                     f"so the last decision is at {last.isoformat()}")
+    for sym, (s_lo, s_hi) in ranges.items():
+        if s_hi < last:
+            notes.append(f"{sym}: history ends at {(s_hi + TF_DELTA['1h']).isoformat()} (last bar opens at "
+                         f"{s_hi.isoformat()}): no candidate after it; a position still open is closed at its "
+                         "last close (reason data_end)")
+        if s_lo > first:
+            notes.append(f"{sym}: history starts later, first decision with a futures bar at {s_lo.isoformat()}")
+    return notes
 
 
 def _light_snapshot(sd: SymbolData, k: int, t: datetime, spread: float, with_candles: int = 0) -> MarketSnapshot:
@@ -395,7 +425,7 @@ def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mappi
             account = book.account_state(t, equity_now)
         if not btc_done:
             btc_done = True
-            if BTC in data and data[BTC].n_closed[k] > 0:
+            if BTC in data and data[BTC].n_closed[k] > 0 and data[BTC].has_fill[k]:
                 btc4h = btc_change_4h_pct({BTC: _light_snapshot(data[BTC], k, t, spread, with_candles=5)}, None, t)
         snap = _light_snapshot(data[sym], k, t, spread)
         v = risk_verdict(d, scores[sym], snap, account, data[sym].limits, settings, btc4h, None,

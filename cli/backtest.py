@@ -129,6 +129,9 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
                   _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), str(w.get("open_at_end", 0)),
                   _num(w["win_rate"], ".1%"), rep["html"])
     out.print(t)
+    for sk in wf.get("skipped") or []:
+        out.print(f"[yellow]skipped window[/yellow] {sk['test_start'][:16]} .. {sk['test_end'][:16]}: {sk['reason']}",
+                  highlight=False)
     out.print(f"[dim]{wf['note']}[/dim]")
 
 
