@@ -15,8 +15,9 @@ Profiles (DESIGN.md §3 and issue 4):
   (a quantile stop may be chosen instead by `stop_method="quantile"`); TP1 1.5R closes 50 %,
   TP2 2.5R the rest; breakeven (entry +0.15 %) once +2.5 %; after TP1 the stop trails 2 % behind
   the best price; at most 3 positions and one per correlation group; spread > 0.2 % and funding
-  beyond ±0.25 %/8 h against the trade veto; no longs after BTC fell > 2 % in 4 h; −5 % daily halt;
-  stale exit after 48 h with < 1 % profit; close on critical negative news; regime multipliers
+  beyond ±0.25 %/8 h against the trade veto; no longs after BTC fell > 2 % in 4 h; −5 % daily halt,
+  −10 % weekly halt and a −20 % drawdown breaker (until a manual resume), as the six-model spec
+  states and every spec Quorum follows bounds the drawdown; stale exit after 48 h with < 1 % profit; close on critical negative news; regime multipliers
   PANIC leverage ×0.5 / stop ×1.5 and DIGESTING ×0.8 / ×1.2.
 - ``conservative``: the default rules with leverage ≤ 5×, 1 % risk per trade, daily −5 %,
   weekly −10 % and a −20 % drawdown breaker; a stop on every trade (`require_stop`).
@@ -186,7 +187,10 @@ PROFILES: Mapping[str, RiskProfile] = MappingProxyType(
     {
         "default": RiskProfile(
             name="default",
-            description="DESIGN.md §3: 1.5% risk, ATR stop 1.5-5%, TP 1.5R/2.5R, 3 positions, daily -5%",
+            description="DESIGN.md §3: 1.5% risk, ATR stop 1.5-5%, TP 1.5R/2.5R, 3 positions, daily -5%, "
+                        "weekly -10%, drawdown breaker -20%",
+            weekly_loss_pct=10.0,
+            max_drawdown_pct=20.0,
         ),
         "conservative": RiskProfile(
             name="conservative",

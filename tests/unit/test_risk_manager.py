@@ -210,8 +210,9 @@ def test_conservative_approves_and_denies():
     assert "weekly loss -11.24% reached the -10% limit" in text
     assert "drawdown -21.00% from peak reached the -20% breaker" in text
     assert "daily" not in text
-    # the default profile has no weekly/drawdown breaker
-    assert evaluate(risk_input(profile="default", acct=acct)).approved
+    # the default profile has the same weekly and drawdown breakers (issue 13, item 12); kelly has neither
+    assert " | ".join(evaluate(risk_input(profile="default", acct=acct)).reasons) == text
+    assert not any("weekly" in r or "drawdown" in r for r in evaluate(risk_input(profile="kelly", acct=acct)).reasons)
 
 
 def test_kelly_approves_and_denies():
