@@ -17,7 +17,7 @@ from core.types import RiskVerdict
 from exchange.paper import PaperAccount
 from pipeline import positions as pos_fns
 from risk.breakers import account_state_from_history
-from risk.manager import AccountState
+from risk.manager import AccountState, TrackRecord
 from risk.profiles import RiskProfile
 
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +119,13 @@ class Book:
             ts = pd.Timestamp(int(sd.open_ns[-1]) + H1_NS, tz="UTC").to_pydatetime()
             self.acct.close(pos.id, pos.qty_open, float(sd.c[-1]), ts,
                             reason=f"history of {pos.symbol} ends at {ts.isoformat()}", kind="data_end")
+
+    def track_record(self, t: datetime) -> TrackRecord | None:
+        """The Kelly track record at t (the profile's rolling window), as the live cycle reads it."""
+        if self.profile.sizing != "kelly":
+            return None  # only Kelly sizing reads it
+        return pos_fns.track_record_from([p for p in self.acct.positions.values() if not p.is_open], t,
+                                         self.profile)
 
     def marks(self, data: Mapping[str, SymbolData], k: int) -> dict[str, float]:
         out = {}

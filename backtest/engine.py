@@ -429,7 +429,7 @@ def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mappi
                 btc4h = btc_change_4h_pct({BTC: _light_snapshot(data[BTC], k, t, spread, with_candles=5)}, None, t)
         snap = _light_snapshot(data[sym], k, t, spread)
         v = risk_verdict(d, scores[sym], snap, account, data[sym].limits, settings, btc4h, None,
-                         pos_fns.track_record_from([p for p in book.acct.positions.values() if not p.is_open]))
+                         book.track_record(t))
         filled = False
         if v.approved and v.plan is not None:
             res = book.open(v, data[sym], k, t, cycle_id)

@@ -17,6 +17,7 @@ from exchange.paper import PaperAccount
 from risk import exits
 from risk.manager import AccountState, MarketLimits, TrackRecord
 from risk.profiles import RiskProfile, get_profile
+from risk.track import track_record
 
 ATR_WARMUP_H = 72  # 1h bars before a monitor window, so ATR(14) is settled at its first bar
 
@@ -106,13 +107,10 @@ def limits_for(source: MarketDataSource, symbol: str) -> MarketLimits:
     return MarketLimits.from_rules(source.market_rules(symbol))
 
 
-def track_record_from(closed: Sequence[Position]) -> TrackRecord | None:
-    """Win rate and win/loss ratio of closed positions (net of fees and funding), for Kelly sizing;
-    shared by the live cycle and the backtest."""
-    if not closed:
-        return None
-    pnl = [p.realised_pnl - p.fees_paid - p.funding_paid for p in closed]
-    wins = [x for x in pnl if x > 0]
-    losses = [-x for x in pnl if x <= 0]
-    wl = (sum(wins) / len(wins)) / (sum(losses) / len(losses)) if wins and losses and sum(losses) > 0 else 1.0
-    return TrackRecord(len(wins) / len(pnl), wl, len(pnl))
+def track_record_from(closed: Sequence[Position], now: datetime | None = None,
+                      profile: RiskProfile | str = "default") -> TrackRecord | None:
+    """Win rate and win/loss ratio of the closed positions in the profile's rolling window before `now`
+    (net of fees and funding), for Kelly sizing; shared by the live cycle and the backtest
+    (`risk.track.track_record`)."""
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    return track_record(closed, now, prof)

@@ -43,6 +43,7 @@ from core.types import (
     TradePlan,
 )
 from risk.profiles import RiskProfile, get_profile
+from risk.track import TrackRecord, with_prior
 
 # ------------------------------------------------------------------------------------------------
 # inputs
@@ -97,15 +98,6 @@ class AccountState:
     @property
     def margin_used(self) -> float:
         return sum(p.margin for p in self.open_positions)
-
-
-@dataclass(frozen=True)
-class TrackRecord:
-    """Closed-trade statistics used by Kelly sizing: win rate in [0, 1], avg win / avg loss."""
-
-    win_rate: float
-    win_loss_ratio: float
-    n_trades: int
 
 
 @dataclass(frozen=True)
@@ -324,10 +316,12 @@ def _risk_budget(inp: RiskInput, prof: RiskProfile, reasons: list[str], notes: l
         base = prof.kelly_fallback_risk_pct
         notes.append(f"kelly: {n} trades < {prof.kelly_min_trades}, fallback {base:g}%")
     else:
+        tr = with_prior(tr, prof)  # shrunk towards the prior (risk/track.py: the way back)
         f = kelly_star(tr.win_rate, tr.win_loss_ratio)
         if f <= 0:
-            reasons.append(f"kelly: no edge (win rate {tr.win_rate:.2f}, win/loss {tr.win_loss_ratio:.2f}, "
-                           f"f*={f:.3f})")
+            reasons.append(f"kelly: no edge over the last {tr.n_trades} trades (win rate {tr.win_rate:.2f}, "
+                           f"win/loss {tr.win_loss_ratio:.2f} with the prior, f*={f:.3f}); trades older than "
+                           f"{prof.kelly_window_days:g} days age out")
             return 0.0
         base = prof.kelly_fraction * f * 100
         notes.append(f"kelly: f*={f:.3f} x{prof.kelly_fraction:g} = {base:.2f}%")

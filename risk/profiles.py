@@ -27,7 +27,10 @@ Profiles (DESIGN.md §3 and issue 4):
   Chandelier stop 3×ATR (1h) from the extreme as the initial stop and as the only trailing rule
   (no breakeven move, no 2 % trail); TP1/TP2 at 1.5R/2.5R as default; 24 h time exit, no stale exit.
   With fewer than 20 closed trades, or no track record, it risks `kelly_fallback_risk_pct` (0.5 %)
-  × the same adjustments; a non-positive Kelly fraction (no edge) is a denial.
+  × the same adjustments; a non-positive Kelly fraction (no edge) is a denial. The record is the last
+  50 trades closed within 90 days, shrunk towards a prior of 10 pseudo-trades (win rate 0.5,
+  win/loss 1.5): old trades age out, so a bad start cannot lock the profile out for good
+  (risk/track.py).
 - ``arena`` (one account per model): margin of a single trade ≤ 50 % of the free balance with no
   open position, ≤ 30 % with positions, total margin ≤ 80 % of equity; stop 3 %, take-profit 10 %
   (all of it); daily −15 %.
@@ -107,6 +110,12 @@ class RiskProfile:
     kelly_fraction: float = 0.15
     kelly_min_trades: int = 20  # fewer closed trades: use kelly_fallback_risk_pct instead of f*
     kelly_fallback_risk_pct: float = 0.5
+    # the way back from a bad start (risk/track.py): a rolling window of closed trades and a prior
+    kelly_window_trades: int = 50  # only the last N closed trades count
+    kelly_window_days: float = 90.0  # ... closed within this many days before the decision
+    kelly_prior_trades: int = 10  # pseudo-trades at the prior's win rate and win/loss ratio
+    kelly_prior_win_rate: float = 0.5
+    kelly_prior_win_loss: float = 1.5  # TP1 1.5R / TP2 2.5R against a 1R stop: f* = 0.17 before evidence
     kelly_vol_ref_atr_pct: float = 2.0  # vol_adj = clamp(ref / atr_pct, kelly_vol_adj_min, 1)
     kelly_vol_adj_min: float = 0.25
     account_tiers: tuple[AccountTier, ...] = ()
