@@ -99,6 +99,11 @@ class AccountState:
     def margin_used(self) -> float:
         return sum(p.margin for p in self.open_positions)
 
+    @property
+    def notional_used(self) -> float:
+        """Notional exposure of the open positions at their entry prices."""
+        return sum(float(p.qty_open) * p.entry for p in self.open_positions)
+
 
 @dataclass(frozen=True)
 class RiskInput:
@@ -430,11 +435,24 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
             margin_cap * lev / entry,
         "free balance after the fee reserve": bal / (entry * (1.0 / lev + prof.fee_reserve_pct / 100)),
     }
+    notional_note = ""
+    if prof.trade_notional_pct_empty is not None or prof.max_total_notional_pct is not None:
+        # exposure caps on NOTIONAL (position size), whatever the leverage: % of equity
+        eq_pos = max(acct.equity, 0.0)
+        n_pct = (prof.trade_notional_pct_with_positions if positions else prof.trade_notional_pct_empty)
+        n_cap = eq_pos * n_pct / 100 if n_pct is not None else math.inf
+        n_room = (max(0.0, eq_pos * prof.max_total_notional_pct / 100 - acct.notional_used)
+                  if prof.max_total_notional_pct is not None else math.inf)
+        label = (f"notional cap {n_pct:g}% of equity" if n_pct is not None else "notional cap") + (
+            f" / total {prof.max_total_notional_pct:g}% of equity" if prof.max_total_notional_pct is not None else "")
+        qty_caps[label] = min(n_cap, n_room) / entry
+        notional_note = (f"notional {min(n_cap, n_room):.2f} ({label}: trade {n_cap:.2f}, total room "
+                         f"{n_room:.2f} of {eq_pos:.2f})")
     budget_pct = _risk_budget(inp, prof, reasons, notes)
-    if budget_pct is None:  # margin_fraction: the cap IS the size
+    if budget_pct is None:  # margin_fraction: the tightest cap IS the size
         qty_raw = min(qty_caps.values())
-        notes.append(f"margin {margin_cap:.2f} ({trade_cap_pct:g}% of free balance {bal:.2f}, "
-                     f"total room {total_room:.2f})")
+        notes.append(notional_note or f"margin {margin_cap:.2f} ({trade_cap_pct:g}% of free balance {bal:.2f}, "
+                                      f"total room {total_room:.2f})")
     else:
         risk_budget = max(0.0, acct.equity) * budget_pct / 100
         qty_risk = risk_budget / r_dist

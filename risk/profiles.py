@@ -31,9 +31,11 @@ Profiles (DESIGN.md §3 and issue 4):
   50 trades closed within 90 days, shrunk towards a prior of 10 pseudo-trades (win rate 0.5,
   win/loss 1.5): old trades age out, so a bad start cannot lock the profile out for good
   (risk/track.py).
-- ``arena`` (one account per model): margin of a single trade ≤ 50 % of the free balance with no
-  open position, ≤ 30 % with positions, total margin ≤ 80 % of equity; stop 3 %, take-profit 10 %
-  (all of it); daily −15 %.
+- ``arena`` (one account per model): a single position's NOTIONAL ≤ 50 % of equity with no open
+  position, ≤ 30 % with positions, all positions together ≤ 80 % of equity in notional (the spec's
+  caps are on position size: capping only the margin let a 10× position reach ~5× equity in notional
+  and lose ~15 % of equity per 3 % stop; now a stop costs at most 1.5 % of equity); stop 3 %,
+  take-profit 10 % (all of it); daily −15 %.
 
 Leverage and liquidation: isolated margin, maintenance-margin rate 0.5 % (`maintenance_margin_rate`).
 When the liquidation price of a plan would lie inside its stop (or within `liq_buffer_pct` of it),
@@ -121,10 +123,15 @@ class RiskProfile:
     account_tiers: tuple[AccountTier, ...] = ()
     # margin caps (all profiles): % of the FREE balance for one trade's margin, with no open
     # position / with positions, and % of EQUITY for all margin together (existing + new).
-    # margin_fraction sizing (arena) takes the whole single-trade cap as its margin.
     trade_margin_pct_empty: float = 100.0
     trade_margin_pct_with_positions: float = 100.0
     max_total_margin_pct: float = 100.0
+    # exposure caps on NOTIONAL (qty x entry, whatever the leverage), % of EQUITY: one trade with no
+    # open position / with positions, and all open positions together (existing + new). None: no cap.
+    # margin_fraction sizing (arena) takes the tightest cap as its size.
+    trade_notional_pct_empty: float | None = None
+    trade_notional_pct_with_positions: float | None = None
+    max_total_notional_pct: float | None = None
     fee_reserve_pct: float = 0.2  # % of notional kept free for fees and slippage when capping by balance
 
     # --- leverage ------------------------------------------------------------------------------
@@ -227,11 +234,12 @@ PROFILES: Mapping[str, RiskProfile] = MappingProxyType(
         ),
         "arena": RiskProfile(
             name="arena",
-            description="per-model account: trade <=50% (30% with positions), total <=80%, SL 3%, TP 10%",
+            description="per-model account: notional per trade <=50% of equity (30% with positions), total <=80%, "
+                        "SL 3%, TP 10%",
             sizing="margin_fraction",
-            trade_margin_pct_empty=50.0,
-            trade_margin_pct_with_positions=30.0,
-            max_total_margin_pct=80.0,
+            trade_notional_pct_empty=50.0,
+            trade_notional_pct_with_positions=30.0,
+            max_total_notional_pct=80.0,
             stop_method="fixed",
             fixed_stop_pct=3.0,
             fixed_tp_pct=10.0,

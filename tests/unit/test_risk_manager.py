@@ -256,20 +256,30 @@ def test_arena_approves_and_denies():
                             limits=MarketLimits(price_tick=Decimal("0.001"))))
     assert v.approved, v.reasons
     p = v.plan
-    assert p.margin <= 0.5 * 10_000 + 1e-6 and p.margin > 0.49 * 10_000
+    # the caps hold on NOTIONAL exposure (issue 13 item 11): a 50% single position, not 50% margin at
+    # up to 10x (~5x equity in notional, ~15% of equity lost per 3% stop)
+    assert p.notional <= 0.5 * 10_000 + 1e-6 and p.notional > 0.49 * 10_000
+    assert p.margin == pytest.approx(p.notional / p.leverage)
     assert p.stop_pct == pytest.approx(3.0, abs=0.01)
+    assert p.risk_usd <= 0.5 * 10_000 * 0.0301  # a stop costs at most ~1.5% of equity
     assert p.tp1 == p.tp2 == pytest.approx(p.entry * 1.10, abs=0.001)
     assert p.tp1_fraction == 1.0
-    # with a position open: 30% of the free balance
+    assert any("notional cap 50% of equity" in r for r in v.reasons)
+    # with a position open: 30% of equity
     acct = account(equity=10_000.0, balance=7_000.0,
                    positions=(position("ETH/USDT:USDT", qty="1", entry=3000.0, leverage=1),))
     p = evaluate(risk_input(profile="arena", price=100.0, acct=acct)).plan
-    assert p.margin <= 0.3 * 7_000 + 1e-6 and p.margin > 0.29 * 7_000
-    # total margin capped at 80% of equity
-    acct = account(equity=10_000.0, balance=2_500.0,
-                   positions=(position("ETH/USDT:USDT", qty="2.5", entry=3000.0, leverage=1),))
+    assert p.notional <= 0.3 * 10_000 + 1e-6 and p.notional > 0.29 * 10_000
+    # total notional capped at 80% of equity: 7,500 open leaves 500
+    acct = account(equity=10_000.0, balance=8_500.0,
+                   positions=(position("ETH/USDT:USDT", qty="2.5", entry=3000.0, leverage=5),))
     p = evaluate(risk_input(profile="arena", price=100.0, acct=acct)).plan
-    assert p.margin <= 500.0 + 1e-6
+    assert p.notional <= 500.0 + 1e-6 and p.notional > 490.0
+    # full: no room, a clear denial
+    acct = account(equity=10_000.0, balance=8_400.0,
+                   positions=(position("ETH/USDT:USDT", qty="2.7", entry=3000.0, leverage=5),))
+    v = evaluate(risk_input(profile="arena", price=100.0, acct=acct))
+    assert not v.approved and any("rounds to zero" in r for r in v.reasons)
     # denial: daily -15%
     acct = account(equity=8_400.0, day_start_equity=10_000.0)
     v = evaluate(risk_input(profile="arena", acct=acct))
@@ -305,8 +315,9 @@ def scenarios(draw):
     symbols = ["XRP/USDT:USDT", "DOGE/USDT:USDT", "ETH/USDT:USDT", "LINK/USDT:USDT", "AAVE/USDT:USDT",
                "UNI/USDT:USDT"]
     margin_each = equity * used / max(n_pos, 1) if n_pos else 0.0
-    positions = tuple(position(symbols[i], pid=f"p{i}", entry=1.0, qty="1", margin=margin_each)
-                      for i in range(n_pos))
+    lev_pos = draw(st.sampled_from([1, 3, 10]))  # notional of the open positions = margin x leverage
+    positions = tuple(position(symbols[i], pid=f"p{i}", entry=1.0, qty=f"{max(margin_each * lev_pos, 0.001):.6f}",
+                               margin=margin_each) for i in range(n_pos))
     balance = equity - margin_each * n_pos
     action = draw(st.sampled_from([Action.LONG, Action.SHORT, Action.WAIT]))
     vol = draw(st.sampled_from(list(VolState)))
@@ -362,6 +373,12 @@ def test_property_no_plan_exceeds_its_caps(inp):
     assert p.margin <= acct.balance * trade_cap / 100 + tol
     assert p.margin + acct.margin_used <= eq * prof.max_total_margin_pct / 100 + tol
     assert p.margin + p.notional * prof.fee_reserve_pct / 100 <= acct.balance + tol
+    # exposure caps on notional (arena): one trade and all positions together, % of equity
+    n_cap = prof.trade_notional_pct_with_positions if acct.open_positions else prof.trade_notional_pct_empty
+    if n_cap is not None:
+        assert p.notional <= eq * n_cap / 100 + tol
+    if prof.max_total_notional_pct is not None:
+        assert p.notional + acct.notional_used <= eq * prof.max_total_notional_pct / 100 + tol
     # position caps
     assert len(acct.open_positions) < prof.position_limit(eq)
     # vetoes respected
