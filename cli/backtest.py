@@ -260,10 +260,13 @@ def export_cmd(
         _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
     try:
         from backtest.export import export_trades
+        from cli.common import market_precision
+        from core.settings import load_settings
 
         trades, rows = load_export_data(audit=fmt == "audit")
+        precision = market_precision(load_settings(), [t.symbol for t in trades])
         target: Any = out_file if out_file else sys.stdout
-        export_trades(trades, fmt, target, audit_rows=rows)  # type: ignore[arg-type]
+        export_trades(trades, fmt, target, audit_rows=rows, precision=precision)  # type: ignore[arg-type]
     except QuorumError as exc:
         _fail(str(exc))
         return

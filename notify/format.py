@@ -192,13 +192,14 @@ def entry_post(
 
 # ---------------------------------------------------------------------------------------- events
 
-EXIT_KINDS = frozenset({"tp2", "stop", "stale", "time", "news", "liquidation", "manual"})
+EXIT_KINDS = frozenset({"tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time", "news", "liquidation",
+                        "manual", "data_end"})
 
 
 def post_kind_for_event(event: PositionEvent, position: Position | None = None) -> str | None:
     """The outbox kind for a position event, or None for events that are not posted (opened, funding)."""
     k = event.kind
-    if k in ("tp1", "tp2", "stop", "stale", "time", "news"):
+    if k in ("tp1", "tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time", "news"):
         return k
     if k == "stop_moved":
         phase = position.phase if position is not None else ""
@@ -217,6 +218,8 @@ _TITLES = {
     "breakeven": "🛡 Stop moved to breakeven",
     "trailing": "📈 Trailing stop moved",
     "stop": "🛑 Stopped out",
+    "breakeven_stop": "🛡 Breakeven stop hit, trade closed",
+    "trailing_stop": "📈 Trailing stop hit, trade closed",
     "stale": "⌛ Stale exit",
     "time": "⏱ Time exit",
     "news": "📰 News exit",
@@ -252,18 +255,26 @@ def event_post(event: PositionEvent, position: Position, *, limit: int = TELEGRA
             f"({esc(fmt_pct(_pct_from(entry, event.price) * position.side.sign))} on entry "
             f"<code>{esc(fmt_price(entry))}</code>)"
         )
-        lines.append(f"Realised: <b>{esc(fmt_r(event.r_multiple))}</b> · P&amp;L <b>{esc(fmt_usd(event.pnl))}</b>")
+        lines.append(f"Realised: <b>{esc(fmt_r(event.r_multiple))}</b> · price P&amp;L <b>{esc(fmt_usd(event.pnl))}</b>")
         if kind == "tp1":
             lines.append(f"Stop now <code>{esc(fmt_price(position.stop))}</code> · rest rides to TP2 "
                          f"<code>{esc(fmt_price(position.tp2))}</code>")
         closed = position.closed_at is not None or (event.kind in EXIT_KINDS and position.qty_open == 0)
         if closed:
+            # net of fees and funding, as `quorum trades` and the exports report it
             risk = position_risk_usd(position)
-            total_r = position.realised_pnl / risk if risk > 0 else None
+            net = position.realised_pnl - position.fees_paid - position.funding_paid
+            total_r = net / risk if risk > 0 else None
+            costs = []
+            if position.fees_paid:
+                costs.append(f"fees {esc(fmt_usd(position.fees_paid, signed=False))}")
+            if position.funding_paid:
+                costs.append(f"funding {esc(fmt_usd(position.funding_paid, signed=False))}" if position.funding_paid > 0
+                             else f"funding received {esc(fmt_usd(-position.funding_paid, signed=False))}")
             lines.append(
-                f"Trade total: <b>{esc(fmt_usd(position.realised_pnl))}</b>"
+                f"Trade total: <b>{esc(fmt_usd(net))}</b>"
                 + (f" ({esc(fmt_r(total_r))})" if total_r is not None else "")
-                + (f" · fees {esc(fmt_usd(position.fees_paid, signed=False))}" if position.fees_paid else "")
+                + (f" net of {' and '.join(costs)}" if costs else "")
             )
     if event.reason:
         lines.append(f"<i>{esc(event.reason.strip())}</i>")

@@ -48,7 +48,15 @@ def test_halt_positions_close_all_resume_trades(prefect_harness) -> None:  # noq
     assert pos["open_positions"] == []
     trades = json.loads((o := run("trades", "--json"))[o.index("["):])
     assert {t["symbol"] for t in trades} == set(opened)
-    assert all(t["exit"] == "manual" and t["fees"] > 0 for t in trades)
+    assert all(t["reason"] == "manual" and t["fees"] > 0 for t in trades)
+    # exit price, quantity and R are there, rounded; the rows are the export's rows (same field names)
+    assert all(t["exit"] > 0 and t["qty"] > 0 and t["r_multiple"] is not None and t["outcome"] in
+               ("win", "draw", "loss") for t in trades)
+    assert all(t["pnl"] == round(t["pnl"], 2) and t["r_multiple"] == round(t["r_multiple"], 4) for t in trades)
+    exported = json.loads(run("export", "--format", "json"))["trades"]
+    assert sorted(exported, key=lambda r: r["position_id"]) == sorted(trades, key=lambda r: r["position_id"])
+    text = run("trades")
+    assert "exit kind" in text and "wins" in text and "draws" in text
     assert "resumed" in run("resume")
     assert "entries: allowed" in run("positions")
 
