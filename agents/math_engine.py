@@ -27,6 +27,7 @@ DIGESTING (settings); a critical news event raises the regime to at least DIGEST
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -226,12 +227,42 @@ def finalize(row_tech: float, tech_weight: float, tech_1d: float, oi: float, new
              signal: SignalSettings) -> tuple[float, bool]:
     """Final score from the blended technical score and the symbol-level components."""
     w = WEIGHTS[_TREND_CODE[int(state4)]]
-    final = float(np.clip(tech_weight * row_tech + w["open_interest"] * oi + w["news"] * news, -1, 1))
-    veto = bool(np.isfinite(tech_1d) and abs(tech_1d) >= VETO_MIN and np.sign(tech_1d) == -np.sign(final))
+    final = _clip(tech_weight * row_tech + w["open_interest"] * oi + w["news"] * news, -1.0, 1.0)
+    veto = bool(math.isfinite(tech_1d) and abs(tech_1d) >= VETO_MIN and _sign(tech_1d) == -_sign(final))
     if veto:
         cap_hi, cap_lo = signal.long_threshold - 0.01, signal.short_threshold + 0.01
-        final = float(np.clip(final, cap_lo, cap_hi))
+        final = _clip(final, cap_lo, cap_hi)
     return final, veto
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """np.clip of one float (NaN stays NaN), without numpy's per-call overhead."""
+    return float(min(max(x, lo), hi))
+
+
+def _sign(x: float) -> float:
+    """np.sign of one float (0 for 0, NaN for NaN)."""
+    return 1.0 if x > 0 else -1.0 if x < 0 else x * 0.0
+
+
+def finalize_arrays(tech: np.ndarray, tech_weight: np.ndarray, tech_1d: np.ndarray, state4: np.ndarray,
+                    signal: SignalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """`finalize` (with no OI and no news) and `signal_of` over arrays: the backtest's math pre-screen.
+    The same IEEE operations in the same order, so each element equals the scalar function's result
+    (tested)."""
+    tk = np.where(np.isfinite(tech), tech, 0.0)
+    codes = np.asarray(state4, dtype=int)
+    w_oi = np.array([WEIGHTS[_TREND_CODE[c]]["open_interest"] for c in (-1, 0, 1)])[codes + 1]
+    w_news = np.array([WEIGHTS[_TREND_CODE[c]]["news"] for c in (-1, 0, 1)])[codes + 1]
+    raw = tech_weight * tk + w_oi * 0.0 + w_news * 0.0
+    final = np.minimum(np.maximum(raw, -1.0), 1.0)
+    final = np.where(np.isnan(raw), raw, final)
+    with np.errstate(invalid="ignore"):
+        veto = np.isfinite(tech_1d) & (np.abs(tech_1d) >= VETO_MIN) & (np.sign(tech_1d) == -np.sign(final))
+    cap_hi, cap_lo = signal.long_threshold - 0.01, signal.short_threshold + 0.01
+    final = np.where(veto, np.minimum(np.maximum(final, cap_lo), cap_hi), final)
+    sig = np.where(final > signal.long_threshold, 1, np.where(final < signal.short_threshold, -1, 0)).astype(np.int8)
+    return final, sig
 
 
 def signal_of(final: float, signal: SignalSettings) -> Action:

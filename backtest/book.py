@@ -69,6 +69,9 @@ class EquityHistory:
         return sorted(old.items()) + self.recent
 
 
+HOUR = timedelta(hours=1)
+
+
 def _week_start(t: datetime) -> datetime:
     m = t.replace(hour=0, minute=0, second=0, microsecond=0)
     return m - timedelta(days=m.weekday())
@@ -93,19 +96,22 @@ class Book:
         for pos in self.acct.open_positions():
             sd = data[pos.symbol]
             j, stop = self.next_bar[pos.id], int(sd.n_closed[k])
+            if j >= stop:
+                continue
             fp = self.next_funding[pos.id]
+            opens, o, h, lo, c, atr, f_dt, f_rate = sd.py_bars()
+            n_fund = len(f_dt)
             while j < stop:
                 if not self.acct.get(pos.id).is_open:
                     break
-                close_ns = sd.open_ns[j] + H1_NS
+                t_open = opens[j]
+                t_close = t_open + HOUR
                 due = []
-                while fp < len(sd.funding_ns) and sd.funding_ns[fp] <= close_ns:
-                    due.append((sd.funding_ts[fp], float(sd.funding_rate[fp])))
+                while fp < n_fund and f_dt[fp] <= t_close:
+                    due.append((f_dt[fp], f_rate[fp]))
                     fp += 1
-                t_open = pd.Timestamp(int(sd.open_ns[j]), tz="UTC")
-                pos_fns.monitor_bar(self.acct, pos.id, t_open, float(sd.o[j]), float(sd.h[j]),
-                                      float(sd.lo[j]), float(sd.c[j]), due, self.profile,
-                                      atr=float(sd.atr[j]), qty_step=sd.limits.qty_step)
+                pos_fns.monitor_bar(self.acct, pos.id, t_open, o[j], h[j], lo[j], c[j], due, self.profile,
+                                    atr=atr[j], qty_step=sd.limits.qty_step)
                 j += 1
             self.next_bar[pos.id], self.next_funding[pos.id] = j, fp
 

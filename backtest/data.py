@@ -49,12 +49,27 @@ class SymbolData:
     columns: dict[str, np.ndarray] | None = None  # the score frame's columns as arrays
     pre_final: np.ndarray | None = None  # final score per decision time (same as Score.final unrounded)
     pre_signal: np.ndarray | None = None  # 1 LONG, -1 SHORT, 0 WAIT
+    pre_final_r4: list[float] | None = None  # pre_final rounded to 4 dp (the WAIT decision records)
     n_closed: np.ndarray | None = None  # bars closed by each decision time
     vol24: np.ndarray | None = None
     funding_at: np.ndarray | None = None  # last funding rate at or before each decision time (nan: none)
     atr: np.ndarray | None = None  # 1h ATR(14) per bar (known at its close), for the Chandelier exit
     has_fill: np.ndarray | None = None  # a bar opens at or after each decision time (the history has not ended)
+    ticker_last: list[float | None] | None = None  # last close per decision time, None: not tradable then
+    vol24_l: list[float] | None = None  # vol24 as Python floats
     _scores: dict[int, Score] = field(default_factory=dict)
+    _py: tuple[list[Any], ...] | None = None
+
+    def py_bars(self) -> tuple[list[Any], ...]:
+        """(open times as datetimes, open, high, low, close, 1h ATR, funding times as datetimes, funding
+        rates) as Python lists: the bar-by-bar monitor reads single values, which numpy makes slow."""
+        if self._py is None:
+            opens = pd.DatetimeIndex(self.open_ns, tz="UTC").to_pydatetime().tolist()
+            fund = [pd.Timestamp(t).to_pydatetime() for t in self.funding_ts]
+            atr = self.atr if self.atr is not None else np.full(len(self.open_ns), np.nan)
+            self._py = (opens, self.o.tolist(), self.h.tolist(), self.lo.tolist(), self.c.tolist(), atr.tolist(),
+                        fund, self.funding_rate.tolist())
+        return self._py
 
     def score(self, k: int, signal: Any) -> Score:
         s = self._scores.get(k)
@@ -106,18 +121,12 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
         tw = fr["tech_weight"].to_numpy(dtype=float)
         t1d = fr["tech_1d"].to_numpy(dtype=float) if "tech_1d" in fr else np.full(n, np.nan)
         st4 = fr["state_4h"].to_numpy()
-        pre_final = np.empty(n)
-        pre_sig = np.zeros(n, dtype=np.int8)
-        for k in range(n):
-            tk = tech[k] if np.isfinite(tech[k]) else 0.0
-            f, _ = math_engine.finalize(float(tk), float(tw[k]), float(t1d[k]), 0.0, 0.0, int(st4[k]),
-                                        settings.signal)
-            pre_final[k] = f
-            pre_sig[k] = SIGNAL_CODE[math_engine.signal_of(f, settings.signal)]
-        sd.pre_final, sd.pre_signal = pre_final, pre_sig
+        # math_engine.finalize + signal_of over all decision times at once (tested equal element-wise)
+        sd.pre_final, sd.pre_signal = math_engine.finalize_arrays(tech, tw, t1d, st4, settings.signal)
     else:  # too little history: never a candidate with a score
         sd.pre_final = np.zeros(n)
         sd.pre_signal = np.zeros(n, dtype=np.int8)
+    sd.pre_final_r4 = [round(x, 4) for x in sd.pre_final.tolist()]  # the WAIT records' score, as Python floats
     # 24 h quote volume of the bars closed by t with open >= t - 24 h (as ReplaySource.tickers)
     lo_idx = np.searchsorted(open_ns, t_ns - 24 * H1_NS, side="left")
     vol = np.zeros(n)
@@ -126,11 +135,33 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
         if b > a:
             vol[k] = float(sd.qv[a:b].sum())
     sd.vol24 = vol
+    # the point-in-time ticker's last close per decision time, None when not tradable at t (no futures
+    # bar closed yet, or the history has ended): the engine builds the tickers from these lists
+    nc = sd.n_closed
+    last_idx = np.maximum(nc - 1, 0)
+    tradable = (nc > 0) & (open_ns[last_idx] >= sd.futures_start_ns) & sd.has_fill if len(open_ns) else nc > 0
+    sd.ticker_last = [x if ok else None for x, ok in zip(sd.c[last_idx].tolist() if len(open_ns) else [0.0] * n,
+                                                         tradable.tolist(), strict=True)]
+    sd.vol24_l = vol.tolist()
     fi = np.searchsorted(sd.funding_ns, t_ns, side="right") - 1
     sd.funding_at = np.where(fi >= 0, sd.funding_rate[np.clip(fi, 0, None)] if len(sd.funding_rate) else np.nan,
                              np.nan)
     timings["indicators"] = timings.get("indicators", 0.0) + (time.perf_counter() - t1)
     return sd
+
+
+def change_4h_pct(sd: SymbolData) -> list[float | None]:
+    """Per decision time: the change of the last 4 closed hours in % (close[-1] / close[-5] - 1) * 100, as
+    `pipeline.stages.btc_change_4h_pct` computes it from a snapshot (None with fewer than 5 closed bars
+    or once the history has ended), the same float operations (tested equal)."""
+    assert sd.n_closed is not None and sd.has_fill is not None
+    n = sd.n_closed
+    ok = (n >= 5) & sd.has_fill
+    i1 = np.where(ok, n - 1, 0)
+    i5 = np.where(ok, n - 5, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chg = (sd.c[i1] / sd.c[i5] - 1) * 100
+    return [float(x) if o else None for x, o in zip(chg.tolist(), ok.tolist(), strict=True)]
 
 
 class NoDecisionTime(DataError):

@@ -23,7 +23,8 @@ close. Per decision time, in the live cycle's order (flows/trading_cycle.py):
    token budget that stops the run cleanly when spent (the result says where);
 5. consensus + daily veto `pipeline.stages.decide`, risk `pipeline.stages.risk_verdict` (a light snapshot with
    bid/ask/funding/last of time t, which is all the risk step reads from a snapshot), BTC 4 h change
-   via `pipeline.stages.btc_change_4h_pct`, account state via `risk.manager.account_state_from_history`
+   as `pipeline.stages.btc_change_4h_pct` computes it (`backtest.data.change_4h_pct`, over arrays, tested
+   equal), account state via `risk.manager.account_state_from_history`
    from the per-step equity snapshots (breakers exactly as live; the history is compressed to an
    equivalent subsequence so a year stays fast, see `EquityHistory`), later candidates see planned
    positions (`pipeline.positions.with_planned`);
@@ -55,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.book import Book
-from backtest.data import H1_NS, NoDecisionTime, SymbolData, decision_times, load_symbol
+from backtest.data import H1_NS, NoDecisionTime, SymbolData, change_4h_pct, decision_times, load_symbol
 from backtest.panel import member_decision, no_news_note_for, panel_votes
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo
@@ -68,11 +69,12 @@ from core.types import Action, Decision, MarketSnapshot, NewsReport, Position, S
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
 from pipeline import positions as pos_fns
-from pipeline.stages import BTC, btc_change_4h_pct, daily_veto, decide, risk_verdict, select_candidates
+from pipeline.stages import BTC, daily_veto, decide, risk_verdict, select_candidates
 from risk.manager import AccountState
 from risk.profiles import get_profile
 
 PanelMode = str  # "math" | "cache" | "live"
+WAIT_REASONS = ("decision is WAIT",)
 PANEL_MODES = ("math", "cache", "live")
 
 __all__ = ["PANEL_MODES", "run_backtest"]
@@ -158,6 +160,7 @@ def run_backtest(
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
 
+    btc4h_at = change_4h_pct(data[BTC]) if BTC in data else [None] * len(times)
     prof = get_profile(settings.risk_profile)
     mm = prof.maintenance_margin_rate
     main = Book(CONSENSUS_ID, PaperAccount.from_settings(settings.paper, mm), prof)
@@ -218,14 +221,13 @@ def run_backtest(
             tickers: dict[str, TickerInfo] = {}
             for s in universe:
                 sd = data[s]
-                n = int(sd.n_closed[k])
-                if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns:
-                    continue  # no futures bar closed yet (spot warm-up only): not tradable at t
-                if not sd.has_fill[k]:
-                    continue  # its history has ended: no bar to fill at, not a candidate
-                last = float(sd.c[n - 1])
+                # None: no futures bar closed yet (spot warm-up only), or its history has ended (no bar
+                # to fill at): not a candidate at t
+                last = sd.ticker_last[k]
+                if last is None:
+                    continue
                 half = last * spread / 200
-                tickers[s] = TickerInfo(s, last, last - half, last + half, float(sd.vol24[k]))
+                tickers[s] = TickerInfo(s, last, last - half, last + half, sd.vol24_l[k])
             cands, _dropped, _note = select_candidates(settings, tickers, known, requested)
             counters["candidates"] += len(cands)
             # 3. scores
@@ -235,8 +237,8 @@ def run_backtest(
                 if sd.frame is None:
                     continue
                 if panel_mode == "math" and sd.pre_signal[k] == 0:
-                    decisions.append(DecisionRecord(t, c.symbol, "WAIT", round(float(sd.pre_final[k]), 4),
-                                                    round(float(sd.pre_final[k]), 4), 0, False, ("decision is WAIT",)))
+                    f4 = sd.pre_final_r4[k]
+                    decisions.append(DecisionRecord(t, c.symbol, "WAIT", f4, f4, 0, False, WAIT_REASONS))
                     cons_calls.append((k, c.symbol, Action.WAIT, 0.0))
                     continue
                 scores[c.symbol] = sd.score(k, settings.signal)
@@ -273,15 +275,15 @@ def run_backtest(
             # 5. consensus -> risk -> fills, for the consensus book then each shadow
             sym_decisions = {s: decide(s, t, [v for v in votes if v.symbol == s], sc, settings)
                              for s, sc in scores.items()}
-            _trade_book(main, sym_decisions, scores, data, k, t, settings, spread, decisions, counters,
+            _trade_book(main, sym_decisions, scores, data, k, t, settings, spread, btc4h_at[k], decisions, counters,
                         deny_reasons, record=True)
             for d in sym_decisions.values():
                 cons_calls.append((k, d.symbol, d.action, d.confidence))
             for mid, book in shadows.items():
                 mine = {v.symbol: v for v in votes if v.member_id == mid}
                 md = {s: daily_veto(member_decision(mine[s], scores[s]), scores[s]) for s in scores if s in mine}
-                _trade_book(book, md, scores, data, k, t, settings, spread, member_decisions[mid], None, None,
-                            record=True)
+                _trade_book(book, md, scores, data, k, t, settings, spread, btc4h_at[k], member_decisions[mid], None,
+                            None, record=True)
             if prog is not None and (k % 24 == 0 or k == len(times) - 1):
                 prog.update(prog.task_ids[0], completed=k + 1,
                             info=f"{t:%Y-%m-%d %H:%M} equity {main.curve[-1][1]:,.0f} "
@@ -392,26 +394,23 @@ def _range_notes(req_start: pd.Timestamp, req_end: pd.Timestamp, times: pd.Datet
     return notes
 
 
-def _light_snapshot(sd: SymbolData, k: int, t: datetime, spread: float, with_candles: int = 0) -> MarketSnapshot:
+def _light_snapshot(sd: SymbolData, k: int, t: datetime, spread: float) -> MarketSnapshot:
     """What the risk step reads of a snapshot at t: last close, bid/ask (estimated spread), funding."""
     n = int(sd.n_closed[k])
     last = float(sd.c[n - 1])
     half = last * spread / 200
     f = float(sd.funding_at[k])
-    candles = {"1h": sd.h1.iloc[max(0, n - with_candles):n]} if with_candles else {}
-    return MarketSnapshot(symbol=sd.symbol, as_of=t, candles=candles, last=last, bid=last - half, ask=last + half,
+    return MarketSnapshot(symbol=sd.symbol, as_of=t, candles={}, last=last, bid=last - half, ask=last + half,
                           volume_24h_quote=float(sd.vol24[k]), funding_rate=f if math.isfinite(f) else None)
 
 
 def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mapping[str, Score],
                 data: Mapping[str, SymbolData], k: int, t: datetime, settings: Settings, spread: float,
-                decisions: list[DecisionRecord] | None, counters: dict[str, Any] | None,
+                btc4h: float | None, decisions: list[DecisionRecord] | None, counters: dict[str, Any] | None,
                 deny_reasons: dict[str, int] | None, *, record: bool) -> None:
     """Risk and fills of one book at decision time t, then its equity snapshot (as the live cycle)."""
     prices_pre = book.marks(data, k)
     account: AccountState | None = None
-    btc4h: float | None = None
-    btc_done = False
     cycle_id = f"backtest-{book.name}-{t:%Y%m%dT%H%M}"
     for sym, d in sym_decisions.items():
         if d.action is Action.WAIT:
@@ -423,10 +422,6 @@ def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mappi
         if account is None:
             equity_now = float(book.acct.equity(prices_pre))
             account = book.account_state(t, equity_now)
-        if not btc_done:
-            btc_done = True
-            if BTC in data and data[BTC].n_closed[k] > 0 and data[BTC].has_fill[k]:
-                btc4h = btc_change_4h_pct({BTC: _light_snapshot(data[BTC], k, t, spread, with_candles=5)}, None, t)
         snap = _light_snapshot(data[sym], k, t, spread)
         v = risk_verdict(d, scores[sym], snap, account, data[sym].limits, settings, btc4h, None,
                          book.track_record(t))

@@ -84,7 +84,10 @@ class StepResult(NamedTuple):
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    tz = ts.tzinfo
+    if tz is UTC:  # the common case (the backtest's and the store's times): no conversion
+        return ts
+    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
 
 
 def _r_multiple(pos: Position, price: float) -> float:

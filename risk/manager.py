@@ -207,7 +207,10 @@ def kelly_star(win_rate: float, win_loss_ratio: float) -> float:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    tz = ts.tzinfo
+    if tz is UTC:  # the common case (the backtest's and the store's times): no conversion
+        return ts
+    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
 
 
 # ------------------------------------------------------------------------------------------------
