@@ -19,6 +19,11 @@ from core.types import Action, Score
 from risk.manager import MarketLimits
 
 H1_NS = 3_600_000_000_000
+# History before the first decision time that the indicators are computed over. The slowest recursive
+# indicator is the daily ATR(30) (Wilder smoothing, weight (29/30)^n after n days): after 1,100 days an
+# older bar weighs < 1e-16, below float precision, and MA200 on 1d needs 200 days; a longer stored
+# history changes no score (the backtest figures on the bundled and the bench history are identical).
+INDICATOR_WARMUP = pd.Timedelta(days=1100)
 SIGNAL_CODE = {Action.LONG: 1, Action.SHORT: -1, Action.WAIT: 0}
 # ------------------------------------------------------------------------------------------------
 # per-symbol point-in-time arrays
@@ -58,17 +63,21 @@ class SymbolData:
     ticker_last: list[float | None] | None = None  # last close per decision time, None: not tradable then
     vol24_l: list[float] | None = None  # vol24 as Python floats
     _scores: dict[int, Score] = field(default_factory=dict)
+    first_decision_ns: int = 0
     _py: tuple[list[Any], ...] | None = None
 
     def py_bars(self) -> tuple[list[Any], ...]:
         """(open times as datetimes, open, high, low, close, 1h ATR, funding times as datetimes, funding
         rates) as Python lists: the bar-by-bar monitor reads single values, which numpy makes slow."""
         if self._py is None:
-            opens = pd.DatetimeIndex(self.open_ns, tz="UTC").to_pydatetime().tolist()
+            # bars before the first decision time are never monitored (a fill is at or after it): None
+            i0 = int(np.searchsorted(self.open_ns, self.first_decision_ns, side="left")) if self.first_decision_ns else 0
+            pad: list[Any] = [None] * i0
+            opens = pad + pd.DatetimeIndex(self.open_ns[i0:], tz="UTC").to_pydatetime().tolist()
             fund = [pd.Timestamp(t).to_pydatetime() for t in self.funding_ts]
             atr = self.atr if self.atr is not None else np.full(len(self.open_ns), np.nan)
-            self._py = (opens, self.o.tolist(), self.h.tolist(), self.lo.tolist(), self.c.tolist(), atr.tolist(),
-                        fund, self.funding_rate.tolist())
+            self._py = (opens, pad + self.o[i0:].tolist(), pad + self.h[i0:].tolist(), pad + self.lo[i0:].tolist(),
+                        pad + self.c[i0:].tolist(), pad + atr[i0:].tolist(), fund, self.funding_rate.tolist())
         return self._py
 
     def score(self, k: int, signal: Any) -> Score:
@@ -88,8 +97,10 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
     t0 = time.perf_counter()
     hist = source.history(symbol)
     h1 = hist.h1
-    # never hand the scorer a bar that closes after `end` (the engine is causal anyway; belt and braces)
-    h1 = h1[h1.index + TF_DELTA["1h"] <= end]
+    # indicators over the window needed plus the warm-up, not the whole stored history; never a bar
+    # that closes after `end` (the engine is causal anyway; belt and braces)
+    lo_t = (times[0] - INDICATOR_WARMUP).floor("D") if len(times) else h1.index[0]
+    h1 = h1[(h1.index >= lo_t) & (h1.index + TF_DELTA["1h"] <= end)]
     open_ns = hist.h1.index.as_unit("ns").asi8
     cols = hist.h1[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float)
     fund = hist.funding
@@ -107,6 +118,7 @@ def load_symbol(source: Any, symbol: str, times: pd.DatetimeIndex, end: pd.Times
     frames = {tf: resample(h1, tf) for tf in ("1h", "4h", "1d")}
     t_ns = times.as_unit("ns").asi8
     sd.n_closed = np.searchsorted(open_ns + H1_NS, t_ns, side="right")
+    sd.first_decision_ns = int(t_ns[0]) if len(t_ns) else 0
     sd.has_fill = t_ns <= open_ns[-1] if len(open_ns) else np.zeros(len(t_ns), dtype=bool)
     try:
         series = math_engine.score_frames(frames, times, settings.signal)

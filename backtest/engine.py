@@ -198,6 +198,7 @@ def run_backtest(
     deny_reasons: dict[str, int] = {}
     stopped: str | None = None
     spread = float(getattr(source, "spread_pct", settings.replay_spread_pct))
+    cand_at = fixed_candidates(settings, universe, data, spread, requested)
     py_times = list(times.to_pydatetime())
     prog = _progress(progress, len(times), f"backtest {panel_mode}")
     t_loop = time.perf_counter()
@@ -218,30 +219,33 @@ def run_backtest(
                 b.monitor(data, k)
                 b.close_ended(data, k)
             # 2. candidates from point-in-time tickers
-            tickers: dict[str, TickerInfo] = {}
-            for s in universe:
-                sd = data[s]
-                # None: no futures bar closed yet (spot warm-up only), or its history has ended (no bar
-                # to fill at): not a candidate at t
-                last = sd.ticker_last[k]
-                if last is None:
-                    continue
-                half = last * spread / 200
-                tickers[s] = TickerInfo(s, last, last - half, last + half, sd.vol24_l[k])
-            cands, _dropped, _note = select_candidates(settings, tickers, known, requested)
-            counters["candidates"] += len(cands)
+            if cand_at is not None:  # a fixed universe: precomputed, equal to select_candidates (tested)
+                cand_syms = cand_at[k]
+            else:
+                tickers: dict[str, TickerInfo] = {}
+                for s in universe:
+                    sd = data[s]
+                    # None: no futures bar closed yet (spot warm-up only), or its history has ended (no bar
+                    # to fill at): not a candidate at t
+                    last = sd.ticker_last[k]
+                    if last is None:
+                        continue
+                    half = last * spread / 200
+                    tickers[s] = TickerInfo(s, last, last - half, last + half, sd.vol24_l[k])
+                cand_syms = [c.symbol for c in select_candidates(settings, tickers, known, requested)[0]]
+            counters["candidates"] += len(cand_syms)
             # 3. scores
             scores: dict[str, Score] = {}
-            for c in cands:
-                sd = data[c.symbol]
+            for sym in cand_syms:
+                sd = data[sym]
                 if sd.frame is None:
                     continue
                 if panel_mode == "math" and sd.pre_signal[k] == 0:
                     f4 = sd.pre_final_r4[k]
-                    decisions.append(DecisionRecord(t, c.symbol, "WAIT", f4, f4, 0, False, WAIT_REASONS))
-                    cons_calls.append((k, c.symbol, Action.WAIT, 0.0))
+                    decisions.append(DecisionRecord(t, sym, "WAIT", f4, f4, 0, False, WAIT_REASONS))
+                    cons_calls.append((k, sym, Action.WAIT, 0.0))
                     continue
-                scores[c.symbol] = sd.score(k, settings.signal)
+                scores[sym] = sd.score(k, settings.signal)
             counters["scored"] += len(scores)
             # 4. panel
             votes: list[Vote] = []
@@ -372,6 +376,36 @@ def run_backtest(
         member_decisions=member_decisions, counters=counters,
         timings=timings, stopped_reason=stopped, notes=notes,
     )
+
+
+def fixed_candidates(settings: Settings, universe: Sequence[str], data: Mapping[str, SymbolData], spread: float,
+                     requested: Sequence[str] | None) -> list[list[str]] | None:
+    """Per decision time, the candidate symbols of a fixed universe (the configured one, or --symbols):
+    what `pipeline.stages.select_candidates` returns on the point-in-time tickers (the universe's order,
+    tradable at t, 24 h volume >= the minimum, spread <= the maximum; `agents.scanner.liquidity_reason`
+    with the same float operations), over arrays. None for the volume scanner (ranked per time)."""
+    if requested:
+        order = list(requested)
+    elif settings.universe == "fixed":
+        order = [s for s in settings.symbols if s in data]
+    else:
+        return None
+    n = len(next(iter(data.values())).ticker_last or [])
+    ok_by_sym = []
+    for s in order:
+        if s not in universe:
+            continue
+        sd = data[s]
+        last = np.array([np.nan if x is None else x for x in sd.ticker_last], dtype=float)
+        half = last * spread / 200
+        bid, ask = last - half, last + half
+        mid = (bid + ask) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sp = np.where(mid <= 0, 0.0, (ask - bid) / mid * 100.0)
+        vol = np.asarray(sd.vol24_l, dtype=float)
+        ok = ~np.isnan(last) & ~(vol < settings.min_volume_usd) & ~(sp > settings.max_spread_pct)
+        ok_by_sym.append((s, ok.tolist()))
+    return [[s for s, ok in ok_by_sym if ok[k]] for k in range(n)]
 
 
 def _range_notes(req_start: pd.Timestamp, req_end: pd.Timestamp, times: pd.DatetimeIndex,
