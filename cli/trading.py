@@ -134,7 +134,10 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
     from flows.daily_report import daily_report
 
     res = daily_report(as_of=as_of)
-    out.print(f"daily report for {res['day']}: {res['trades']} trades, P&L {res['pnl']:+,.2f}")
+    dd = res.get("max_drawdown_pct")
+    out.print(f"daily report for {res['day']} (as of {res['as_of'][:16]}"
+              f"{'' if as_of else ', the account clock'}): {res['trades']} trades, P&L {res['pnl']:+,.2f}"
+              + (f", max drawdown {dd:.2f}% (intraday path)" if dd is not None else ""))
 
 
 # ---- positions --------------------------------------------------------------------------------

@@ -76,6 +76,40 @@ def test_monitor_flow_and_daily_report(prefect_harness) -> None:  # noqa: ARG001
     assert {"entry", "daily_stats", "market_pulse"} <= kinds
 
 
+def test_daily_report_without_as_of_reports_on_the_account_clock(prefect_harness) -> None:  # noqa: ARG001
+    run("cycle", "--as-of", FIRST)  # the account's clock: 2025-05-23 04:00 (the bundled data ends 05-31)
+    text = run("daily-report")
+    assert "daily report for 2025-05-22" in text and "the account clock" in text
+
+
+def test_intraday_path_agrees_with_the_snapshots_and_feeds_the_daily_drawdown(prefect_harness) -> None:  # noqa: ARG001
+    from core.settings import load_settings
+    from exchange.factory import build_source
+    from pipeline.daily import day_equity_path
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    run("cycle", "--as-of", FIRST)
+    run("monitor", "--as-of", "2025-05-24T12:00:00Z", "--json")
+    run("monitor", "--as-of", "2025-05-25T01:00:00Z", "--json")
+    settings = load_settings()
+    day = datetime(2025, 5, 24, tzinfo=UTC)
+    with transaction(get_session_factory(settings)) as s:
+        path = dict(day_equity_path(s, build_source(settings), settings.mode, day,
+                                    datetime(2025, 5, 25, 1, tzinfo=UTC)))
+        snaps = dict(repo.equity_history(s, settings.mode))
+        t_end = datetime(2025, 5, 25, 1, tzinfo=UTC)
+        last = dict(day_equity_path(s, build_source(settings), settings.mode, datetime(2025, 5, 25, tzinfo=UTC),
+                                    t_end))
+    assert len([t for t in path if t.date() == day.date()]) == 24, sorted(path)  # 00:00 .. 23:00, hourly
+    # at the end of the walk the path says what the account says (balance + margin + marks)
+    pos = json.loads((o := run("positions", "--json"))[o.index("{"):])
+    assert abs(last[t_end] - pos["equity"]) < 0.05, (last[t_end], pos["equity"], sorted(snaps))
+    assert min(path.values()) <= min(snaps.values()) + 0.05
+    text = run("daily-report", "--as-of", "2025-05-25T01:00:00Z")
+    assert "daily report for 2025-05-24" in text and "intraday path" in text
+
+
 def test_breaker_halt_is_visible(prefect_harness) -> None:  # noqa: ARG001
     from core.settings import load_settings
     from store import repo
