@@ -319,9 +319,9 @@ def score_from_row(symbol: str, row: pd.Series, oi: float, oi_flags: tuple[str, 
     flags = list(oi_flags)
     if news is None or not news.available:
         flags.append("news_unavailable")
-    tech = float(row["tech"]) if np.isfinite(row["tech"]) else 0.0
+    tech = float(row["tech"]) if math.isfinite(row["tech"]) else 0.0
     tech_1d = float(row.get("tech_1d", np.nan))
-    if not np.isfinite(tech_1d):
+    if not math.isfinite(tech_1d):
         flags.append("daily_history_short")
     state4 = int(row["state_4h"])
     final, veto = finalize(tech, float(row["tech_weight"]), tech_1d, oi, news_val, state4, signal)
@@ -329,22 +329,22 @@ def score_from_row(symbol: str, row: pd.Series, oi: float, oi_flags: tuple[str, 
     comps: dict[str, float] = {}
     for k in TECH:
         vals = [(signal.tf_weights[tf], row.get(f"{k}_{tf}", np.nan)) for tf in TIMEFRAMES]
-        num = sum(wt * v for wt, v in vals if np.isfinite(v))
+        num = sum(wt * v for wt, v in vals if math.isfinite(v))
         comps[k] = round(float(num), 4)
     comps["open_interest"] = round(oi, 4)
     comps["news"] = round(float(news_val), 4)
     tfs = {}
     for tf in TIMEFRAMES:
         s = row.get(f"tech_{tf}", np.nan)
-        if np.isfinite(s):
+        if math.isfinite(s):
             tfs[tf] = TimeframeScore(
-                tf, round(float(s), 4), {k: round(float(row[f"{k}_{tf}"]), 4) for k in TECH if np.isfinite(row[f"{k}_{tf}"])},
+                tf, round(float(s), 4), {k: round(float(row[f"{k}_{tf}"]), 4) for k in TECH if math.isfinite(row[f"{k}_{tf}"])},
                 _TREND_CODE[int(row[f"state_{tf}"])], round(float(row[f"rsi_{tf}"]), 2), round(float(row[f"atrpct_{tf}"]), 4))
-    ratio = float(row["vol_ratio"]) if np.isfinite(row["vol_ratio"]) else float("nan")
+    ratio = float(row["vol_ratio"]) if math.isfinite(row["vol_ratio"]) else float("nan")
     return Score(
         symbol=symbol, as_of=row.name.to_pydatetime(), final=round(final, 4), signal=signal_of(final, signal),
         timeframes=tfs, components=comps, weights=dict(w), trend=_TREND_CODE[state4],
-        vol_state=vol_state(ratio, signal, news), vol_ratio=round(ratio, 3) if np.isfinite(ratio) else float("nan"),
-        atr_pct=round(float(row["atr_pct"]), 4) if np.isfinite(row["atr_pct"]) else float("nan"),
+        vol_state=vol_state(ratio, signal, news), vol_ratio=round(ratio, 3) if math.isfinite(ratio) else float("nan"),
+        atr_pct=round(float(row["atr_pct"]), 4) if math.isfinite(row["atr_pct"]) else float("nan"),
         daily_veto=veto, flags=tuple(flags),
     )

@@ -142,9 +142,10 @@ class Book:
         return out
 
     def account_state(self, t: datetime, equity: float) -> AccountState:
+        # the compressed history is in time order and in UTC, t is after all of it: used as given
         return account_state_from_history(
             self.history.points() + [(t, equity)], equity=equity, balance=float(self.acct.balance),
-            positions=self.acct.open_positions(), now=t, profile=self.profile)
+            positions=self.acct.open_positions(), now=t, profile=self.profile, presorted=True)
 
     def open(self, verdict: RiskVerdict, sd: SymbolData, k: int, t: datetime, cycle_id: str) -> dict[str, Any]:
         i = int(np.searchsorted(sd.open_ns, pd.Timestamp(t).as_unit("ns").value, side="left"))  # price_after(symbol, t)

@@ -64,6 +64,7 @@ class SymbolData:
     vol24_l: list[float] | None = None  # vol24 as Python floats
     _scores: dict[int, Score] = field(default_factory=dict)
     first_decision_ns: int = 0
+    _col_lists: dict[str, list[Any]] | None = None
     _py: tuple[list[Any], ...] | None = None
 
     def py_bars(self) -> tuple[list[Any], ...]:
@@ -84,7 +85,9 @@ class SymbolData:
         s = self._scores.get(k)
         if s is None:
             assert self.columns is not None and self.frame is not None
-            row = _Row({c: a[k].item() for c, a in self.columns.items()})
+            if self._col_lists is None:  # the frame's columns as Python lists, once
+                self._col_lists = {c: a.tolist() for c, a in self.columns.items()}
+            row = _Row({c: lst[k] for c, lst in self._col_lists.items()})
             row.name = self.frame.index[k]
             s = math_engine.score_from_row(self.symbol, row, 0.0, ("oi_missing",), None, signal)
             self._scores[k] = s

@@ -121,11 +121,14 @@ def account_state_from_history(
     profile: RiskProfile | str,
     manual_halt: str | None = None,
     reset_at: datetime | None = None,
+    presorted: bool = False,
 ) -> AccountState:
-    """AccountState with day/week start, peak and breaker halt derived from stored snapshots."""
+    """AccountState with day/week start, peak and breaker halt derived from stored snapshots.
+    `presorted`: the history is already in time order, in UTC, and none of it is after `now` (the
+    backtest's own history), so it is used as given."""
     now = _utc(now)
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    pts = _points(equity_history, now)
+    pts = list(equity_history) if presorted else _points(equity_history, now)
     times = [t for t, _ in pts]
 
     def ref(start: datetime) -> float | None:
