@@ -194,7 +194,7 @@ def test_daily_stats_match_hand_computed_figures():
     votes = {"gpt": (3, 4), "grok": (1, 4), "qwen-local": (0, 0), "claude-opus": (3, 4)}
     stats = compute_daily_stats(list(reversed(closed_positions())), DAY, None, votes)
     # by hand: trades +30, -10, -15, +20, 0 in close order
-    assert stats.trades == 5 and stats.wins == 2 and stats.losses == 2
+    assert stats.trades == 5 and stats.wins == 2 and stats.losses == 2 and stats.draws == 1  # the flat one
     assert stats.win_rate == pytest.approx(2 / 5)
     assert stats.gross_profit == pytest.approx(50.0) and stats.gross_loss == pytest.approx(25.0)
     assert stats.profit_factor == pytest.approx(2.0)
@@ -208,7 +208,7 @@ def test_daily_stats_match_hand_computed_figures():
     body = daily_stats_post(stats)
     text = well_formed(body)
     assert "Daily stats · 2026-03-02" in text
-    assert "Trades: 5 · wins 2 · losses 2 · win rate 40%" in text
+    assert "Trades: 5 · wins 2 · draws 1 · losses 2 · win rate 40% (50% without scratches)" in text
     assert "P&L: +$25.00 · profit factor 2.00" in text
     assert "Best +$30.00 · worst −$15.00" in text
     assert "Max drawdown: −$25.00" in text
@@ -231,6 +231,9 @@ def test_daily_stats_edge_cases():
                                gross_profit=0, gross_loss=0, best_trade=None, worst_trade=None,
                                max_drawdown_usd=0.0, max_drawdown_pct=None)
     assert "No trades closed today." in strip_tags(daily_stats_post(empty))
+    # a breakeven exit a little positive after fees (+0.05R) is a draw, not a win
+    scratch = compute_daily_stats([pos("s", 1.0, T0), pos("w", 30.0, T0)], DAY)
+    assert (scratch.wins, scratch.draws, scratch.losses) == (1, 1, 0) and scratch.win_rate == pytest.approx(0.5)
     only_wins = compute_daily_stats([pos("a", 5.0, T0)], DAY)
     assert math.isinf(only_wins.profit_factor) and "profit factor ∞" in strip_tags(daily_stats_post(only_wins))
 
