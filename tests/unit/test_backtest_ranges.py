@@ -130,3 +130,15 @@ def test_start_equity_is_the_starting_balance_when_the_first_decision_trades(set
     assert m.total_return == pytest.approx(m.end_equity / start_bal - 1, rel=1e-12)
     # the consensus row of the leaderboard agrees
     assert r.leaderboard[0].total_return == pytest.approx(m.total_return, rel=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["grid", "rebalance"])
+def test_strategy_backtests_open_their_metrics_at_the_starting_balance(settings, source, strategy):
+    from backtest.strategies import run_strategy_backtest
+
+    r = run_strategy_backtest(settings, source, "2025-03-01", "2025-03-05 23:00", strategy=strategy,
+                              **({"symbols": SYMS} if strategy == "grid" else {}), mc_runs=10, leaderboard_runs=10)
+    start_bal = settings.paper.starting_balance
+    assert r.equity.iloc[0] == start_bal
+    assert r.metrics.start_equity == start_bal
+    assert r.metrics.total_return == pytest.approx(r.metrics.end_equity / start_bal - 1, rel=1e-12)
