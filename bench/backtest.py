@@ -172,7 +172,9 @@ def main() -> None:
     halts = {k: v for k, v in res.counters.get("deny_reasons", {}).items() if "breaker" in k or "halted" in k}
     if halts:
         print(f"  (entries denied by breakers: {halts})")
-    if ft_res is None:
+    if ft_res is None and args.no_freqtrade:
+        print("freqtrade: skipped (--no-freqtrade)")
+    elif ft_res is None:
         print("freqtrade: not installed (install it in its own virtualenv and pass --freqtrade PYTHON, set "
               "QUORUM_FREQTRADE_PYTHON, or put freqtrade on PATH) - no reference figure")
     elif isinstance(ft_res, str):
