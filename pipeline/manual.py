@@ -39,7 +39,7 @@ def manual_entry(factory: Factory, source: MarketDataSource, settings: Settings,
                         f"manual {side.lower()} entry by the operator")
     state = account_state(factory, source, settings, now, acct)
     verdict = risk_verdict(decision, score, snap, state, limits_for(source, symbol), settings, None, None,
-                           track_record(factory, settings.mode))
+                           track_record(factory, settings.mode, now, settings.risk_profile))
     plan = record.verdict_dict(verdict)
     if not verdict.approved or verdict.plan is None:
         return {"status": "denied", "reasons": list(verdict.reasons), "risk": plan}

@@ -31,6 +31,8 @@ from store import repo
 from store.db import transaction
 
 log = logging.getLogger(__name__)
+# exits a broker without simulated fills leaves to the exchange (risk.exits names a stop hit by its phase)
+RESTING_EXITS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
 def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
@@ -122,7 +124,7 @@ def follow_position(broker: Broker, pos: Position, bars: pd.DataFrame, profile_n
         result = exits.step(cur, exits.Bar(t_close, float(o), float(h), float(lo), float(c)), prof,
                             atr=None if a is None or a != a else float(a), qty_step=qty_step)
         # exits the exchange fills itself (stop, TP1, TP2) are not simulated: only what the broker places
-        result = result._replace(events=[e for e in result.events if e.kind not in ("stop", "tp1", "tp2")])
+        result = result._replace(events=[e for e in result.events if e.kind not in RESTING_EXITS])
         fills += broker.apply_exit_step(result)
         moved += [e for e in result.events if e.kind == "stop_moved"]
         last = t_close
