@@ -28,7 +28,15 @@ from store.models import EquitySnapshotRow, PositionEventRow, PositionRow
 from store.outbox import OutboxPost
 from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import (
-    DECISION, ENTRY_PATH, MARKET, PROTECT_PATH, SYMBOL, assert_db_equals_exchange, client_for, factory_for, plan,
+    DECISION,
+    ENTRY_PATH,
+    MARKET,
+    PROTECT_PATH,
+    SYMBOL,
+    assert_db_equals_exchange,
+    client_for,
+    factory_for,
+    plan,
 )
 
 
