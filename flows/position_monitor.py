@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.settings import load_settings
 from exchange.factory import build_source
+from pipeline import shadow
 from store.db import get_session_factory
 from tasks import execution
 
@@ -42,6 +43,7 @@ def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[s
     news = execution.news_reports(execution.submit_news(settings, open_syms, until), until)  # cached 1 h
     summary["events"] += [f"closed on critical negative news: {x}"
                           for x in execution.news_exits(factory, source, settings, until, news)]
+    summary["shadows"] = shadow.sync_shadows(factory, source, settings, until, news)  # members' shadow accounts
     summary["delivery"] = deliver_task(factory, settings, console=broadcast)
     summary["as_of"] = until.isoformat()
     return summary

@@ -19,6 +19,7 @@ from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.factory import build_source
+from pipeline import shadow
 from store.db import get_session_factory
 from tasks import execution
 from tasks.cycle import collect_task, score_task, tickers_task
@@ -138,6 +139,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         factory, source, settings, cycle_id, decision_time, candidates, scores, news, votes, decisions,
         verdicts, prices)
     timings["execute+persist"] = time.perf_counter() - t1
+    t1 = time.perf_counter()  # 5b. each member's shadow paper account trades its own votes (live leaderboard)
+    shadows = shadow.trade_shadows(factory, source, settings, cycle_id, decision_time, votes, scores, snapshots,
+                                   news, btc4h)
+    timings["shadows"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
@@ -175,6 +180,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
             for s in scores
         ],
         "monitor": monitor,
+        "shadows": shadows,
         "account": execution.account_summary(factory, source, settings, decision_time),
         "llm_cost": execution.cost_summary(votes, news),
         "delivery": delivery,

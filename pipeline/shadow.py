@@ -1,0 +1,265 @@
+"""Per-model shadow paper accounts in the live loop (the arena behind the live leaderboard).
+
+Every panel member that votes in a paper or live cycle gets its own paper account, stored like the
+real one under the account key ``<mode>:shadow:<member>`` (``accounts``, ``positions``, ``orders``,
+``fills``, ``position_events`` and ``equity_snapshots`` rows carry that key in their ``mode``
+column). A member's valid LONG/SHORT votes are its decisions (`member_decision`, the same function
+the backtest's shadow books use), the daily veto applies, and they go through the SAME risk manager
+(`risk_verdict` with the shadow's own account state, breakers and track record), the same fills
+(`PaperAccount.open` at the first price after the decision) and the same exit rules: the cycle's
+first step and the position monitor walk shadow positions with `sync_positions` exactly like the
+real ones, and critical negative news closes their longs too. Nothing about a shadow is posted to
+Telegram (its positions carry ``extra["shadow_of"]``). The consensus account is the real account.
+
+Each shadow gets one equity snapshot per cycle (even with no trade), so its curve and the real
+account's are aligned on the cycle times for the leaderboard's paired bootstrap.
+
+A manual halt applies to the real account only (it is an operator's stop on real entries); a
+shadow's own breakers (daily loss, drawdown) apply to it from its own equity history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import OrderRejected
+from core.settings import Settings
+from core.types import Action, Decision, MarketSnapshot, NewsReport, Score, Vote
+from exchange.base import MarketDataSource
+from store import repo
+from store.db import transaction
+from store.models import AccountRow
+
+log = logging.getLogger("quorum.shadow")
+Factory = sessionmaker[Session]
+SHADOW = ":shadow:"
+
+
+# ---- account keys ------------------------------------------------------------------------------
+def shadow_key(mode: str, member_id: str) -> str:
+    """The account key of a member's shadow account, e.g. ``paper:shadow:gpt``."""
+    return f"{mode}{SHADOW}{member_id}"
+
+
+def member_of(key: str) -> str | None:
+    """The member id of a shadow account key, None for a real account key."""
+    return key.split(SHADOW, 1)[1] if SHADOW in key else None
+
+
+def is_shadow(key: str) -> bool:
+    return SHADOW in key
+
+
+def shadow_settings(settings: Settings, member_id: str) -> Settings:
+    """The settings as the account functions should see them for a member's shadow account: only the
+    account key (``mode``) differs, so load/save/monitor/risk run unchanged on it."""
+    return settings.model_copy(update={"mode": shadow_key(settings.mode, member_id)})
+
+
+def shadow_members(s: Session, mode: str) -> list[str]:
+    """Members that have a shadow account under ``mode``."""
+    keys = s.scalars(select(AccountRow.mode).where(AccountRow.mode.like(f"{mode}{SHADOW}%")))
+    return sorted(m for m in (member_of(k) for k in keys) if m)
+
+
+# ---- the member's decision ---------------------------------------------------------------------
+def member_decision(vote: Vote, score: Score) -> Decision:
+    """A member's own call as a Decision (its shadow account trades it through the same risk);
+    an abstention or an invalid vote is WAIT."""
+    action = vote.action if vote.valid and vote.action is not None else Action.WAIT
+    return Decision(symbol=vote.symbol, as_of=score.as_of, action=action, confidence=float(vote.confidence),
+                    math_score=score.final, combined_score=score.final, votes_valid=int(vote.valid),
+                    votes_total=1, tally={}, dissent=(), fallback_to_math=False,
+                    reason=f"shadow account of {vote.member_id}: its own vote {action.value}")
+
+
+# ---- the cycle: walk, then trade every member's shadow ------------------------------------------
+def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings, cycle_id: str, as_of: datetime,
+                  votes: Sequence[Vote], scores: Mapping[str, Score], snapshots: Mapping[str, MarketSnapshot],
+                  news: Mapping[str, NewsReport], btc_4h: float | None) -> dict[str, Any]:
+    """The cycle's shadow step (after the real account's execution): for every member that voted
+    (and every member that already has a shadow account), walk its open positions up to ``as_of``,
+    close its longs on critical negative news, then trade its valid LONG/SHORT votes and snapshot
+    its equity. One transaction per member; a failure of one shadow never fails the cycle."""
+    from tasks import execution
+    from tasks.steps import daily_veto, risk_verdict
+
+    with transaction(factory) as s:
+        members = sorted({v.member_id for v in votes} | set(shadow_members(s, settings.mode)))
+    out: dict[str, Any] = {}
+    for mid in members:
+        sett = shadow_settings(settings, mid)
+        try:
+            with transaction(factory) as s:
+                row = s.get(AccountRow, sett.mode)
+                if row is not None and row.clock is not None and as_of < row.clock:
+                    out[mid] = {"skipped": f"decision time before the shadow account's clock {row.clock.isoformat()}"}
+                    continue
+            execution.sync_positions(factory, source, sett, as_of)
+            execution.news_exits(factory, source, sett, as_of, news)
+            account = execution.account_state(factory, source, sett, as_of)
+            track = execution.track_record(factory, sett)
+            mine = {v.symbol: v for v in votes if v.member_id == mid}
+            verdicts = {}
+            for sym, score in scores.items():
+                vote = mine.get(sym)
+                if vote is None or sym not in snapshots:
+                    continue
+                d = daily_veto(member_decision(vote, score), score)
+                if d.action is Action.WAIT:
+                    continue
+                v = risk_verdict(d, score, snapshots[sym], account, execution.limits_for(source, sym), settings,
+                                 btc_4h, news.get(sym), track)
+                verdicts[sym] = v
+                if v.approved:
+                    account = execution.with_planned(account, v.plan, as_of)
+            out[mid] = _execute(factory, source, sett, mid, cycle_id, as_of, verdicts,
+                                {s: snap.last for s, snap in snapshots.items()})
+        except Exception as exc:  # noqa: BLE001 - a shadow account never fails the real cycle
+            log.warning("shadow account of %s failed at %s: %s", mid, as_of.isoformat(), exc)
+            out[mid] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return out
+
+
+def _execute(factory: Factory, source: MarketDataSource, sett: Settings, member_id: str, cycle_id: str,
+             as_of: datetime, verdicts: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:
+    """Fill the shadow's approved plans at the first price after the decision, save the account and
+    its equity snapshot: one transaction (the real account's execution path, without posts)."""
+    from tasks import execution
+
+    res: dict[str, Any] = {"orders": {}, "denied": {}}
+    with transaction(factory) as s:
+        acct = execution.load_account(s, sett)
+        opened = {}
+        for sym, verdict in verdicts.items():
+            if not verdict.approved or verdict.plan is None:
+                res["denied"][sym] = list(verdict.reasons)
+                continue
+            coid = f"{sett.mode}:{as_of:%Y%m%dT%H%M}:{sym}:open"
+            if repo.order_exists(s, coid) is not None:
+                res["orders"][sym] = "skipped: already executed for this decision time"
+                continue
+            nxt = source.price_after(sym, as_of)
+            if nxt is None:
+                res["orders"][sym] = "not_filled: no price after the decision time yet"
+                continue
+            pid = f"{member_id}:{sym.split('/')[0]}-{as_of:%Y%m%d%H%M}"
+            try:
+                pos, fill = acct.open(verdict.plan, nxt[1], nxt[0], position_id=pid, cycle_id=cycle_id)
+            except OrderRejected as exc:
+                res["orders"][sym] = f"rejected: {exc}"
+                continue
+            acct.positions[pid] = pos.with_(extra={"shadow_of": member_id, "plan_entry": verdict.plan.entry})
+            opened[pid] = pos.opened_at
+            repo.add_order_fill(s, coid, cycle_id, pid, fill, sett.mode)
+            res["orders"][sym] = f"filled {pos.side.value} {fill.qty} @ {float(fill.price):.6g}"
+        execution.save_account(s, sett, acct, as_of, opened)
+        marks = execution.marks(source, [p.symbol for p in acct.open_positions()], as_of, prices)
+        res["equity"] = execution._snapshot_equity(s, sett, acct, marks, as_of)
+    return res
+
+
+# ---- the position monitor ------------------------------------------------------------------------
+def sync_shadows(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
+                 news: Mapping[str, NewsReport] | None = None) -> dict[str, Any]:
+    """The monitor's shadow step: every shadow account's open positions walked up to ``until`` with
+    the real account's rules (and its longs closed on critical negative news)."""
+    from tasks import execution
+
+    with transaction(factory) as s:
+        members = shadow_members(s, settings.mode)
+    out: dict[str, Any] = {}
+    for mid in members:
+        sett = shadow_settings(settings, mid)
+        try:
+            rep = execution.sync_positions(factory, source, sett, until)
+            if news:
+                rep["events"] += [f"closed on critical negative news: {x}"
+                                  for x in execution.news_exits(factory, source, sett, until, news)]
+            out[mid] = rep
+        except Exception as exc:  # noqa: BLE001 - a shadow never fails the monitor
+            log.warning("shadow monitor of %s failed: %s", mid, exc)
+            out[mid] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return out
+
+
+# ---- the live leaderboard --------------------------------------------------------------------
+def live_leaderboard(factory: Factory, source: Any, settings: Settings, *, runs: int = 1000,
+                     sort_by: str = "total_return") -> list[dict[str, Any]]:
+    """Leaderboard rows from the live record: the consensus is the real account, each member its
+    shadow account (equity curve from the stored snapshots, closed trades), plus hit rates at
+    4 h / 24 h of the stored votes and decisions against the market's later closes, Brier,
+    abstention, latency, cost and the bootstrap interval against the consensus. Each row's
+    ``account_value`` is the last stored equity of that account."""
+    import pandas as pd
+
+    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    from core.metrics import trade_records_from_positions
+    from store.models import CycleRow, DecisionRow, VoteRow
+
+    closes: dict[str, pd.Series] = {}
+
+    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
+        if sym not in closes:
+            try:
+                h1 = source.history(sym).h1
+                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
+            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
+                closes[sym] = pd.Series(dtype=float)
+        c = closes[sym]
+        return forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24))
+
+    def curve(s: Session, key: str) -> pd.Series:
+        hist = repo.equity_history(s, key)
+        if not hist:
+            return pd.Series(dtype=float)
+        return pd.Series([e for _, e in hist], index=pd.DatetimeIndex([t for t, _ in hist]), dtype=float)
+
+    mode = settings.mode
+    with transaction(factory) as s:
+        votes = list(s.scalars(select(VoteRow).join(CycleRow, CycleRow.id == VoteRow.cycle_id)
+                               .where(CycleRow.mode == mode)
+                               .order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
+        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
+                              .where(CycleRow.mode == mode).order_by(CycleRow.as_of, DecisionRow.symbol)))
+        members = sorted({v.member_id for v in votes} | set(shadow_members(s, mode)))
+        curves = {CONSENSUS_ID: curve(s, mode)} | {m: curve(s, shadow_key(mode, m)) for m in members}
+        trades = {CONSENSUS_ID: trade_records_from_positions(repo.closed_positions(s, mode))}
+        trades |= {m: trade_records_from_positions(repo.closed_positions(s, shadow_key(mode, m))) for m in members}
+    by_member: dict[str, list[VoteOutcome]] = {m: [] for m in members}
+    times: list[datetime] = []
+    for v in votes:
+        a = Action(v.action) if v.action and not v.abstain_reason else None
+        by_member.setdefault(v.member_id, []).append(
+            VoteOutcome(a, float(v.confidence), *fwd(v.symbol, v.as_of), latency_s=float(v.latency_s),
+                        cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
+        times.append(v.as_of)
+    cons = []
+    for d, as_of in decs:
+        a = Action(d.action)
+        f = (None, None) if a is Action.WAIT else fwd(d.symbol, as_of)
+        cons.append(VoteOutcome(a, float(d.confidence), *f, latency_s=None, symbol=d.symbol, as_of=as_of))
+        times.append(as_of)
+    for c in curves.values():
+        times += [t.to_pydatetime() for t in c.index]
+    if not times:
+        return []
+    results = [MemberResult(CONSENSUS_ID, curves[CONSENSUS_ID], trades[CONSENSUS_ID], cons)]
+    results += [MemberResult(m, curves[m], trades[m], by_member.get(m, [])) for m in members]
+    rows = leaderboard(results, min(times), max(times), sort_by=sort_by, runs=runs)
+    out = []
+    for r in rows:
+        d = r.to_dict()
+        c = curves.get(r.member_id)
+        last = float(c.iloc[-1]) if c is not None and len(c) else None
+        d["account_value"] = last if last is None or math.isfinite(last) else None
+        d["account"] = mode if r.member_id == CONSENSUS_ID else shadow_key(mode, r.member_id)
+        out.append(d)
+    return out
