@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
+from backtest.engine import run_backtest  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from exchange.replay import ReplaySource  # noqa: E402
-from flows.backtest_engine import run_backtest  # noqa: E402
 
 PAIRS = ("BTC", "ETH", "SOL", "XRP", "DOGE", "BNB")
 

@@ -59,7 +59,7 @@ def bench_math_engine(n_symbols: int = 100, bars: int = 500, repeats: int = 3) -
 def bench_cycle() -> dict[str, float]:
     tmp = tempfile.mkdtemp()
     os.environ["QUORUM_DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
-    from flows import prefect_env
+    from tasks import prefect_env
 
     prefect_env.apply()
     from prefect.testing.utilities import prefect_test_harness

@@ -25,7 +25,7 @@ def main() -> None:
     os.environ["QUORUM_DATABASE_URL"] = f"sqlite:///{tmp}/bench.db"
     os.environ["PREFECT_LOGGING_LEVEL"] = "ERROR"
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = f"{tmp}/prefect-results"  # no cached news from earlier runs
-    from flows import prefect_env
+    from tasks import prefect_env
 
     prefect_env.apply()
     from prefect.testing.utilities import prefect_test_harness

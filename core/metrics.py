@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,16 +33,13 @@ YEAR = timedelta(days=365)
 SECONDS_PER_YEAR = YEAR.total_seconds()
 
 __all__ = [
-    "MonteCarloResult",
     "Metrics",
     "TradeRecord",
-    "buy_and_hold",
     "compute_metrics",
     "drawdown_series",
     "exposure",
     "json_safe",
     "max_drawdown",
-    "monte_carlo",
     "periodic_returns",
     "periods_per_year",
     "sharpe_ratio",
@@ -465,147 +462,6 @@ def _pydt(x: Any) -> datetime | None:
     if isinstance(x, pd.Timestamp):
         return x.to_pydatetime()
     return x
-
-
-# --------------------------------------------------------------------------------------------------
-# Monte Carlo
-
-
-@dataclass(frozen=True)
-class MonteCarloResult:
-    """Distribution of max drawdown and final equity over resampled trade sequences.
-
-    ``max_drawdowns`` holds every run's max drawdown (positive fraction, run order) for histograms.
-    ``risk_of_ruin`` = share of runs whose equity ever fell below ``ruin_threshold * starting_equity``.
-    """
-
-    method: str
-    runs: int
-    seed: int | None
-    n_trades: int
-    starting_equity: float
-    ruin_threshold: float
-    max_dd_p5: float
-    max_dd_p50: float
-    max_dd_p95: float
-    max_dd_mean: float
-    risk_of_ruin: float
-    final_equity_p5: float
-    final_equity_p50: float
-    final_equity_p95: float
-    final_equity_mean: float
-    max_drawdowns: tuple[float, ...] = ()
-
-    def to_dict(self, *, include_runs: bool = False) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "max_drawdowns"}
-        if include_runs:
-            d["max_drawdowns"] = list(self.max_drawdowns)
-        return json_safe(d)
-
-
-def monte_carlo(
-    trade_pnls: Sequence[float],
-    starting_equity: float,
-    runs: int = 1000,
-    seed: int | None = 0,
-    ruin_threshold: float = 0.5,
-    method: Literal["bootstrap", "shuffle"] = "bootstrap",
-) -> MonteCarloResult:
-    """Resample the sequence of net trade pnls (currency) and replay it from ``starting_equity``.
-
-    * ``method="bootstrap"``: each run draws ``len(trade_pnls)`` pnls WITH replacement (final equity
-      varies);
-    * ``method="shuffle"``: each run is a random permutation (final equity is the same in every run,
-      only the path, hence the drawdown, changes).
-
-    Equity path of a run = ``starting_equity + cumsum(pnls)`` (additive: pnls are currency amounts as
-    traded). Max drawdown of a run = ``max_t 1 - E_t / max(E_0..t)``, the starting equity counting as
-    the first peak. Reproducible: ``numpy.random.default_rng(seed)``; the same seed gives identical
-    results.
-    """
-    if method not in ("bootstrap", "shuffle"):
-        raise ValueError(f"unknown Monte Carlo method {method!r}")
-    if runs < 1:
-        raise ValueError("runs must be >= 1")
-    pnl = np.asarray(list(trade_pnls), dtype=float)
-    n = int(pnl.size)
-    start = float(starting_equity)
-    if n == 0:
-        return MonteCarloResult(
-            method,
-            runs,
-            seed,
-            0,
-            start,
-            ruin_threshold,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            start,
-            start,
-            start,
-            start,
-            tuple([0.0] * runs),
-        )
-    rng = np.random.default_rng(seed)
-    max_dd = np.empty(runs)
-    ruined = np.empty(runs, dtype=bool)
-    finals = np.empty(runs)
-    chunk = max(1, 2_000_000 // (n + 1))  # bound memory: ~16 MB per array per chunk
-    for lo in range(0, runs, chunk):
-        k = min(chunk, runs - lo)
-        if method == "bootstrap":
-            sample = pnl[rng.integers(0, n, size=(k, n))]
-        else:
-            sample = np.stack([pnl[rng.permutation(n)] for _ in range(k)])
-        paths = np.empty((k, n + 1))
-        paths[:, 0] = start
-        paths[:, 1:] = start + np.cumsum(sample, axis=1)
-        peaks = np.maximum.accumulate(paths, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dd = np.where(peaks > 0, 1.0 - paths / peaks, 1.0)
-        max_dd[lo : lo + k] = dd.max(axis=1)
-        ruined[lo : lo + k] = (paths < ruin_threshold * start).any(axis=1)
-        finals[lo : lo + k] = paths[:, -1]
-    p = np.percentile
-    return MonteCarloResult(
-        method=method,
-        runs=runs,
-        seed=seed,
-        n_trades=n,
-        starting_equity=start,
-        ruin_threshold=ruin_threshold,
-        max_dd_p5=float(p(max_dd, 5)),
-        max_dd_p50=float(p(max_dd, 50)),
-        max_dd_p95=float(p(max_dd, 95)),
-        max_dd_mean=float(max_dd.mean()),
-        risk_of_ruin=float(ruined.mean()),
-        final_equity_p5=float(p(finals, 5)),
-        final_equity_p50=float(p(finals, 50)),
-        final_equity_p95=float(p(finals, 95)),
-        final_equity_mean=float(finals.mean()),
-        max_drawdowns=tuple(float(x) for x in max_dd),
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Buy and hold
-
-
-def buy_and_hold(close: pd.Series, start: datetime, end: datetime) -> float:
-    """Return of holding the asset over ``[start, end]``: ``last_close / first_close - 1`` where the
-    first close is the first bar at or after ``start`` and the last close the last bar at or before
-    ``end`` (no fees, no leverage). ``nan`` when no bar lies in the window. The index is taken as the
-    time each close is known; for a candle frame indexed by bar OPEN time, shift it by the bar length
-    (``close.index + pd.Timedelta("1h")``) to compare like for like with a point-in-time backtest."""
-    s = _clean_equity(close)
-    if isinstance(s.index, pd.DatetimeIndex):
-        s = s[(s.index >= _ts(start)) & (s.index <= _ts(end))]
-    if len(s) == 0 or float(s.iloc[0]) == 0:
-        return math.nan
-    return float(s.iloc[-1]) / float(s.iloc[0]) - 1.0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Equivalent to the deployments in prefect.yaml. For scale-out use a process work 
 
 from __future__ import annotations
 
-from flows import prefect_env
+from tasks import prefect_env
 
 prefect_env.apply()
 

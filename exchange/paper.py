@@ -357,6 +357,18 @@ class PaperAccount:
             "events": [event_to_dict(e) for e in self.events],
         }
 
+    def compact_dict(self) -> dict[str, Any]:
+        """What is stored: the open positions and their ledgers (closed ones live in their own rows),
+        no fills or events (they are stored as rows when they happen)."""
+        state = self.to_dict()
+        open_ids = set(self._open)
+        return {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
+                "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+
+    def settled(self) -> PaperAccount:
+        """The account as it reads back after `compact_dict()` was stored (no reload needed)."""
+        return PaperAccount.from_dict(self.compact_dict())
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PaperAccount:
         acct = cls(

@@ -19,9 +19,9 @@ from notify.format import (
     market_pulse_key,
     market_pulse_post,
 )
+from pipeline.broadcast import deliver
 from store import outbox, repo
 from store.db import get_session_factory, transaction
-from tasks import execution
 
 BTC = "BTC/USDT:USDT"
 
@@ -86,5 +86,5 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
         outbox.enqueue(s, daily_stats_key(day), "daily_stats", daily_stats_post(stats))
         pulse = market_pulse(source, settings, t)
         outbox.enqueue(s, market_pulse_key(t), "market_pulse", market_pulse_post(pulse))
-    delivery = execution.deliver(factory, settings)
+    delivery = deliver(factory, settings)
     return {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}

@@ -1,7 +1,7 @@
 """position_monitor: walk every open position through the bars since it was last checked.
 
-Same rules as the cycle's first step (tasks.execution.sync_positions → risk.exits.step + funding +
-liquidation, per position in one transaction), then delivery of the exit/update posts.
+Same rules as the cycle's first step (pipeline.monitor.sync_positions → risk.exits.step + funding +
+liquidation, per position in one transaction), then critical-news exits and delivery of the posts.
 """
 
 from __future__ import annotations
@@ -9,41 +9,30 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from core.settings import load_settings
 from exchange.factory import build_source
 from pipeline import shadow
+from pipeline.account import load
+from pipeline.monitor import news_exits
 from store.db import get_session_factory
-from tasks import execution
-
-
-@task(name="sync-positions", cache_policy=NO_CACHE)
-def sync_task(factory, source, settings, until: datetime) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return execution.sync_positions(factory, source, settings, until)
-
-
-@task(name="broadcast", cache_policy=NO_CACHE)
-def deliver_task(factory, settings, console: bool = True) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return execution.deliver(factory, settings, console=console)
+from tasks import fanout
+from tasks.cycle import broadcast_task, monitor_task
 
 
 @flow(name="position-monitor", log_prints=False)
 def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[str, Any]:
     settings = load_settings()
     source = build_source(settings)
-    if hasattr(source, "check_as_of"):
-        until = source.check_as_of(as_of).to_pydatetime()
-    else:
-        until = datetime.now(UTC)
+    until = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
     factory = get_session_factory(settings)
-    summary = sync_task(factory, source, settings, until)
-    open_syms = sorted({p.symbol for p in execution.open_positions(factory, settings)})
-    news = execution.news_reports(execution.submit_news(settings, open_syms, until), until)  # cached 1 h
-    summary["events"] += [f"closed on critical negative news: {x}"
-                          for x in execution.news_exits(factory, source, settings, until, news)]
+    acct, summary = monitor_task(factory, source, settings, until, load(factory, settings))
+    open_syms = sorted({p.symbol for p in acct.open_positions()})
+    news = fanout.news_reports(fanout.submit_news(settings, open_syms, until), until)  # cached 1 h
+    _, closed = news_exits(factory, source, settings, until, news, acct)
+    summary["events"] += [f"closed on critical negative news: {x}" for x in closed]
     summary["shadows"] = shadow.sync_shadows(factory, source, settings, until, news)  # members' shadow accounts
-    summary["delivery"] = deliver_task(factory, settings, console=broadcast)
+    summary["delivery"] = broadcast_task(factory, settings, console=broadcast)
     summary["as_of"] = until.isoformat()
     return summary

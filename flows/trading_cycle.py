@@ -19,11 +19,22 @@ from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.factory import build_source
-from pipeline import shadow
+from pipeline import record, shadow
+from pipeline.account import account_summary, check_clock, load
+from pipeline.monitor import news_exits
+from pipeline.stages import score_breakdown, select_candidates
 from store.db import get_session_factory
-from tasks import execution
-from tasks.cycle import collect_task, score_task, tickers_task
-from tasks.steps import btc_change_4h_pct, decide, risk_verdict, score_breakdown, select_candidates
+from tasks import fanout
+from tasks.artifacts import publish_artifacts
+from tasks.cycle import (
+    broadcast_task,
+    collect_task,
+    execute_task,
+    monitor_task,
+    risk_task,
+    score_task,
+    tickers_task,
+)
 
 
 def _now() -> datetime:
@@ -60,15 +71,15 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     t = source.check_as_of(as_of) if hasattr(source, "check_as_of") else None
     decision_time = t.to_pydatetime() if t is not None else _now()
     factory = get_session_factory(settings)
-    execution.check_clock(factory, settings, decision_time)
+    check_clock(factory, settings.mode, decision_time)
     cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
-    execution.start_cycle(factory, cycle_id, decision_time, settings, source.name, _flow_run_id())
+    record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
     timings["setup"] = time.perf_counter() - t0
     try:
         return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
                           timings, t0, logger)
     except BaseException as exc:
-        execution.fail_cycle(factory, cycle_id, exc)
+        record.fail_cycle(factory, cycle_id, exc)
         raise
 
 
@@ -76,9 +87,9 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                symbols: list[str] | None, use_llm_cache: bool, broadcast: bool, timings: dict[str, float],
                t0: float, logger) -> dict[str, Any]:
     """The cycle's stages after its row is started (a failure marks the row failed)."""
-    # 0. bring open positions up to the decision time (same rules as the position monitor)
+    # 0. load the account once; bring open positions up to the decision time (the monitor's rules)
     t1 = time.perf_counter()
-    monitor = execution.sync_positions(factory, source, settings, decision_time)
+    acct, monitor = monitor_task(factory, source, settings, decision_time, load(factory, settings))
     timings["monitor"] = time.perf_counter() - t1
 
     # 1. coin hunter ∥ data collector
@@ -90,17 +101,17 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
 
         hunter_future = hunter_task.submit(settings, decision_time)
     tickers = tickers_task.submit(source, decision_time).result()
-    hunted = execution.hunt(settings, source, tickers, hunter_future, logger)
+    hunted = fanout.hunt(settings, source, tickers, hunter_future, logger)
     candidates, dropped, universe_note = select_candidates(settings, tickers, source.symbols(), symbols, hunted)
-    pending_news = execution.submit_news(settings, [c.symbol for c in candidates], decision_time)
+    pending_news = fanout.submit_news(settings, [c.symbol for c in candidates], decision_time)
     futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
     snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}
     timings["collect"] = time.perf_counter() - t1
 
     # 2. news analyst (started with the collection) + math engine
     t1 = time.perf_counter()
-    news: dict[str, NewsReport] = execution.news_reports(pending_news, decision_time)
-    closed_on_news = execution.news_exits(factory, source, settings, decision_time, news)
+    news: dict[str, NewsReport] = fanout.news_reports(pending_news, decision_time)
+    acct, closed_on_news = news_exits(factory, source, settings, decision_time, news, acct)
     if closed_on_news:
         monitor["events"] += [f"closed on critical negative news: {x}" for x in closed_on_news]
     score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
@@ -109,44 +120,29 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
 
     # 3. the decision panel: one task per model, all candidates in one prompt
     t1 = time.perf_counter()
-    positions_before = execution.open_positions(factory, settings)
-    votes: list[Vote] = execution.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
-                                                  positions_before, decision_time, use_llm_cache)
+    votes: list[Vote] = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
+                                               acct.open_positions(), decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
 
-    # 4. consensus → risk
+    # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
-    account = execution.account_state(factory, source, settings, decision_time)
-    btc4h = btc_change_4h_pct(snapshots, source, decision_time)
-    decisions, verdicts = {}, {}
-    track = execution.track_record(factory, settings)
-    for sym, score in scores.items():
-        sym_votes = [v for v in votes if v.symbol == sym]
-        d = decide(sym, decision_time, sym_votes, score, settings)
-        decisions[sym] = d
-        limits = execution.limits_for(source, sym)
-        v = risk_verdict(d, score, snapshots[sym], account, limits, settings, btc4h, news.get(sym),
-                         track)
-        verdicts[sym] = v
-        if v.approved:  # later candidates see the planned position (caps, correlation groups)
-            account = execution.with_planned(account, v.plan, decision_time)
+    decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
     timings["decide+risk"] = time.perf_counter() - t1
 
     # 5. execute + persist in one transaction
     t1 = time.perf_counter()
     prices = {s: snap.last for s, snap in snapshots.items()}
-    executed = execution.execute_and_persist(
-        factory, source, settings, cycle_id, decision_time, candidates, scores, news, votes, decisions,
-        verdicts, prices)
+    acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
+                                  votes, decisions, verdicts, prices, acct)
     timings["execute+persist"] = time.perf_counter() - t1
     t1 = time.perf_counter()  # 5b. each member's shadow paper account trades its own votes (live leaderboard)
     shadows = shadow.trade_shadows(factory, source, settings, cycle_id, decision_time, votes, scores, snapshots,
-                                   news, btc4h)
+                                   news)
     timings["shadows"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
-    delivery = execution.deliver(factory, settings) if broadcast else {"skipped": True}
+    delivery = broadcast_task(factory, settings) if broadcast else {"skipped": True}
     timings["broadcast"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
 
@@ -160,7 +156,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         "dropped": [{"symbol": s, "reason": r} for s, r in dropped],
         "panel": {
             "members": [{"id": st.member_id, "available": st.available, "reason": st.reason} for st in statuses],
-            "status": execution.panel_status_line(statuses, votes),
+            "status": record.panel_status_line(statuses, votes),
         },
         "candidates": [
             {
@@ -172,22 +168,22 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                 "score": score_breakdown(scores[s]),
                 "news": {"available": news[s].available, "score": news[s].score, "note": news[s].note,
                          "events": len(news[s].events)} if s in news else None,
-                "votes": [execution.vote_dict(v) for v in votes if v.symbol == s],
-                "decision": execution.decision_dict(decisions[s]),
-                "risk": execution.verdict_dict(verdicts[s]),
+                "votes": [record.vote_dict(v) for v in votes if v.symbol == s],
+                "decision": record.decision_dict(decisions[s]),
+                "risk": record.verdict_dict(verdicts[s]),
                 "execution": executed.get(s),
             }
             for s in scores
         ],
         "monitor": monitor,
         "shadows": shadows,
-        "account": execution.account_summary(factory, source, settings, decision_time),
-        "llm_cost": execution.cost_summary(votes, news),
+        "account": account_summary(factory, source, settings, decision_time, acct),
+        "llm_cost": record.cost_summary(votes, news),
         "delivery": delivery,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    execution.finish_cycle(factory, cycle_id, report)
-    execution.publish_artifacts(report)
+    record.finish_cycle(factory, cycle_id, report)
+    publish_artifacts(report)
     logger.info("cycle %s done: %s", cycle_id, ", ".join(
         f"{c['symbol']} {c['decision']['action']}" for c in report["candidates"]))
     return report

@@ -3,8 +3,8 @@
 Every panel member that votes in a paper or live cycle gets its own paper account, stored like the
 real one under the account key ``<mode>:shadow:<member>`` (``accounts``, ``positions``, ``orders``,
 ``fills``, ``position_events`` and ``equity_snapshots`` rows carry that key in their ``mode``
-column). A member's valid LONG/SHORT votes are its decisions (`member_decision`, the same function
-the backtest's shadow books use), the daily veto applies, and they go through the SAME risk manager
+column). A member's valid LONG/SHORT votes are its decisions (`pipeline.stages.member_decision`, the
+same function the backtest's shadow books use), the daily veto applies, and they go through the SAME risk manager
 (`risk_verdict` with the shadow's own account state, breakers and track record), the same fills
 (`PaperAccount.open` at the first price after the decision) and the same exit rules: the cycle's
 first step and the position monitor walk shadow positions with `sync_positions` exactly like the
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import OrderRejected
 from core.settings import Settings
-from core.types import Action, Decision, MarketSnapshot, NewsReport, Score, Vote
+from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.base import MarketDataSource
 from store import repo
 from store.db import transaction
@@ -69,30 +69,23 @@ def shadow_members(s: Session, mode: str) -> list[str]:
     return sorted(m for m in (member_of(k) for k in keys) if m)
 
 
-# ---- the member's decision ---------------------------------------------------------------------
-def member_decision(vote: Vote, score: Score) -> Decision:
-    """A member's own call as a Decision (its shadow account trades it through the same risk);
-    an abstention or an invalid vote is WAIT."""
-    action = vote.action if vote.valid and vote.action is not None else Action.WAIT
-    return Decision(symbol=vote.symbol, as_of=score.as_of, action=action, confidence=float(vote.confidence),
-                    math_score=score.final, combined_score=score.final, votes_valid=int(vote.valid),
-                    votes_total=1, tally={}, dissent=(), fallback_to_math=False,
-                    reason=f"shadow account of {vote.member_id}: its own vote {action.value}")
-
-
 # ---- the cycle: walk, then trade every member's shadow ------------------------------------------
 def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings, cycle_id: str, as_of: datetime,
                   votes: Sequence[Vote], scores: Mapping[str, Score], snapshots: Mapping[str, MarketSnapshot],
-                  news: Mapping[str, NewsReport], btc_4h: float | None) -> dict[str, Any]:
+                  news: Mapping[str, NewsReport]) -> dict[str, Any]:
     """The cycle's shadow step (after the real account's execution): for every member that voted
-    (and every member that already has a shadow account), walk its open positions up to ``as_of``,
-    close its longs on critical negative news, then trade its valid LONG/SHORT votes and snapshot
-    its equity. One transaction per member; a failure of one shadow never fails the cycle."""
-    from tasks import execution
-    from tasks.steps import daily_veto, risk_verdict
+    (and every member that already has a shadow account), walk its open positions up to ``as_of``
+    (`sync_positions`), close its longs on critical negative news (`news_exits`), then trade its
+    valid LONG/SHORT votes through `risk_verdict` and snapshot its equity. One transaction per step
+    and member, as for the real account; a failing shadow never fails the cycle."""
+    from pipeline.account import account_state, track_record
+    from pipeline.monitor import news_exits, sync_positions
+    from pipeline.positions import limits_for, with_planned
+    from pipeline.stages import btc_change_4h_pct, daily_veto, member_decision, risk_verdict
 
     with transaction(factory) as s:
         members = sorted({v.member_id for v in votes} | set(shadow_members(s, settings.mode)))
+    btc4h = btc_change_4h_pct(snapshots, source, as_of) if members else None
     out: dict[str, Any] = {}
     for mid in members:
         sett = shadow_settings(settings, mid)
@@ -102,10 +95,10 @@ def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings
                 if row is not None and row.clock is not None and as_of < row.clock:
                     out[mid] = {"skipped": f"decision time before the shadow account's clock {row.clock.isoformat()}"}
                     continue
-            execution.sync_positions(factory, source, sett, as_of)
-            execution.news_exits(factory, source, sett, as_of, news)
-            account = execution.account_state(factory, source, sett, as_of)
-            track = execution.track_record(factory, sett)
+            acct, _ = sync_positions(factory, source, sett, as_of)
+            acct, _ = news_exits(factory, source, sett, as_of, news, acct)
+            account = account_state(factory, source, sett, as_of, acct)
+            track = track_record(factory, sett.mode)
             mine = {v.symbol: v for v in votes if v.member_id == mid}
             verdicts = {}
             for sym, score in scores.items():
@@ -115,13 +108,13 @@ def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings
                 d = daily_veto(member_decision(vote, score), score)
                 if d.action is Action.WAIT:
                     continue
-                v = risk_verdict(d, score, snapshots[sym], account, execution.limits_for(source, sym), settings,
-                                 btc_4h, news.get(sym), track)
+                v = risk_verdict(d, score, snapshots[sym], account, limits_for(source, sym), settings, btc4h,
+                                 news.get(sym), track)
                 verdicts[sym] = v
                 if v.approved:
-                    account = execution.with_planned(account, v.plan, as_of)
+                    account = with_planned(account, v.plan, as_of)
             out[mid] = _execute(factory, source, sett, mid, cycle_id, as_of, verdicts,
-                                {s: snap.last for s, snap in snapshots.items()})
+                                {s: snap.last for s, snap in snapshots.items()}, acct)
         except Exception as exc:  # noqa: BLE001 - a shadow account never fails the real cycle
             log.warning("shadow account of %s failed at %s: %s", mid, as_of.isoformat(), exc)
             out[mid] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
@@ -129,14 +122,15 @@ def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings
 
 
 def _execute(factory: Factory, source: MarketDataSource, sett: Settings, member_id: str, cycle_id: str,
-             as_of: datetime, verdicts: Mapping[str, Any], prices: Mapping[str, float]) -> dict[str, Any]:
+             as_of: datetime, verdicts: Mapping[str, Any], prices: Mapping[str, float],
+             acct: Any) -> dict[str, Any]:
     """Fill the shadow's approved plans at the first price after the decision, save the account and
     its equity snapshot: one transaction (the real account's execution path, without posts)."""
-    from tasks import execution
+    from pipeline.account import save_account, snapshot_equity
+    from pipeline.positions import marks
 
     res: dict[str, Any] = {"orders": {}, "denied": {}}
     with transaction(factory) as s:
-        acct = execution.load_account(s, sett)
         opened = {}
         for sym, verdict in verdicts.items():
             if not verdict.approved or verdict.plan is None:
@@ -160,9 +154,9 @@ def _execute(factory: Factory, source: MarketDataSource, sett: Settings, member_
             opened[pid] = pos.opened_at
             repo.add_order_fill(s, coid, cycle_id, pid, fill, sett.mode)
             res["orders"][sym] = f"filled {pos.side.value} {fill.qty} @ {float(fill.price):.6g}"
-        execution.save_account(s, sett, acct, as_of, opened)
-        marks = execution.marks(source, [p.symbol for p in acct.open_positions()], as_of, prices)
-        res["equity"] = execution._snapshot_equity(s, sett, acct, marks, as_of)
+        save_account(s, sett, acct, as_of, opened)
+        res["equity"] = snapshot_equity(s, sett.mode, acct,
+                                        marks(source, [p.symbol for p in acct.open_positions()], as_of, prices), as_of)
     return res
 
 
@@ -171,7 +165,7 @@ def sync_shadows(factory: Factory, source: MarketDataSource, settings: Settings,
                  news: Mapping[str, NewsReport] | None = None) -> dict[str, Any]:
     """The monitor's shadow step: every shadow account's open positions walked up to ``until`` with
     the real account's rules (and its longs closed on critical negative news)."""
-    from tasks import execution
+    from pipeline.monitor import news_exits, sync_positions
 
     with transaction(factory) as s:
         members = shadow_members(s, settings.mode)
@@ -179,10 +173,10 @@ def sync_shadows(factory: Factory, source: MarketDataSource, settings: Settings,
     for mid in members:
         sett = shadow_settings(settings, mid)
         try:
-            rep = execution.sync_positions(factory, source, sett, until)
+            acct, rep = sync_positions(factory, source, sett, until)
             if news:
-                rep["events"] += [f"closed on critical negative news: {x}"
-                                  for x in execution.news_exits(factory, source, sett, until, news)]
+                _, closed = news_exits(factory, source, sett, until, news, acct)
+                rep["events"] += [f"closed on critical negative news: {x}" for x in closed]
             out[mid] = rep
         except Exception as exc:  # noqa: BLE001 - a shadow never fails the monitor
             log.warning("shadow monitor of %s failed: %s", mid, exc)

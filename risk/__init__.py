@@ -3,14 +3,13 @@
 Imports only core/ (and the standard library): a test enforces it.
 """
 
+from risk.breakers import account_state_from_history, breaker_state
 from risk.exits import Bar, ExitOrder, StepResult, step
 from risk.manager import (
     AccountState,
     MarketLimits,
     RiskInput,
     TrackRecord,
-    account_state_from_history,
-    breaker_state,
     evaluate,
     liquidation_price,
 )

@@ -39,3 +39,35 @@ def collect_task(source: MarketDataSource, symbol: str, as_of: datetime) -> Mark
 @task(name="math-score", task_run_name="score-{snapshot.symbol}", cache_policy=NO_CACHE)
 def score_task(snapshot: MarketSnapshot, signal: SignalSettings, news: NewsReport | None) -> Score:
     return score_snapshot(snapshot, signal, news)
+
+
+# ---- the account's stages: one task each, so they show in the run graph. Writes are never retried.
+@task(name="monitor", cache_policy=NO_CACHE)
+def monitor_task(factory, source, settings, until: datetime, acct=None):  # type: ignore[no-untyped-def]
+    from pipeline.monitor import sync_positions
+
+    return sync_positions(factory, source, settings, until, acct)
+
+
+@task(name="risk", cache_policy=NO_CACHE)
+def risk_task(factory, source, settings, decision_time: datetime, scores, snapshots, votes, news,  # type: ignore[no-untyped-def]
+              acct):
+    from pipeline.decide import decide_and_check
+
+    return decide_and_check(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
+
+
+@task(name="execute", cache_policy=NO_CACHE)
+def execute_task(factory, source, settings, cycle_id: str, decision_time: datetime, candidates, scores,  # type: ignore[no-untyped-def]
+                 news, votes, decisions, verdicts, prices, acct):
+    from pipeline.execute import execute_and_persist
+
+    return execute_and_persist(factory, source, settings, cycle_id, decision_time, candidates, scores, news, votes,
+                               decisions, verdicts, prices, acct)
+
+
+@task(name="broadcast", cache_policy=NO_CACHE)
+def broadcast_task(factory, settings, console: bool = True):  # type: ignore[no-untyped-def]
+    from pipeline.broadcast import deliver
+
+    return deliver(factory, settings, console=console)

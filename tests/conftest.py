@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flows import prefect_env
+from tasks import prefect_env
 
 prefect_env.apply()
 # task results cached by Prefect (news 1 h, hunter 4 h) go to a per-session folder, not ~/.prefect

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.data import app as data_app
 from core.errors import ConfigError, DataError, RateLimited, TransientError
 from exchange.ccxt_source import CcxtSource
 from exchange.download import download_history, store_path
-from flows.cli_data import app as data_app
 from tests.fakes.exchange_server import HOUR, FakeBybit
 
 NOW = datetime(2025, 6, 1, 12, 30, tzinfo=UTC)  # mid-bar: the 12:00 1h bar is still forming

@@ -421,7 +421,7 @@ def test_database_trouble_never_raises(tg):
 def test_cli_lists_sends_and_releases(tg, factory):
     from typer.testing import CliRunner
 
-    from flows import cli_outbox
+    from cli import outbox as cli_outbox
 
     key, body = enqueue_entry(factory)
     cli_outbox.session_factory_provider = lambda settings: factory

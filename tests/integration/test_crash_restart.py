@@ -29,7 +29,7 @@ def quorum(db: Path, api_url: str, *args: str, crash: str | None = None) -> subp
     env.update(QUORUM_DATABASE_URL=f"sqlite:///{db}", PREFECT_API_URL=api_url, PYTHONPATH=str(ROOT))
     if crash:
         env["QUORUM_CRASH_AT"] = crash
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=db.parent, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.app", *args], cwd=db.parent, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 
 pytestmark = [pytest.mark.prefect]
 FIRST = "2025-05-23T04:00:00Z"

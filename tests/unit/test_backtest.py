@@ -17,11 +17,14 @@ import pytest
 from agents import math_engine
 from agents.llm.base import LLMResult, Usage
 from agents.schemas import PanelAnswer
+from backtest.book import EquityHistory
+from backtest.data import decision_times, load_symbol
+from backtest.engine import run_backtest
+from backtest.walkforward import walk_forward
 from core.settings import PanelMember, load_settings
 from core.types import Action
 from exchange.replay import ReplaySource, SymbolHistory
-from flows.backtest_engine import EquityHistory, _load_symbol, decision_times, run_backtest, walk_forward
-from risk.manager import account_state_from_history
+from risk.breakers import account_state_from_history
 from store.llm_cache import InMemoryResponseCache
 
 SYMS = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
@@ -133,7 +136,7 @@ def test_lookahead_perturbing_the_future_leaves_past_decisions_identical(setting
 # ------------------------------------------------------------------------------------------------
 def test_math_prescreen_equals_score_from_row_and_tickers_equal_the_source(settings, source):
     times = decision_times("2025-02-01", "2025-02-10", 60)
-    sd = _load_symbol(source, "ETH/USDT:USDT", times, times[-1], settings)
+    sd = load_symbol(source, "ETH/USDT:USDT", times, times[-1], settings)
     for k in range(len(times)):
         sc = sd.score(k, settings.signal)
         row_series = sd.frame.iloc[k]
@@ -303,11 +306,11 @@ def test_positions_open_at_the_end_are_marked_not_closed(base_run):
 
 def test_backtest_positions_match_the_live_monitor_path(settings, source, base_run):
     """Each closed position of the backtest, replayed alone through the live monitor
-    (tasks.execution.advance_position over bars_between/funding_between), ends the same way."""
+    (pipeline.positions.advance_position over bars_between/funding_between), ends the same way."""
     from core.types import TradePlan
     from exchange.paper import PaperAccount
+    from pipeline.positions import advance_position
     from risk.profiles import get_profile
-    from tasks.execution import advance_position
 
     closed = [p for p in base_run.positions if not p.is_open]
     assert closed

@@ -34,9 +34,9 @@ def _seed(factory) -> None:
     from core.types import RiskVerdict
     from exchange.paper import PaperAccount
     from exchange.replay import ReplaySource
+    from pipeline.stages import decide
     from store import repo
     from store.db import transaction
-    from tasks.steps import decide
 
     settings = load_settings()
     src = ReplaySource(settings.data_dir)
@@ -64,7 +64,7 @@ def _seed(factory) -> None:
 
 
 def test_export_formats_from_the_database(db_env, tmp_path):
-    from flows.cli_backtest import app
+    from cli.backtest import app
 
     _seed(db_env)
     r = runner.invoke(app, ["export", "--format", "json"])
@@ -90,7 +90,7 @@ def test_export_formats_from_the_database(db_env, tmp_path):
 
 
 def test_leaderboard_from_stored_votes(db_env):
-    from flows.cli_backtest import app
+    from cli.backtest import app
 
     _seed(db_env)
     r = runner.invoke(app, ["leaderboard", "--db", "--json"])
@@ -105,7 +105,7 @@ def test_leaderboard_from_stored_votes(db_env):
 
 
 def test_backtest_command_writes_the_report_and_the_leaderboard_reads_it(tmp_path, monkeypatch):
-    from flows.cli_backtest import app
+    from cli.backtest import app
 
     monkeypatch.chdir(tmp_path)
     args = ["backtest", "--from", "2025-03-01", "--to", "2025-03-07", "--panel", "math",

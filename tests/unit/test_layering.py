@@ -1,4 +1,6 @@
-"""DESIGN.md §2: core/ and risk/ import no Prefect, ccxt, SQLAlchemy, httpx or SDK; risk/ imports only core/.
+"""DESIGN.md §2: core/ and risk/ import no Prefect, ccxt, SQLAlchemy, httpx or SDK; risk/ imports only core/;
+pipeline/ (plain functions) imports no Prefect; flows/ never imports the CLI, the dashboard or the CLI-only
+code; tasks/ imports neither flows/ nor the CLI.
 
 Parses the source with `ast` (nothing is imported), including imports nested in functions and
 `importlib.import_module("...")` / `__import__("...")` calls with a literal name.
@@ -15,8 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"prefect", "ccxt", "sqlalchemy", "httpx", "openai", "anthropic", "xai_sdk", "ollama", "telegram",
              "redis", "psycopg", "alembic", "requests", "aiohttp", "grpc"}
 PROJECT_PACKAGES = {"core", "risk", "agents", "exchange", "store", "notify", "tasks", "flows", "deployments",
-                    "bench"}
+                    "bench", "cli", "backtest", "pipeline", "dashboard"}
 ALLOWED_PROJECT = {"core": {"core"}, "risk": {"core", "risk"}}
+# the other layers: which project packages they must NOT import, and which libraries
+FORBIDDEN_PROJECT = {
+    "pipeline": {"tasks", "flows", "cli", "dashboard", "deployments", "bench"},
+    "tasks": {"flows", "cli", "dashboard", "deployments", "bench"},
+    "flows": {"cli", "dashboard", "deployments", "bench"},
+    "backtest": {"flows", "cli", "dashboard", "deployments", "bench"},
+    "exchange": {"tasks", "flows", "cli", "dashboard", "pipeline", "backtest"},
+    "store": {"tasks", "flows", "cli", "dashboard", "pipeline", "backtest"},
+}
+FORBIDDEN_LIBS = {"pipeline": {"prefect"}}
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -58,6 +70,33 @@ def test_layer_imports(package):
             elif top in PROJECT_PACKAGES and top not in ALLOWED_PROJECT[package]:
                 problems.append(where + f" ({package}/ may import only {sorted(ALLOWED_PROJECT[package])})")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_PROJECT))
+def test_outer_layers(package):
+    files = sources(package)
+    assert files, f"{package}/ has no Python files"
+    problems = []
+    for f in files:
+        for lineno, mod in imported_modules(f):
+            top = mod.split(".")[0]
+            where = f"{f.relative_to(ROOT)}:{lineno} imports {mod}"
+            if top in FORBIDDEN_PROJECT[package]:
+                problems.append(where + f" ({package}/ may not import {top}/)")
+            if top in FORBIDDEN_LIBS.get(package, set()):
+                problems.append(where + f" ({package}/ holds plain functions: no {top})")
+    assert not problems, "\n".join(problems)
+
+
+def test_flows_hold_only_flows():
+    """flows/ holds Prefect flows: every module but the package's own __init__ defines a @flow."""
+    for f in sources("flows"):
+        if f.name == "__init__.py":
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        decorated = [d for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) for d in n.decorator_list]
+        names = {getattr(d.func if isinstance(d, ast.Call) else d, "id", "") for d in decorated}
+        assert "flow" in names, f"{f.relative_to(ROOT)} defines no Prefect flow: it belongs in another package"
 
 
 def test_checker_catches_violations(tmp_path):

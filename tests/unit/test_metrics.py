@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.baselines import buy_and_hold, monte_carlo
 from core.metrics import (
     TradeRecord,
-    buy_and_hold,
     compute_metrics,
     exposure,
     max_drawdown,
-    monte_carlo,
     periods_per_year,
     sharpe_ratio,
     sortino_ratio,

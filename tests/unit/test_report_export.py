@@ -1,4 +1,4 @@
-"""flows.report (self-contained HTML + deterministic JSON) and flows.export (json/csv/tax/audit)."""
+"""backtest.report (self-contained HTML + deterministic JSON) and backtest.export (json/csv/tax/audit)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from core.leaderboard import MemberResult, leaderboard
-from core.metrics import TradeRecord, compute_metrics, monte_carlo
-from core.types import Side
-from flows.export import (
+from backtest.export import (
     AUDIT_COLUMNS,
     TAX_COLUMNS,
     TRADE_COLUMNS,
@@ -28,7 +25,11 @@ from flows.export import (
     export_trades,
     tax_rows,
 )
-from flows.report import FIGURE_IDS, write_report
+from backtest.report import FIGURE_IDS, write_report
+from core.baselines import monte_carlo
+from core.leaderboard import MemberResult, leaderboard
+from core.metrics import TradeRecord, compute_metrics
+from core.types import Side
 
 D0 = datetime(2025, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -267,7 +268,7 @@ def test_publish_report_artifacts_calls_prefect(tmp_path, monkeypatch, report_in
     import sys
     import types
 
-    from flows.report import metrics_table_rows, publish_report_artifacts
+    from backtest.report import metrics_table_rows, publish_report_artifacts
 
     calls: list[tuple[str, object, dict]] = []
     fake = types.ModuleType("prefect.artifacts")

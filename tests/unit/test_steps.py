@@ -12,8 +12,8 @@ from core.settings import load_settings
 from core.types import Action, Side, TradePlan, Vote
 from exchange.paper import PaperAccount
 from exchange.replay import ReplaySource
-from tasks.execution import advance_position
-from tasks.steps import decide
+from pipeline.positions import advance_position
+from pipeline.stages import decide
 
 S = load_settings()
 BTC = "BTC/USDT:USDT"
@@ -57,8 +57,8 @@ def test_kelly_chandelier_trails_with_the_hourly_atr() -> None:
 
 def test_no_funding_after_a_stop_inside_the_bar() -> None:
     """Funding at a bar's close is owed only by a position still open then."""
+    from pipeline.positions import monitor_bar
     from risk.profiles import get_profile
-    from tasks.execution import monitor_bar
 
     t_open = pd.Timestamp("2025-03-01 07:00", tz="UTC")
     plan = TradePlan(BTC, Side.LONG, 100.0, 98.0, 103.0, 105.0, 3, Decimal("1"), 100.0, 33.3, 2.0, 0.02, 60.0, 2.0)

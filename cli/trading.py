@@ -1,45 +1,22 @@
-"""The `quorum` command."""
+"""`quorum cycle`, `demo`, `monitor`, `daily-report`, `positions`, `trades`, `halt`, `resume`: the
+trading cycle, the account and its positions."""
 
 from __future__ import annotations
 
 import json
 import sys
-import warnings
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from core.errors import QuorumError
+from cli.common import fmt as _fmt
+from cli.common import now_for as _now_for
+from cli.common import out, preflight
+from cli.common import settings_or_fail as _settings
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", category=FutureWarning)
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Quorum: an autonomous crypto-futures trading cycle (paper by default).")
-out = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from core.settings import load_settings
-
-    return load_settings()
-
-
-def _fmt(x: Any, digits: int = 6) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 # ---- cycle ------------------------------------------------------------------------------------
@@ -118,29 +95,6 @@ def render_cycle(r: dict[str, Any]) -> None:
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
 
 
-def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
-    """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
-    from core.errors import DataError
-    from exchange.factory import build_source
-    from store.db import open_database
-
-    settings = _settings()
-    source = build_source(settings)
-    if hasattr(source, "check_as_of"):
-        source.check_as_of(as_of)
-    if symbols:
-        known = source.symbols()
-        unknown = [x for x in symbols if x not in known]
-        if unknown:
-            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
-    open_database(settings.database_url)
-    if trading and as_of is not None and hasattr(source, "check_as_of"):
-        from store.db import get_session_factory
-        from tasks.execution import check_clock
-
-        check_clock(get_session_factory(settings), settings, source.check_as_of(as_of).to_pydatetime())
-
-
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
 
 
@@ -188,15 +142,16 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
 def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
     from exchange.factory import build_source
+    from pipeline.account import account_summary
+    from pipeline.monitor import sync_positions
     from store.db import get_session_factory
-    from tasks import execution
 
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
     now = _now_for(source, settings)
-    execution.sync_positions(factory, source, settings, now)  # walk the positions up to now first
-    summary = execution.account_summary(factory, source, settings, now)
+    acct, _ = sync_positions(factory, source, settings, now)  # walk the positions up to now first
+    summary = account_summary(factory, source, settings, now, acct)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
@@ -216,22 +171,6 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
               f"${summary['realised_pnl']:,.2f}  fees ${summary['fees_paid']:,.2f}  funding ${summary['funding_paid']:,.2f}")
     halt = summary.get("halt")
     out.print(f"[red]HALTED ({halt['set_by']}): {halt['reason']}[/red]" if halt else "entries: allowed (no halt)")
-
-
-def _now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]
-    """'Now' for the account commands: the wall clock with live data; in replay, the account's own
-    clock (the last decision time it was brought to), else the last bundled bar."""
-    if not hasattr(source, "default_as_of"):
-        return datetime.now(UTC)
-    if settings is not None:
-        from store.db import get_session_factory
-        from store.models import AccountRow
-
-        with get_session_factory(settings)() as s:
-            row = s.get(AccountRow, settings.mode)
-            if row is not None and row.clock is not None:
-                return row.clock
-    return source.default_as_of().to_pydatetime()
 
 
 @app.command()
@@ -268,9 +207,9 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
          close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
     """Stop new entries until `quorum resume`."""
     from exchange.factory import build_source
+    from pipeline.monitor import close_all as close_all_positions
     from store import repo
     from store.db import get_session_factory, transaction
-    from tasks import execution
 
     settings = _settings()
     source = build_source(settings)
@@ -280,7 +219,7 @@ def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
         repo.set_halt(s, settings.mode, reason, "manual", now)
     out.print(f"halted: no new entries until `quorum resume` ({reason})")
     if close_all:
-        closed = execution.close_all(factory, source, settings, now, reason)
+        closed = close_all_positions(factory, source, settings, now, reason)
         out.print(f"closed {len(closed)} position(s) at market: {', '.join(closed) or 'none open'}")
 
 
@@ -298,45 +237,3 @@ def resume() -> None:
     out.print(f"resumed: {n} halt(s) released; breakers re-arm from now")
 
 
-# ---- doctor -----------------------------------------------------------------------------------
-@app.command()
-def doctor(probe: Annotated[bool, typer.Option("--probe", help="also call each LLM endpoint")] = False) -> None:
-    """Check settings, database, cache, exchange, LLM providers and Telegram; say how to fix what is missing."""
-    from flows.doctor import run_doctor
-
-    ok = run_doctor(out, probe=probe)
-    raise typer.Exit(0 if ok else 1)
-
-
-def _register() -> None:
-    from flows import cli_backtest, cli_data, cli_outbox
-
-    app.add_typer(cli_data.app, name="data")
-    app.add_typer(cli_outbox.app, name="outbox")
-    app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
-
-
-_register()
-
-
-def main() -> None:
-    try:
-        app()
-    except QuorumError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - one clear line; QUORUM_DEBUG=1 shows the traceback
-        import os
-
-        if os.environ.get("QUORUM_DEBUG"):
-            raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                  "(set QUORUM_DEBUG=1 for the traceback)", highlight=False)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

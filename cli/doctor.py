@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -86,9 +88,9 @@ def run_doctor(out: Console, probe: bool = False) -> bool:
 
     def _halt() -> str:
         from exchange.factory import build_source
+        from pipeline.account import account_summary
         from store.db import get_session_factory
         from store.models import AccountRow
-        from tasks.execution import account_summary
 
         src = build_source(settings)
         factory = get_session_factory(settings)
@@ -116,3 +118,18 @@ def _print(out: Console, rows: list[tuple[str, str, str]]) -> None:
         color = {"ok": "green", "FAIL": "red", "off": "yellow"}[status]
         t.add_row(name, f"[{color}]{status}[/{color}]", detail)
     out.print(t)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+# ---- the command -----------------------------------------------------------------------------------
+@app.command()
+def doctor(probe: Annotated[bool, typer.Option("--probe", help="also call each LLM endpoint")] = False) -> None:
+    """Check settings, database, cache, exchange, LLM providers and Telegram; say how to fix what is missing."""
+    from cli.common import out
+
+    ok = run_doctor(out, probe=probe)
+    raise typer.Exit(0 if ok else 1)
+
+

@@ -9,7 +9,6 @@ import json
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,7 +70,7 @@ def backtest_cmd(
 
             summary = backtest(**kw)
         else:
-            from flows.backtest import execute
+            from backtest.run import execute
 
             summary = execute(**kw)
     except QuorumError as exc:
@@ -89,7 +88,7 @@ def backtest_cmd(
 
 
 def _render_backtest(s: dict[str, Any]) -> None:
-    from flows.report import metrics_table_rows
+    from backtest.report import metrics_table_rows
 
     t = Table(title=f"Backtest {s['start']} .. {s['end']} · panel {s['panel']} · {', '.join(s['symbols'])}")
     t.add_column("metric")
@@ -134,7 +133,8 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
 
 def _render_board(rows: list[dict[str, Any]], title: str) -> None:
     t = Table(title=title)
-    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("return", "total_return", "+.2%"),
+    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("value $", "account_value", ",.2f"),
+            ("return", "total_return", "+.2%"),
             ("Sharpe", "sharpe", ".2f"), ("max DD", "max_drawdown", ".2%"), ("win", "win_rate", ".1%"),
             ("trades", "n_trades", "d"), ("hit 4h", "hit_rate_4h", ".1%"), ("hit 24h", "hit_rate_24h", ".1%"),
             ("Brier", "brier_24h", ".3f"), ("abstain", "abstention_rate", ".1%"),
@@ -161,14 +161,14 @@ def _latest_report(directory: Path) -> Path | None:
 def leaderboard_cmd(
     report: Annotated[str | None, typer.Option("--report", help="a backtest JSON report (default: the newest)")] = None,
     reports_dir: Annotated[str, typer.Option("--dir", help="where to look for the newest report")] = "reports",
-    from_db: Annotated[bool, typer.Option("--db", help="rank from the votes stored by live cycles instead")] = False,
+    from_db: Annotated[bool, typer.Option("--db", help="rank from the live record (shadow accounts and stored votes) instead")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rank panel members and the consensus (return, Sharpe, drawdown, hit rate, Brier, abstention,
     latency, cost, bootstrap CI vs the consensus)."""
     try:
         if from_db:
-            rows, title = leaderboard_from_db(), "Model leaderboard (stored votes; no shadow equity)"
+            rows, title = leaderboard_from_db(), "Model leaderboard (live record: real account + shadow accounts)"
         else:
             path = Path(report) if report else _latest_report(Path(reports_dir))
             if path is None or not path.exists():
@@ -192,58 +192,17 @@ def leaderboard_cmd(
 
 
 def leaderboard_from_db() -> list[dict[str, Any]]:
-    """Leaderboard rows from the votes and decisions stored by live cycles: hit rates at 4 h / 24 h
-    against the replay history, Brier, abstention, latency and cost (no shadow equity: returns are
-    only known from a backtest)."""
-    import pandas as pd
-    from sqlalchemy import select
-
-    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    """Leaderboard rows from the live record (pipeline.shadow.live_leaderboard): the real account as
+    the consensus and every member's shadow paper account (account value, return, Sharpe, drawdown),
+    hit rates of the stored votes at 4 h / 24 h, Brier, abstention, latency, cost and the bootstrap
+    interval against the consensus."""
     from core.settings import load_settings
-    from core.types import Action
     from exchange.factory import build_source
-    from store.db import get_session_factory, transaction
-    from store.models import CycleRow, DecisionRow, VoteRow
+    from pipeline.shadow import live_leaderboard
+    from store.db import get_session_factory
 
     settings = load_settings()
-    source = build_source(settings)
-    closes: dict[str, pd.Series] = {}
-
-    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
-        if sym not in closes:
-            try:
-                h1 = source.history(sym).h1
-                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
-            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
-                closes[sym] = pd.Series(dtype=float)
-        c = closes[sym]
-        return (forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24)))
-
-    factory = get_session_factory(settings)
-    with transaction(factory) as s:
-        votes = list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
-        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
-                              .order_by(CycleRow.as_of, DecisionRow.symbol)))
-    by_member: dict[str, list[VoteOutcome]] = {}
-    times = []
-    for v in votes:
-        a = Action(v.action) if v.action and not v.abstain_reason else None
-        by_member.setdefault(v.member_id, []).append(
-            VoteOutcome(a, float(v.confidence), *fwd(v.symbol, v.as_of), latency_s=float(v.latency_s),
-                        cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
-        times.append(v.as_of)
-    cons = []
-    for d, as_of in decs:
-        cons.append(VoteOutcome(Action(d.action), float(d.confidence), *fwd(d.symbol, as_of), latency_s=None,
-                                symbol=d.symbol, as_of=as_of))
-        times.append(as_of)
-    if not times:
-        return []
-    empty = pd.Series(dtype=float)
-    results = [MemberResult(CONSENSUS_ID, empty, (), cons)] + [MemberResult(m, empty, (), vs)
-                                                                for m, vs in sorted(by_member.items())]
-    rows = leaderboard(results, min(times), max(times), sort_by="hit_rate_24h")
-    return [r.to_dict() for r in rows]
+    return live_leaderboard(get_session_factory(settings), build_source(settings), settings)
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -256,7 +215,7 @@ def export_cmd(
     if fmt not in ("json", "csv", "tax", "audit"):
         _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
     try:
-        from flows.export import export_trades
+        from backtest.export import export_trades
 
         trades, rows = load_export_data(audit=fmt == "audit")
         target: Any = out_file if out_file else sys.stdout
@@ -274,9 +233,9 @@ def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
     from the cycles, scores, votes, decisions, risk_verdicts, orders and fills tables."""
     from sqlalchemy import select
 
+    from backtest.export import AuditFill, AuditOrder, AuditRow, AuditVote
     from core.metrics import trade_records_from_positions
     from core.settings import load_settings
-    from flows.export import AuditFill, AuditOrder, AuditRow, AuditVote
     from store import repo
     from store.db import get_session_factory, transaction
     from store.models import CycleRow, DecisionRow, FillRow, OrderRow, RiskVerdictRow, ScoreRow, VoteRow
@@ -332,7 +291,7 @@ def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
     return trades, rows
 
 
-def main() -> None:  # pragma: no cover - for `python -m flows.cli_backtest`
+def main() -> None:  # pragma: no cover - for `python -m cli.backtest`
     app()
 
 

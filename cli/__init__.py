@@ -1,0 +1,1 @@
+"""The `quorum` command: parse, call, print (one module per command group)."""

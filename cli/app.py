@@ -1,0 +1,57 @@
+"""The `quorum` command: the root app, its command groups and the one-line error handling."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from cli.common import err
+from core.errors import QuorumError
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Quorum: an autonomous crypto-futures trading cycle (paper by default).")
+
+
+def _register() -> None:
+    from cli import backtest as cli_backtest
+    from cli import data as cli_data
+    from cli import doctor as cli_doctor
+    from cli import outbox as cli_outbox
+    from cli import trading as cli_trading
+
+    app.registered_commands += cli_trading.app.registered_commands  # cycle, demo, monitor, positions, ...
+    app.registered_commands += cli_doctor.app.registered_commands  # doctor
+    app.add_typer(cli_data.app, name="data")
+    app.add_typer(cli_outbox.app, name="outbox")
+    app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except QuorumError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - one clear line; QUORUM_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("QUORUM_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                  "(set QUORUM_DEBUG=1 for the traceback)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

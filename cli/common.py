@@ -1,0 +1,74 @@
+"""What the command groups share: consoles, the one-line failure, settings, formatting, the
+pre-flight check and the account's "now"."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+
+out = Console(width=None if sys.stdout.isatty() else 180)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def settings_or_fail():  # type: ignore[no-untyped-def]
+    from core.settings import load_settings
+
+    return load_settings()
+
+
+def fmt(x: Any, digits: int = 6) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
+    """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
+    from core.errors import DataError
+    from exchange.factory import build_source
+    from store.db import open_database
+
+    settings = settings_or_fail()
+    source = build_source(settings)
+    if hasattr(source, "check_as_of"):
+        source.check_as_of(as_of)
+    if symbols:
+        known = source.symbols()
+        unknown = [x for x in symbols if x not in known]
+        if unknown:
+            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+    open_database(settings.database_url)
+    if trading and as_of is not None and hasattr(source, "check_as_of"):
+        from pipeline.account import check_clock
+        from store.db import get_session_factory
+
+        check_clock(get_session_factory(settings), settings.mode, source.check_as_of(as_of).to_pydatetime())
+
+
+def now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]
+    """'Now' for the account commands: the wall clock with live data; in replay, the account's own
+    clock (the last decision time it was brought to), else the last bundled bar."""
+    if not hasattr(source, "default_as_of"):
+        return datetime.now(UTC)
+    if settings is not None:
+        from store.db import get_session_factory
+        from store.models import AccountRow
+
+        with get_session_factory(settings)() as s:
+            row = s.get(AccountRow, settings.mode)
+            if row is not None and row.clock is not None:
+                return row.clock
+    return source.default_as_of().to_pydatetime()
+
+
