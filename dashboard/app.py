@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
     ctx = q.Ctx(settings, Path(reports_dir))
     env = _env()
     app = FastAPI(title="Quorum dashboard", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app.add_middleware(GZipMiddleware, minimum_size=2048)  # plotly.js is 4.8 MB, 1.4 MB gzipped
     app.state.ctx = ctx
 
     def session_value() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,8 +10,10 @@ import plotly.graph_objects as go
 
 CONSENSUS_COLOR = "#111827"
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
-LAYOUT = dict(margin=dict(l=50, r=20, t=30, b=40), height=320, template="plotly_white",
-              legend=dict(orientation="h", y=-0.2), hovermode="x unified")
+LAYOUT: dict[str, Any] = {"margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "height": 320,
+                          "legend": {"orientation": "h", "y": -0.2}, "hovermode": "x unified",
+                          "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
+                          "xaxis": {"gridcolor": "#eef0f3"}}
 
 
 def _color(i: int, name: str) -> str:
@@ -18,14 +21,17 @@ def _color(i: int, name: str) -> str:
 
 
 def equity(curves: Mapping[str, Mapping[str, Sequence[Any]]], title: str = "") -> str:
-    """The real account (consensus, thick) and each member's shadow account."""
-    fig = go.Figure()
+    """The real account (consensus, thick) and each member's shadow account. Built as plain plotly
+    JSON (no graph-object validation: it is the overview's hot path, thousands of points per line)."""
+    data = []
     for i, (name, c) in enumerate(sorted(curves.items(), key=lambda kv: (kv[0] != "consensus", kv[0]))):
-        label = "account (consensus)" if name == "consensus" else f"{name} (shadow)"
-        fig.add_trace(go.Scatter(x=list(c["time"]), y=list(c["equity"]), mode="lines+markers", name=label,
-                                 line=dict(width=3 if name == "consensus" else 1.5, color=_color(i, name))))
-    fig.update_layout(**LAYOUT, title=title or None, yaxis_title="equity (USDT)")
-    return fig.to_json()
+        data.append({"type": "scatter", "mode": "lines", "x": list(c["time"]), "y": list(c["equity"]),
+                     "name": "account (consensus)" if name == "consensus" else f"{name} (shadow)",
+                     "line": {"width": 3 if name == "consensus" else 1.5, "color": _color(i, name)}})
+    layout = {**LAYOUT, "yaxis": {"title": {"text": "equity (USDT)"}}}
+    if title:
+        layout["title"] = {"text": title}
+    return json.dumps({"data": data, "layout": layout}, allow_nan=False)
 
 
 def account_bars(rows: Sequence[Mapping[str, Any]], start: float) -> str:
@@ -37,7 +43,8 @@ def account_bars(rows: Sequence[Mapping[str, Any]], start: float) -> str:
     fig.add_hline(y=start, line_dash="dot", annotation_text=f"start ${start:,.0f}")
     lo = min([*values, start]) * 0.995
     hi = max([*values, start]) * 1.005
-    fig.update_layout(**{**LAYOUT, "hovermode": "closest"}, yaxis=dict(range=[lo, hi], title="account value (USDT)"))
+    fig.update_layout(**{**LAYOUT, "hovermode": "closest"}, template="plotly_white",
+                      yaxis=dict(range=[lo, hi], title="account value (USDT)"))
     return fig.to_json()
 
 
@@ -60,5 +67,6 @@ def trade_chart(bars: Mapping[str, Sequence[Any]], fills: Sequence[Mapping[str, 
                            ("TP2", position.get("tp2"), "#15803d")):
         if y:
             fig.add_hline(y=y, line_dash="dash", line_color=color, annotation_text=name, opacity=0.6)
-    fig.update_layout(**{**LAYOUT, "height": 420, "hovermode": "closest"}, xaxis_rangeslider_visible=False)
+    fig.update_layout(**{**LAYOUT, "height": 420, "hovermode": "closest"}, template="plotly_white",
+                      xaxis_rangeslider_visible=False)
     return fig.to_json()

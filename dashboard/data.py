@@ -44,6 +44,7 @@ class Ctx:
     settings: Settings
     reports_dir: Path
     _source: Any = field(default=None, repr=False)
+    _board: tuple[Any, list[dict[str, Any]]] | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -280,10 +281,29 @@ def trade_detail(ctx: Ctx, position_id: str) -> dict[str, Any] | None:
 
 
 # ---- leaderboard and performance --------------------------------------------------------------
+def data_version(ctx: Ctx) -> tuple[Any, ...]:
+    """Changes whenever a cycle, the monitor or a control changed what the leaderboard reads."""
+    from store.models import EquitySnapshotRow
+
+    with transaction(ctx.factory()) as s:
+        cyc = s.execute(select(func.count(), func.max(CycleRow.finished_at))).one()
+        snaps = s.execute(select(func.count(), func.max(EquitySnapshotRow.ts))).one()
+        pos = s.execute(select(func.count(), func.max(PositionRow.closed_at))).one()
+        upd = s.scalar(select(func.max(AccountRow.updated_at)))
+    return (*cyc, *snaps, *pos, upd)
+
+
 def leaderboard(ctx: Ctx, runs: int = 1000) -> list[dict[str, Any]]:
+    """The live leaderboard (pipeline.shadow.live_leaderboard), recomputed only when the record
+    changed (it reads every stored vote; the pages poll it)."""
     from pipeline.shadow import live_leaderboard
 
-    return live_leaderboard(ctx.factory(), ctx.source(), ctx.settings, runs=runs)
+    version = (data_version(ctx), runs)
+    if ctx._board is not None and ctx._board[0] == version:
+        return ctx._board[1]
+    rows = live_leaderboard(ctx.factory(), ctx.source(), ctx.settings, runs=runs)
+    ctx._board = (version, rows)
+    return rows
 
 
 def performance(ctx: Ctx) -> dict[str, Any]:

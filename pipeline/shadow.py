@@ -185,6 +185,42 @@ def sync_shadows(factory: Factory, source: MarketDataSource, settings: Settings,
 
 
 # ---- the live leaderboard --------------------------------------------------------------------
+def forward_returns(source: Any) -> Any:
+    """fwd(symbol, t) -> (4 h, 24 h) returns as `core.leaderboard.forward_return` defines them (last
+    close at or before each time, by bar close time; None when not known yet), on arrays of the
+    source's 1h history: one search per vote instead of a Series scan, memoised per (symbol, t)."""
+    import numpy as np
+    import pandas as pd
+
+    closes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    memo: dict[tuple[str, datetime], tuple[float | None, float | None]] = {}
+    h4, h24 = pd.Timedelta(hours=4).value, pd.Timedelta(hours=24).value
+
+    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
+        if (sym, t) in memo:
+            return memo[(sym, t)]
+        if sym not in closes:
+            try:
+                h1 = source.history(sym).h1["close"].dropna().sort_index()
+                closes[sym] = ((h1.index + pd.Timedelta(hours=1)).as_unit("ns").asi8, h1.to_numpy(dtype=float))
+            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
+                closes[sym] = (np.array([], dtype=np.int64), np.array([]))
+        ts, px = closes[sym]
+        t0 = pd.Timestamp(t).value
+        out: list[float | None] = []
+        for h in (h4, h24):
+            if not len(ts) or t0 < ts[0] or t0 + h > ts[-1]:
+                out.append(None)
+                continue
+            p0 = px[np.searchsorted(ts, t0, side="right") - 1]
+            p1 = px[np.searchsorted(ts, t0 + h, side="right") - 1]
+            out.append(float(p1 / p0 - 1.0) if p0 and math.isfinite(p0) and math.isfinite(p1) else None)
+        memo[(sym, t)] = (out[0], out[1])
+        return memo[(sym, t)]
+
+    return fwd
+
+
 def live_leaderboard(factory: Factory, source: Any, settings: Settings, *, runs: int = 1000,
                      sort_by: str = "total_return") -> list[dict[str, Any]]:
     """Leaderboard rows from the live record: the consensus is the real account, each member its
@@ -194,21 +230,11 @@ def live_leaderboard(factory: Factory, source: Any, settings: Settings, *, runs:
     ``account_value`` is the last stored equity of that account."""
     import pandas as pd
 
-    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, leaderboard
     from core.metrics import trade_records_from_positions
     from store.models import CycleRow, DecisionRow, VoteRow
 
-    closes: dict[str, pd.Series] = {}
-
-    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
-        if sym not in closes:
-            try:
-                h1 = source.history(sym).h1
-                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
-            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
-                closes[sym] = pd.Series(dtype=float)
-        c = closes[sym]
-        return forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24))
+    fwd = forward_returns(source)
 
     def curve(s: Session, key: str) -> pd.Series:
         hist = repo.equity_history(s, key)
@@ -218,10 +244,13 @@ def live_leaderboard(factory: Factory, source: Any, settings: Settings, *, runs:
 
     mode = settings.mode
     with transaction(factory) as s:
-        votes = list(s.scalars(select(VoteRow).join(CycleRow, CycleRow.id == VoteRow.cycle_id)
-                               .where(CycleRow.mode == mode)
+        # only the columns the statistics read (not the rationales): rows, not ORM objects
+        votes = list(s.execute(select(VoteRow.member_id, VoteRow.symbol, VoteRow.action, VoteRow.abstain_reason,
+                                      VoteRow.confidence, VoteRow.latency_s, VoteRow.cost_usd, VoteRow.as_of)
+                               .join(CycleRow, CycleRow.id == VoteRow.cycle_id).where(CycleRow.mode == mode)
                                .order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
-        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
+        decs = list(s.execute(select(DecisionRow.symbol, DecisionRow.action, DecisionRow.confidence, CycleRow.as_of)
+                              .join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
                               .where(CycleRow.mode == mode).order_by(CycleRow.as_of, DecisionRow.symbol)))
         members = sorted({v.member_id for v in votes} | set(shadow_members(s, mode)))
         curves = {CONSENSUS_ID: curve(s, mode)} | {m: curve(s, shadow_key(mode, m)) for m in members}
@@ -236,13 +265,15 @@ def live_leaderboard(factory: Factory, source: Any, settings: Settings, *, runs:
                         cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
         times.append(v.as_of)
     cons = []
-    for d, as_of in decs:
+    for d in decs:
+        as_of = d.as_of
         a = Action(d.action)
         f = (None, None) if a is Action.WAIT else fwd(d.symbol, as_of)
         cons.append(VoteOutcome(a, float(d.confidence), *f, latency_s=None, symbol=d.symbol, as_of=as_of))
         times.append(as_of)
     for c in curves.values():
-        times += [t.to_pydatetime() for t in c.index]
+        if len(c):
+            times += [c.index[0].to_pydatetime(), c.index[-1].to_pydatetime()]
     if not times:
         return []
     results = [MemberResult(CONSENSUS_ID, curves[CONSENSUS_ID], trades[CONSENSUS_ID], cons)]
