@@ -3,7 +3,7 @@ served by uvicorn on a loopback port, on real demo cycles and a backtest (`demo_
 on the screen: numbers that match the database, a model's rationale, the charts drawn, and the halt
 button refused without a token and working with it.
 
-Set QUORUM_SCREENSHOT=docs/dashboard-overview.png to (re)write the README's screenshot."""
+Set DASHBOARD_SCREENSHOT=docs/dashboard-overview.png to (re)write the README's screenshot."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_overview_shows_the_account_as_stored(site, browser, tmp_path) -> None: 
     assert "account (consensus)" in legend and "qwen-local (shadow)" in legend
     assert page.locator("#cycles tr").count() == 1 + 3
     assert "Entries allowed" in page.inner_text("#halt-state")
-    shot = os.environ.get("QUORUM_SCREENSHOT")
+    shot = os.environ.get("DASHBOARD_SCREENSHOT")
     out = Path(shot) if shot else tmp_path / "overview.png"
     page.screenshot(path=str(out), full_page=False)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
