@@ -1,0 +1,31 @@
+"""`quorum dashboard`: registered on the CLI, bound to 127.0.0.1 by default, options passed through."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+
+def test_dashboard_command_defaults_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dashboard.app
+    from cli.app import app
+
+    calls = []
+    monkeypatch.setattr(dashboard.app, "serve", lambda **kw: calls.append(kw))
+    r = CliRunner().invoke(app, ["dashboard"])
+    assert r.exit_code == 0, r.output
+    assert calls == [{"host": "127.0.0.1", "port": 8000, "reports_dir": "reports"}]
+    assert "controls disabled" in r.output
+
+    monkeypatch.setenv("QUORUM_DASHBOARD_TOKEN", "t")
+    r = CliRunner().invoke(app, ["dashboard", "--host", "0.0.0.0", "--port", "8123", "--reports", "out"])
+    assert r.exit_code == 0 and calls[-1] == {"host": "0.0.0.0", "port": 8123, "reports_dir": "out"}
+    assert "controls enabled" in r.output
+
+
+def test_formatting_of_numbers_on_the_pages() -> None:
+    from dashboard.app import money, pct, price, smoney
+
+    assert money(10123.456) == "$10,123.46" and money(None) == "—" and money(float("nan")) == "—"
+    assert smoney(-5.5) == "−$5.50" and smoney(2) == "+$2.00" and smoney(0) == "$0.00"
+    assert pct(0.0123) == "+1.23%" and price(184.976988) == "184.977"
