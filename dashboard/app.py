@@ -197,6 +197,13 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
             return JSONResponse({"error": text, "database": "unavailable"}, status_code=503)
         return message(request, 503, "Database unavailable", text)
 
+    @app.exception_handler(LookupError)
+    async def _lookup(request: Request, exc: LookupError) -> Response:
+        text = str(exc.args[0]) if exc.args else "not found"
+        if api(request):
+            return JSONResponse({"detail": text}, status_code=404)
+        return message(request, 404, "Not found", text)
+
     @app.exception_handler(QuorumError)
     async def _quorum(request: Request, exc: QuorumError) -> Response:
         if api(request):
@@ -266,8 +273,10 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
         return page(request, "leaderboard_live.html", "Leaderboard", **board_ctx())
 
     @app.get("/trades", response_class=HTMLResponse, include_in_schema=False)
-    def trades_page(request: Request) -> HTMLResponse:
-        return page(request, "trades.html", "Trades", "/trades", rows=q.trades(ctx))
+    def trades_page(request: Request, account: str | None = None) -> HTMLResponse:
+        """The account's closed trades, or (``?account=paper:shadow:<member>``) a shadow account's."""
+        acct = q.account_key(ctx, account)
+        return page(request, "trades.html", "Trades", "/trades", rows=q.trades(ctx, acct), account=acct)
 
     @app.get("/trades/{position_id}", response_class=HTMLResponse, include_in_schema=False)
     def trade_page(request: Request, position_id: str) -> HTMLResponse:
@@ -328,8 +337,8 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
         return js(q.positions(ctx))
 
     @app.get("/api/trades")
-    def api_trades() -> JSONResponse:
-        return js(q.trades(ctx))
+    def api_trades(account: str | None = None) -> JSONResponse:
+        return js(q.trades(ctx, q.account_key(ctx, account)))
 
     @app.get("/api/trades/{position_id}")
     def api_trade(position_id: str) -> JSONResponse:

@@ -236,6 +236,18 @@ def _trade_row(p: Any, tr: Any) -> dict[str, Any]:
             "net_pnl": round(float(p.realised_pnl - p.fees_paid - p.funding_paid), 6), "cycle_id": p.cycle_id}
 
 
+def account_key(ctx: Ctx, account: str | None) -> str:
+    """The real account (default) or one of its members' shadow accounts; anything else is a
+    LookupError (a 404 on the pages and the API)."""
+    from pipeline.shadow import member_of
+
+    if not account or account == ctx.mode:
+        return ctx.mode
+    if not account.startswith(f"{ctx.mode}:shadow:") or not member_of(account):
+        raise LookupError(f"no account {account!r}: use {ctx.mode} or {ctx.mode}:shadow:<member>")
+    return account
+
+
 def trades(ctx: Ctx, account: str | None = None) -> list[dict[str, Any]]:
     """Closed trades, newest first: exit reason, R multiple, fees, funding, net P&L."""
     from core.metrics import trade_records_from_positions

@@ -64,6 +64,13 @@ def test_api_numbers_match_the_database(demo_db) -> None:  # type: ignore[no-unt
         assert t["net_pnl"] == pytest.approx(r.pnl, abs=1e-6) and t["exit_reason"] == r.reason
         assert t["r_multiple"] == pytest.approx(r.r_multiple)
 
+    qwen = c.get("/api/trades?account=paper:shadow:qwen-local").json()
+    with transaction(factory(demo_db.url)) as s:
+        assert sorted(t["id"] for t in qwen) == sorted(p.id for p in repo.closed_positions(s, "paper:shadow:qwen-local"))
+    assert all(t["id"].startswith("qwen-local:") for t in qwen)
+    assert c.get("/api/trades?account=other").status_code == 404
+    assert "shadow account" in c.get("/trades?account=paper:shadow:qwen-local").text
+
     perf = c.get("/api/performance").json()
     assert perf["metrics"]["total_return"] == pytest.approx(hist[-1][1] / hist[0][1] - 1)
 
