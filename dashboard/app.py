@@ -197,8 +197,8 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
             return JSONResponse({"error": text, "database": "unavailable"}, status_code=503)
         return message(request, 503, "Database unavailable", text)
 
-    @app.exception_handler(LookupError)
-    async def _lookup(request: Request, exc: LookupError) -> Response:
+    @app.exception_handler(q.NotFound)
+    async def _not_found(request: Request, exc: q.NotFound) -> Response:
         text = str(exc.args[0]) if exc.args else "not found"
         if api(request):
             return JSONResponse({"detail": text}, status_code=404)

@@ -39,6 +39,10 @@ REPORT_NAME = re.compile(r"^backtest-[A-Za-z0-9_.:-]+$")
 EXIT_KINDS = ("stop", "breakeven", "trailing", "tp1", "tp2", "stale", "time", "news", "liquidation", "manual")
 
 
+class NotFound(LookupError):
+    """Something the page or API call names does not exist (a 404)."""
+
+
 @dataclass
 class Ctx:
     settings: Settings
@@ -238,13 +242,13 @@ def _trade_row(p: Any, tr: Any) -> dict[str, Any]:
 
 def account_key(ctx: Ctx, account: str | None) -> str:
     """The real account (default) or one of its members' shadow accounts; anything else is a
-    LookupError (a 404 on the pages and the API)."""
+    NotFound (a 404 on the pages and the API)."""
     from pipeline.shadow import member_of
 
     if not account or account == ctx.mode:
         return ctx.mode
     if not account.startswith(f"{ctx.mode}:shadow:") or not member_of(account):
-        raise LookupError(f"no account {account!r}: use {ctx.mode} or {ctx.mode}:shadow:<member>")
+        raise NotFound(f"no account {account!r}: use {ctx.mode} or {ctx.mode}:shadow:<member>")
     return account
 
 
