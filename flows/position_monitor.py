@@ -28,7 +28,7 @@ def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[s
     until = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
     factory = get_session_factory(settings)
     acct, summary = monitor_task(factory, source, settings, until, load(factory, settings))
-    open_syms = sorted({p.symbol for p in acct.open_positions()})
+    open_syms = sorted({p.symbol for p in acct.open_positions()} | shadow.open_symbols(factory, settings.mode))
     news = fanout.news_reports(fanout.submit_news(settings, open_syms, until), until)  # cached 1 h
     _, closed = news_exits(factory, source, settings, until, news, acct)
     summary["events"] += [f"closed on critical negative news: {x}" for x in closed]

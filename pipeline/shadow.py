@@ -184,6 +184,15 @@ def sync_shadows(factory: Factory, source: MarketDataSource, settings: Settings,
     return out
 
 
+def open_symbols(factory: Factory, mode: str) -> set[str]:
+    """Symbols the shadow accounts hold (the monitor asks the news analyst about them too)."""
+    from store.models import PositionRow
+
+    with transaction(factory) as s:
+        return set(s.scalars(select(PositionRow.symbol).where(PositionRow.mode.like(f"{mode}{SHADOW}%"),
+                                                              PositionRow.closed_at.is_(None))))
+
+
 # ---- the live leaderboard --------------------------------------------------------------------
 def forward_returns(source: Any) -> Any:
     """fwd(symbol, t) -> (4 h, 24 h) returns as `core.leaderboard.forward_return` defines them (last

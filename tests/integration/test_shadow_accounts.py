@@ -132,3 +132,30 @@ def test_a_halt_stops_the_real_account_not_the_shadows(panel, prefect_harness) -
     with transaction(factory) as s:
         assert repo.open_positions(s, "paper") == []
         assert "SOL/USDT:USDT" in {p.symbol for p in repo.open_positions(s, "paper:shadow:gpt")}
+
+
+def test_the_monitor_closes_shadow_longs_on_critical_negative_news(panel, prefect_harness) -> None:  # noqa: ARG001
+    """Same exit rules as the real account: the monitor asks the news analyst about the shadow
+    accounts' symbols too, and a critical negative event closes their longs."""
+    from core.settings import load_settings
+    from flows.position_monitor import position_monitor
+    from flows.trading_cycle import trading_cycle
+    from store import repo
+    from store.db import get_session_factory, transaction
+
+    r1 = trading_cycle(as_of="2025-05-23T04:00:00Z", symbols=["SOL/USDT:USDT"], broadcast=False)
+    assert "filled LONG" in r1["shadows"]["gpt"]["orders"]["SOL/USDT:USDT"]
+
+    def news(body: dict) -> str:
+        text = json.dumps(body)
+        events = [{"date": "2025-05-23T05:30:00Z", "headline": "Exchange hack drains SOL bridge", "impact": -2,
+                   "reason": "hack", "critical": True, "source": "example"}] if "SOL" in text else []
+        return json.dumps({"events": events, "tickers": []})
+
+    panel.servers["openrouter"].responder = news
+    mon = position_monitor(as_of="2025-05-23T06:00:00Z", broadcast=False)
+    assert any("critical negative news" in e for e in mon["shadows"]["gpt"]["events"]), mon["shadows"]["gpt"]
+    with transaction(get_session_factory(load_settings())) as s:
+        assert repo.open_positions(s, "paper:shadow:gpt") == []
+        closed = repo.closed_positions(s, "paper:shadow:gpt")
+        assert [(p.symbol, p.exit_reason) for p in closed] == [("SOL/USDT:USDT", "news")]
