@@ -3,19 +3,22 @@
 Every panel member that votes in a paper or live cycle gets its own paper account, stored like the
 real one under the account key ``<mode>:shadow:<member>`` (``accounts``, ``positions``, ``orders``,
 ``fills``, ``position_events`` and ``equity_snapshots`` rows carry that key in their ``mode``
-column). A member's valid LONG/SHORT votes are its decisions (`pipeline.stages.member_decision`, the
-same function the backtest's shadow books use), the daily veto applies, and they go through the SAME risk manager
-(`risk_verdict` with the shadow's own account state, breakers and track record), the same fills
-(`PaperAccount.open` at the first price after the decision) and the same exit rules: the cycle's
-first step and the position monitor walk shadow positions with `sync_positions` exactly like the
-real ones, and critical negative news closes their longs too. Nothing about a shadow is posted to
-Telegram (its positions carry ``extra["shadow_of"]``). The consensus account is the real account.
+column). A member's valid LONG/SHORT votes are its decisions (`pipeline.stages.member_decision`,
+the function the backtest's shadow books use), the daily veto applies, and they go through the SAME
+risk manager (`risk_verdict` with the shadow's own account state, breakers and track record), the
+same fills (`PaperAccount.open` at the first price after the decision) and the same exit rules: the
+cycle's shadow step (`trade_shadows`) and the position monitor (`sync_shadows`) walk shadow
+positions with `sync_positions` exactly like the real ones, and critical negative news closes their
+longs too. Nothing about a shadow is posted to Telegram (its positions carry
+``extra["shadow_of"]``). The consensus account is the real account.
 
 Each shadow gets one equity snapshot per cycle (even with no trade), so its curve and the real
 account's are aligned on the cycle times for the leaderboard's paired bootstrap.
 
-A manual halt applies to the real account only (it is an operator's stop on real entries); a
-shadow's own breakers (daily loss, drawdown) apply to it from its own equity history.
+Only symbols the trend strategy runs are traded by the shadows (on a symbol another strategy runs,
+grid or volatility say, the votes are an input of that strategy, not trades). A manual halt or a
+close-all applies to the real account only (an operator's stop on real entries); a shadow's own
+breakers (daily loss, drawdown) apply to it from its own equity history.
 """
 
 from __future__ import annotations
@@ -103,8 +106,8 @@ def trade_shadows(factory: Factory, source: MarketDataSource, settings: Settings
             verdicts = {}
             for sym, score in scores.items():
                 vote = mine.get(sym)
-                if vote is None or sym not in snapshots:
-                    continue
+                if vote is None or sym not in snapshots or settings.strategy_for(sym) != "trend":
+                    continue  # a symbol another strategy runs: the votes are only that strategy's input
                 d = daily_veto(member_decision(vote, score), score)
                 if d.action is Action.WAIT:
                     continue
