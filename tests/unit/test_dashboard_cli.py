@@ -29,3 +29,11 @@ def test_formatting_of_numbers_on_the_pages() -> None:
     assert money(10123.456) == "$10,123.46" and money(None) == "—" and money(float("nan")) == "—"
     assert smoney(-5.5) == "−$5.50" and smoney(2) == "+$2.00" and smoney(0) == "$0.00"
     assert pct(0.0123) == "+1.23%" and price(184.976988) == "184.977"
+
+
+def test_the_cycle_output_lists_the_shadow_accounts() -> None:
+    from cli.trading import _shadow_line
+
+    assert _shadow_line("gpt", {"orders": {"SOL/USDT:USDT": "filled LONG 16 @ 185"}, "equity": 10000.0}) == \
+        "gpt $10,000.00 (SOL filled LONG 16 @ 185)"
+    assert _shadow_line("qwen-local", {"orders": {}, "equity": 9990.5}) == "qwen-local $9,990.50"
