@@ -107,6 +107,15 @@ def positions(ctx: Ctx) -> dict[str, Any]:
     from pipeline.account import account_summary
 
     t = now(ctx)
+    with transaction(ctx.factory()) as s:
+        exists = s.get(AccountRow, ctx.mode) is not None
+        h = None if exists else repo.active_halt(s, ctx.mode, t)
+    if not exists:  # no cycle yet: show the configured start without creating the account row
+        start = float(ctx.settings.paper.starting_balance)
+        halt = None if h is None else {"reason": h.reason, "set_by": h.set_by, "until": _iso(h.until)}
+        return {"balance": start, "equity": start, "unrealised": 0.0, "realised_pnl": 0.0, "fees_paid": 0.0,
+                "funding_paid": 0.0, "open_positions": [], "halt": halt, "as_of": t.isoformat(), "mode": ctx.mode,
+                "starting_balance": start}
     summary = account_summary(ctx.factory(), ctx.source(), ctx.settings, t)
     for p in summary["open_positions"]:
         mark = p.get("mark")

@@ -192,6 +192,11 @@ def test_empty_and_unreachable_databases_are_clear_messages(demo_db, tmp_path) -
     for path in ("/leaderboard", "/trades", "/backtests", "/api/leaderboard", "/api/trades"):
         assert empty.get(path).status_code == 200, path
     assert empty.get("/api/health").json()["cycles"] == 0
+    from store.db import transaction
+    from store.models import AccountRow
+
+    with transaction(factory(f"sqlite:///{tmp_path / 'empty.db'}")) as s:  # viewing writes no account row
+        assert s.scalar(select(func.count()).select_from(AccountRow)) == 0
 
     down = client(demo_db, "postgresql://quorum:hunter2@127.0.0.1:9/quorum")
     page = down.get("/")
