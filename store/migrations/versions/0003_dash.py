@@ -1,14 +1,14 @@
 """account keys up to 64 characters (per-member shadow accounts `paper:shadow:<member>`)
 
 Revision ID: 0003_dash
-Revises: 0002
+Revises: 0003_live
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0003_dash'
-down_revision = '0002'
+down_revision = '0003_live'
 branch_labels = None
 depends_on = None
 
