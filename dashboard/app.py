@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
                token: str | None = None, refresh_s: int = 10) -> FastAPI:
     """The dashboard app. `settings` default to the environment's; `token` to its dashboard_token."""
     settings = settings or load_settings()
-    token = token if token is not None else settings.dashboard_token
+    if token is None and settings.dashboard_token is not None:
+        token = settings.dashboard_token.get_secret_value()
     ctx = q.Ctx(settings, Path(reports_dir))
     env = _env()
     app = FastAPI(title="Quorum dashboard", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")

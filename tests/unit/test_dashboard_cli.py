@@ -37,3 +37,17 @@ def test_the_cycle_output_lists_the_shadow_accounts() -> None:
     assert _shadow_line("gpt", {"orders": {"SOL/USDT:USDT": "filled LONG 16 @ 185"}, "equity": 10000.0}) == \
         "gpt $10,000.00 (SOL filled LONG 16 @ 185)"
     assert _shadow_line("qwen-local", {"orders": {}, "equity": 9990.5}) == "qwen-local $9,990.50"
+
+
+def test_the_token_comes_from_the_environment_and_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from core.settings import load_settings
+    from dashboard.app import create_app
+
+    monkeypatch.setenv("QUORUM_DASHBOARD_TOKEN", "env-token")
+    assert "env-token" not in repr(load_settings())
+    c = TestClient(create_app(reports_dir="reports"))
+    assert c.post("/api/halt", headers={"Authorization": "Bearer nope"}).status_code == 403
+    r = c.post("/api/halt", json={"reason": "env"}, headers={"Authorization": "Bearer env-token"})
+    assert r.status_code == 200 and r.json()["reason"] == "env"
