@@ -140,6 +140,9 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
                   _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), str(w.get("open_at_end", 0)),
                   _num(w["win_rate"], ".1%"), rep["html"])
     out.print(t)
+    for sk in wf.get("skipped") or []:
+        out.print(f"[yellow]skipped window[/yellow] {sk['test_start'][:16]} .. {sk['test_end'][:16]}: {sk['reason']}",
+                  highlight=False)
     out.print(f"[dim]{wf['note']}[/dim]")
 
 
@@ -228,10 +231,13 @@ def export_cmd(
         _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
     try:
         from backtest.export import export_trades
+        from cli.common import market_precision
+        from core.settings import load_settings
 
         trades, rows = load_export_data(audit=fmt == "audit")
+        precision = market_precision(load_settings(), [t.symbol for t in trades])
         target: Any = out_file if out_file else sys.stdout
-        export_trades(trades, fmt, target, audit_rows=rows)  # type: ignore[arg-type]
+        export_trades(trades, fmt, target, audit_rows=rows, precision=precision)  # type: ignore[arg-type]
     except QuorumError as exc:
         _fail(str(exc))
         return

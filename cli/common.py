@@ -71,3 +71,25 @@ def now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]
     return source.default_as_of().to_pydatetime()
 
 
+
+
+def market_precision(settings, symbols) -> dict:  # type: ignore[no-untyped-def]
+    """symbol -> (price tick, qty step) for rounding exported prices and quantities. From the replay
+    source's market rules; with a live source (which would need the network) nothing: the exports
+    then round prices to 8 significant digits."""
+    if settings.data_source != "replay":
+        return {}
+    from exchange.factory import build_source
+
+    try:
+        source = build_source(settings)
+    except Exception:  # noqa: BLE001 - precision is cosmetic; the export still works without it
+        return {}
+    out_: dict = {}
+    for sym in sorted(set(symbols)):
+        try:
+            r = source.market_rules(sym)
+        except Exception:  # noqa: BLE001 - a symbol the source does not have: no tick known
+            continue
+        out_[sym] = (r.price_tick, r.qty_step)
+    return out_

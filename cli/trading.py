@@ -143,7 +143,10 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
     from flows.daily_report import daily_report
 
     res = daily_report(as_of=as_of)
-    out.print(f"daily report for {res['day']}: {res['trades']} trades, P&L {res['pnl']:+,.2f}")
+    dd = res.get("max_drawdown_pct")
+    out.print(f"daily report for {res['day']} (as of {res['as_of'][:16]}"
+              f"{'' if as_of else ', the account clock'}): {res['trades']} trades, P&L {res['pnl']:+,.2f}"
+              + (f", max drawdown {dd:.2f}% (intraday path)" if dd is not None else ""))
 
 
 # ---- positions --------------------------------------------------------------------------------
@@ -184,30 +187,39 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Closed positions with realised P&L, fees and funding."""
+    """Closed trades: entry and exit price, quantity, net P&L (after fees and funding), R, outcome.
+    `--json` rows have the same fields as `quorum export --format json`."""
+    from backtest.export import trade_row
+    from cli.common import market_precision
+    from core.metrics import trade_records_from_positions
     from store import repo
     from store.db import get_session_factory, transaction
 
     settings = _settings()
     with transaction(get_session_factory(settings)) as s:
         closed = repo.closed_positions(s, settings.mode)
-    rows = [{"id": p.id, "symbol": p.symbol, "side": p.side.value, "entry": p.entry, "opened_at": p.opened_at.isoformat(),
-             "closed_at": p.closed_at.isoformat() if p.closed_at else None, "exit": p.exit_reason,
-             "realised_pnl": round(p.realised_pnl, 2), "fees": round(p.fees_paid, 2),
-             "funding": round(p.funding_paid, 2),
-             "net": round(p.realised_pnl - p.fees_paid - p.funding_paid, 2)} for p in closed]
+    records = trade_records_from_positions(closed)
+    precision = market_precision(settings, [t.symbol for t in records])
+    rows = [trade_row(t, precision) for t in records]
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     t = Table(title=f"Closed trades ({settings.mode})")
-    for col in ("id", "symbol", "side", "entry", "opened", "closed", "exit", "realised", "fees", "funding", "net"):
-        t.add_column(col)
+    for col in ("id", "symbol", "side", "opened", "closed", "entry", "exit", "qty", "exit kind", "fees", "funding",
+                "net P&L", "R", "outcome"):
+        t.add_column(col, justify="left" if col in ("id", "symbol", "side", "exit kind", "outcome") else "right")
     for r in rows:
-        t.add_row(r["id"], r["symbol"], r["side"], _fmt(r["entry"]), r["opened_at"][:16], (r["closed_at"] or "")[:16],
-                  r["exit"] or "", f"{r['realised_pnl']:+,.2f}", f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}",
-                  f"{r['net']:+,.2f}")
+        t.add_row(r["position_id"], r["symbol"], r["side"], r["opened_at"][:16], (r["closed_at"] or "")[:16],
+                  _fmt(r["entry"], 10), _fmt(r["exit"], 10), _fmt(r["qty"], 12), r["reason"] or "",
+                  f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}", f"{r['pnl']:+,.2f}",
+                  "—" if r["r_multiple"] is None else f"{r['r_multiple']:+.2f}R", r["outcome"])
     out.print(t)
-    out.print(f"{len(rows)} trades, net ${sum(r['net'] for r in rows):+,.2f}")
+    n = {k: sum(1 for r in rows if r["outcome"] == k) for k in ("win", "draw", "loss")}
+    decisive = n["win"] + n["loss"]
+    wr = f", win rate {n['win'] / len(rows):.0%}" if rows else ""
+    wr += f" ({n['win'] / decisive:.0%} without scratches)" if decisive else ""
+    out.print(f"{len(rows)} trades: {n['win']} wins, {n['draw']} draws, {n['loss']} losses{wr}; "
+              f"net ${sum(r['pnl'] for r in rows):+,.2f}")
 
 
 # ---- halt / resume ----------------------------------------------------------------------------

@@ -20,8 +20,10 @@ from notify.format import (
     market_pulse_post,
 )
 from pipeline.broadcast import deliver
+from pipeline.daily import day_equity_path
 from store import outbox, repo
 from store.db import get_session_factory, transaction
+from store.models import AccountRow
 
 BTC = "BTC/USDT:USDT"
 
@@ -73,13 +75,24 @@ def market_pulse(source, settings, as_of: datetime) -> MarketPulse:  # type: ign
 def daily_report(as_of: str | None = None) -> dict[str, Any]:
     settings = load_settings()
     source = build_source(settings)
-    t = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
+    factory = get_session_factory(settings)
+    if as_of is None and hasattr(source, "check_as_of"):
+        # replay: the account's own clock (the last decision time it was brought to), as every account
+        # command reads "now"; without one, the last bundled bar
+        with transaction(factory) as s:
+            row = s.get(AccountRow, settings.mode)
+            clock = None if row is None else row.clock
+        t = clock if clock is not None else source.check_as_of(None).to_pydatetime()
+    else:
+        t = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
     day_start = pd.Timestamp(t).floor("D").to_pydatetime()
     day = (day_start - timedelta(days=1)).date()  # report the last complete UTC day
-    factory = get_session_factory(settings)
     with transaction(factory) as s:
         closed = repo.closed_positions(s, settings.mode)
-        curve = repo.equity_history(s, settings.mode)
+        # drawdown from the intraday path (hourly closes of the open positions), not only the snapshots
+        # taken at cycle and monitor times
+        curve = sorted(repo.equity_history(s, settings.mode)
+                       + day_equity_path(s, source, settings.mode, day_start - timedelta(days=1), t))
         votes_hit = model_hits(s, day_start, t, source)
         stats = compute_daily_stats(closed, day, curve, votes_hit,
                                     pnl_of=lambda p: p.realised_pnl - p.fees_paid - p.funding_paid)
@@ -87,4 +100,5 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
         pulse = market_pulse(source, settings, t)
         outbox.enqueue(s, market_pulse_key(t), "market_pulse", market_pulse_post(pulse))
     delivery = deliver(factory, settings)
-    return {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}
+    return {"day": day.isoformat(), "as_of": t.isoformat(), "trades": stats.trades, "pnl": stats.pnl,
+            "max_drawdown_pct": stats.max_drawdown_pct, "delivery": delivery}

@@ -106,10 +106,12 @@ def open_positions(factory: Factory, mode: str) -> list[Position]:
         return repo.open_positions(s, mode)
 
 
-def track_record(factory: Factory, mode: str) -> TrackRecord | None:
+def track_record(factory: Factory, mode: str, now: datetime | None = None,
+                 profile: str = "default") -> TrackRecord | None:
+    """The Kelly track record at `now`: the profile's rolling window of the stored closed positions."""
     with transaction(factory) as s:
         closed = repo.closed_positions(s, mode)
-    return track_record_from(closed)
+    return track_record_from(closed, now, profile)
 
 
 def account_state(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,
