@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _register() -> None:
     from cli import backtest as cli_backtest
+    from cli import dashboard as cli_dashboard
     from cli import data as cli_data
     from cli import doctor as cli_doctor
     from cli import outbox as cli_outbox
@@ -29,6 +30,7 @@ def _register() -> None:
     app.add_typer(cli_data.app, name="data")
     app.add_typer(cli_outbox.app, name="outbox")
     app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
+    app.registered_commands += cli_dashboard.app.registered_commands  # dashboard
 
 
 _register()

@@ -9,7 +9,6 @@ import json
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,7 +148,8 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
 
 def _render_board(rows: list[dict[str, Any]], title: str) -> None:
     t = Table(title=title)
-    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("return", "total_return", "+.2%"),
+    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("value $", "account_value", ",.2f"),
+            ("return", "total_return", "+.2%"),
             ("Sharpe", "sharpe", ".2f"), ("max DD", "max_drawdown", ".2%"), ("win", "win_rate", ".1%"),
             ("trades", "n_trades", "d"), ("hit 4h", "hit_rate_4h", ".1%"), ("hit 24h", "hit_rate_24h", ".1%"),
             ("Brier", "brier_24h", ".3f"), ("abstain", "abstention_rate", ".1%"),
@@ -176,14 +176,14 @@ def _latest_report(directory: Path) -> Path | None:
 def leaderboard_cmd(
     report: Annotated[str | None, typer.Option("--report", help="a backtest JSON report (default: the newest)")] = None,
     reports_dir: Annotated[str, typer.Option("--dir", help="where to look for the newest report")] = "reports",
-    from_db: Annotated[bool, typer.Option("--db", help="rank from the votes stored by live cycles instead")] = False,
+    from_db: Annotated[bool, typer.Option("--db", help="rank from the live record (shadow accounts and stored votes) instead")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rank panel members and the consensus (return, Sharpe, drawdown, hit rate, Brier, abstention,
     latency, cost, bootstrap CI vs the consensus)."""
     try:
         if from_db:
-            rows, title = leaderboard_from_db(), "Model leaderboard (stored votes; no shadow equity)"
+            rows, title = leaderboard_from_db(), "Model leaderboard (live record: real account + shadow accounts)"
         else:
             path = Path(report) if report else _latest_report(Path(reports_dir))
             if path is None or not path.exists():
@@ -207,58 +207,17 @@ def leaderboard_cmd(
 
 
 def leaderboard_from_db() -> list[dict[str, Any]]:
-    """Leaderboard rows from the votes and decisions stored by live cycles: hit rates at 4 h / 24 h
-    against the replay history, Brier, abstention, latency and cost (no shadow equity: returns are
-    only known from a backtest)."""
-    import pandas as pd
-    from sqlalchemy import select
-
-    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    """Leaderboard rows from the live record (pipeline.shadow.live_leaderboard): the real account as
+    the consensus and every member's shadow paper account (account value, return, Sharpe, drawdown),
+    hit rates of the stored votes at 4 h / 24 h, Brier, abstention, latency, cost and the bootstrap
+    interval against the consensus."""
     from core.settings import load_settings
-    from core.types import Action
     from exchange.factory import build_source
-    from store.db import get_session_factory, transaction
-    from store.models import CycleRow, DecisionRow, VoteRow
+    from pipeline.shadow import live_leaderboard
+    from store.db import get_session_factory
 
     settings = load_settings()
-    source = build_source(settings)
-    closes: dict[str, pd.Series] = {}
-
-    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
-        if sym not in closes:
-            try:
-                h1 = source.history(sym).h1
-                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
-            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
-                closes[sym] = pd.Series(dtype=float)
-        c = closes[sym]
-        return (forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24)))
-
-    factory = get_session_factory(settings)
-    with transaction(factory) as s:
-        votes = list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
-        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
-                              .order_by(CycleRow.as_of, DecisionRow.symbol)))
-    by_member: dict[str, list[VoteOutcome]] = {}
-    times = []
-    for v in votes:
-        a = Action(v.action) if v.action and not v.abstain_reason else None
-        by_member.setdefault(v.member_id, []).append(
-            VoteOutcome(a, float(v.confidence), *fwd(v.symbol, v.as_of), latency_s=float(v.latency_s),
-                        cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
-        times.append(v.as_of)
-    cons = []
-    for d, as_of in decs:
-        cons.append(VoteOutcome(Action(d.action), float(d.confidence), *fwd(d.symbol, as_of), latency_s=None,
-                                symbol=d.symbol, as_of=as_of))
-        times.append(as_of)
-    if not times:
-        return []
-    empty = pd.Series(dtype=float)
-    results = [MemberResult(CONSENSUS_ID, empty, (), cons)] + [MemberResult(m, empty, (), vs)
-                                                                for m, vs in sorted(by_member.items())]
-    rows = leaderboard(results, min(times), max(times), sort_by="hit_rate_24h")
-    return [r.to_dict() for r in rows]
+    return live_leaderboard(get_session_factory(settings), build_source(settings), settings)
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -288,66 +247,13 @@ def export_cmd(
 
 
 def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
-    """Closed positions as TradeRecords, and (with audit=True) one AuditRow per cycle and symbol built
-    from the cycles, scores, votes, decisions, risk_verdicts, orders and fills tables."""
-    from sqlalchemy import select
-
-    from backtest.export import AuditFill, AuditOrder, AuditRow, AuditVote
-    from core.metrics import trade_records_from_positions
+    """Closed trades (and with audit=True the decision audit rows) of the configured account."""
+    from backtest.records import load_export_data as load
     from core.settings import load_settings
-    from store import repo
-    from store.db import get_session_factory, transaction
-    from store.models import CycleRow, DecisionRow, FillRow, OrderRow, RiskVerdictRow, ScoreRow, VoteRow
+    from store.db import get_session_factory
 
     settings = load_settings()
-    factory = get_session_factory(settings)
-    with transaction(factory) as s:
-        trades = trade_records_from_positions(repo.closed_positions(s, settings.mode))
-        if not audit:
-            return trades, None
-        cycles = {c.id: c for c in s.scalars(select(CycleRow).order_by(CycleRow.as_of, CycleRow.id))}
-        scores = list(s.scalars(select(ScoreRow)))
-        votes: dict[tuple[str, str], list[VoteRow]] = {}
-        for v in s.scalars(select(VoteRow).order_by(VoteRow.member_id)):
-            votes.setdefault((v.cycle_id, v.symbol), []).append(v)
-        decisions = {(d.cycle_id, d.symbol): d for d in s.scalars(select(DecisionRow))}
-        verdicts = {(r.cycle_id, r.symbol): r for r in s.scalars(select(RiskVerdictRow))}
-        orders: dict[tuple[str, str], list[OrderRow]] = {}
-        for o in s.scalars(select(OrderRow).where(OrderRow.cycle_id.is_not(None)).order_by(OrderRow.id)):
-            orders.setdefault((o.cycle_id or "", o.symbol), []).append(o)
-        fills: dict[int, list[FillRow]] = {}
-        for f in s.scalars(select(FillRow).order_by(FillRow.id)):
-            fills.setdefault(f.order_id, []).append(f)
-        rows = []
-        for sc in scores:
-            cyc = cycles.get(sc.cycle_id)
-            if cyc is None:
-                continue
-            key = (sc.cycle_id, sc.symbol)
-            d, rv = decisions.get(key), verdicts.get(key)
-            ords = orders.get(key, [])
-
-            def side(o: OrderRow) -> str:
-                buy = (o.side == "LONG") == (o.kind == "open")
-                return "buy" if buy else "sell"
-
-            rows.append(AuditRow(
-                cycle_id=sc.cycle_id, time=cyc.as_of, symbol=sc.symbol, math_score=sc.final,
-                math_components=dict(sc.components or {}),
-                votes=[AuditVote(v.member_id, v.action if not v.abstain_reason else None, v.confidence, v.rationale,
-                                 v.abstain_reason, v.model, v.latency_s, v.cost_usd) for v in votes.get(key, [])],
-                consensus_action=d.action if d else "WAIT", consensus_confidence=d.confidence if d else None,
-                dissent=list(d.dissent or []) if d else [],
-                risk_approved=None if rv is None or (d is not None and d.action == "WAIT") else rv.approved,
-                risk_reasons=list(rv.reasons or []) if rv else [],
-                orders=[AuditOrder(o.client_order_id, side(o), "market", float(o.qty), None, o.status, o.kind == "close")
-                        for o in ords],
-                fills=[AuditFill(f.ts, side(o), o.kind, float(f.qty), float(f.price), float(f.fee), o.reason)
-                       for o in ords for f in fills.get(o.id, [])],
-                note=d.reason if d else "",
-            ))
-    rows.sort(key=lambda r: (r.time, r.symbol, r.cycle_id))
-    return trades, rows
+    return load(get_session_factory(settings), settings.mode, audit=audit)
 
 
 def main() -> None:  # pragma: no cover - for `python -m cli.backtest`

@@ -89,10 +89,19 @@ def render_cycle(r: dict[str, Any]) -> None:
     a = r["account"]
     out.print(f"Account: equity ${a['equity']:,.2f}  balance ${a['balance']:,.2f}  open positions "
               f"{len(a['open_positions'])}" + (f"  [red]HALTED: {a['halt']['reason']}[/red]" if a.get("halt") else ""))
+    shadows = {m: x for m, x in (r.get("shadows") or {}).items() if "equity" in x}
+    if shadows:  # each member's own paper account (pipeline/shadow.py)
+        out.print("Shadow accounts: " + "; ".join(_shadow_line(m, x) for m, x in sorted(shadows.items())),
+                  highlight=False)
     cost = r["llm_cost"]
     out.print(f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}")
     tm = r["timings_s"]
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
+
+
+def _shadow_line(member: str, x: dict[str, Any]) -> str:
+    orders = ", ".join(f"{sym.split('/')[0]} {o}" for sym, o in x.get("orders", {}).items())
+    return f"{member} ${x['equity']:,.2f}" + (f" ({orders})" if orders else "")
 
 
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"

@@ -228,6 +228,7 @@ class Settings(BaseSettings):
     telegram_token: str | None = None
     telegram_channel: str | None = None
     telegram_base_url: str | None = None
+    dashboard_token: SecretStr | None = None  # QUORUM_DASHBOARD_TOKEN: enables the dashboard's halt/resume/close-all
     paper: PaperSettings = Field(default_factory=PaperSettings)
     signal: SignalSettings = Field(default_factory=SignalSettings)
     consensus: ConsensusSettings = Field(default_factory=ConsensusSettings)

@@ -19,7 +19,7 @@ from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from core.types import Action, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
-from pipeline import record
+from pipeline import record, shadow
 from pipeline.account import account_summary, check_clock, load
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
@@ -153,6 +153,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
                      if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
+    t1 = time.perf_counter()  # 5b. each member's shadow paper account trades its own votes (live leaderboard)
+    shadows = shadow.trade_shadows(factory, source, settings, cycle_id, decision_time, votes, scores, snapshots,
+                                   news)
+    timings["shadows"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
@@ -192,6 +196,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         ],
         **({"rebalance": rebalance_out} if rebalance_out is not None else {}),
         "monitor": monitor,
+        "shadows": shadows,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),
         "delivery": delivery,
