@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
@@ -13,8 +14,30 @@ from core.errors import QuorumError
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Quorum: an autonomous crypto-futures trading cycle (paper by default).")
+
+
+def version_string() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"quorum {version('quorum')}"
+    except PackageNotFoundError:  # run from a source tree without an install
+        return "quorum (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_string())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="print the version and exit")] = False) -> None:
+    """Quorum: an autonomous crypto-futures trading cycle (paper by default)."""
 
 
 def _register() -> None:

@@ -9,9 +9,44 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-out = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
+PIPED_WIDTH = 180  # lines and rules when the output is not a terminal; tables take the width they need
+
+
+def console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+
+
+out = console()
+err = console(stderr=True)
+
+ATOMIC_MAX = 24  # a cell without spaces up to this long (a price, a symbol, a time) is never cut
+
+
+def print_table(t: Table, to: Console | None = None) -> None:
+    """Print a table without cutting a value: columns of single words (prices, money, symbols,
+    times) never wrap or shrink, text columns wrap (and fold long words) instead; in a terminal
+    narrower than the table's minimum the table is printed at that minimum (the terminal wraps the
+    line, nothing is lost); piped, it takes its natural width (never wrapped at 80 or 180)."""
+    to = to or out
+    for col in t.columns:
+        cells = [c for c in col.cells if isinstance(c, str)]
+        if cells and len(cells) == len(list(col.cells)) and all(len(c) <= ATOMIC_MAX and not any(
+                ch.isspace() for ch in c) for c in cells):
+            col.no_wrap = True
+            col.min_width = max(len(c) for c in cells)
+        else:
+            col.overflow = "fold"
+    need = to.measure(t, options=to.options.update_width(100_000))
+    width = max(to.width, need.maximum if not to.is_terminal else need.minimum)
+    saved = to.width
+    to.width = width  # Console.print(width=) cannot exceed the console's own width
+    try:
+        to.print(t, crop=False)
+    finally:
+        to.width = saved
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.common import print_table
+
 
 def _check(rows: list[tuple[str, str, str]], name: str, fn: Callable[[], str]) -> bool:
     try:
@@ -117,10 +119,10 @@ def _print(out: Console, rows: list[tuple[str, str, str]]) -> None:
     for name, status, detail in rows:
         color = {"ok": "green", "FAIL": "red", "off": "yellow"}[status]
         t.add_row(name, f"[{color}]{status}[/{color}]", detail)
-    out.print(t)
+    print_table(t, out)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 # ---- the command -----------------------------------------------------------------------------------

@@ -13,17 +13,17 @@ from rich.table import Table
 
 from cli.common import fmt as _fmt
 from cli.common import now_for as _now_for
-from cli.common import out, preflight
+from cli.common import out, preflight, print_table
 from cli.common import settings_or_fail as _settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 # ---- cycle ------------------------------------------------------------------------------------
 @app.command()
 def cycle(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="decision time (UTC), default: the last bundled bar")] = None,
-    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="decision time (UTC), default: the last bundled bar")] = None,
+    symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="bypass the model response cache")] = False,
 ) -> None:
@@ -58,7 +58,7 @@ def render_cycle(r: dict[str, Any]) -> None:
                   f"{comp['momentum']:+.2f}", f"{comp['volume']:+.2f}", f"{comp['open_interest']:+.2f}",
                   f"{comp['news']:+.2f}", f"{s['trend']}/{s['vol_state']}" + (" veto1D" if s["daily_veto"] else ""),
                   ",".join(s["flags"]))
-    out.print(t)
+    print_table(t, out)
     out.print(r["panel"]["status"])
     for c in r["candidates"]:
         for v in c["votes"]:
@@ -72,9 +72,8 @@ def render_cycle(r: dict[str, Any]) -> None:
         dec, risk = c["decision"], c["risk"]
         d.add_row(c["symbol"], dec["action"], f"{dec['confidence']:.2f}", f"{dec['math_score']:+.3f}",
                   f"{dec['combined_score']:+.3f}", f"{dec['votes_valid']}/{dec['votes_total']}",
-                  ", ".join(dec["dissent"]) or "—", "APPROVED" if risk["approved"] else "denied",
-                  "; ".join(risk["reasons"])[:160] if not risk["approved"] else dec["reason"][:160])
-    out.print(d)
+                  ", ".join(dec["dissent"]) or "—", *risk_cells(dec, risk))
+    print_table(d, out)
     plans = [(c, c["risk"]["plan"]) for c in r["candidates"] if c["risk"]["approved"] and c["risk"]["plan"]]
     for c, p in plans:
         ex = c.get("execution") or {}
@@ -95,11 +94,21 @@ def render_cycle(r: dict[str, Any]) -> None:
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
 
 
+def risk_cells(dec: dict[str, Any], risk: dict[str, Any]) -> tuple[str, str]:
+    """The risk column and its reason. A WAIT is no trade, not a risk denial: nothing was sent to
+    the risk manager's checks."""
+    if risk["approved"]:
+        return "APPROVED", dec["reason"][:160]
+    if dec["action"] == "WAIT":
+        return "no trade", "no trade: decision is WAIT"
+    return "denied", "; ".join(risk["reasons"])[:160]
+
+
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
 
 
 @app.command()
-def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST_AS_OF) -> None:
+def demo(first_as_of: Annotated[str, typer.Option("--first-as-of", metavar="TIME", help="decision time of the first cycle (UTC)")] = DEMO_FIRST_AS_OF) -> None:
     """Two paper cycles on the bundled history: one at --first-as-of, then one at the last bar
     (which first walks the positions opened by the first through every bar in between)."""
     preflight(first_as_of, None)
@@ -112,8 +121,8 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST
 
 
 @app.command()
-def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
-            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="walk positions up to this time (UTC), default: the account's clock or the last bundled bar")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (nothing is broadcast)")] = False) -> None:
     """Run the position monitor once (stops, targets, trailing, exits, funding)."""
     preflight(as_of, None, trading=False)
     from flows.position_monitor import position_monitor
@@ -128,7 +137,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
 
 
 @app.command("daily-report")
-def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
+def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="report on the UTC day that contains this time")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
     preflight(as_of, None, trading=False)
     from flows.daily_report import daily_report
@@ -139,7 +148,7 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
 
 # ---- positions --------------------------------------------------------------------------------
 @app.command()
-def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def positions(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
     from exchange.factory import build_source
     from pipeline.account import account_summary
@@ -166,7 +175,7 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         t.add_row(p["id"], p["symbol"], p["side"], _fmt(p["entry"]), _fmt(mark),
                   "—" if unreal is None else f"{unreal:+,.2f}", _fmt(p["stop"]), _fmt(p["tp1"]), _fmt(p["tp2"]),
                   p["phase"], f"{age.total_seconds() / 3600:.0f}h")
-    out.print(t)
+    print_table(t, out)
     out.print(f"equity ${summary['equity']:,.2f}  balance ${summary['balance']:,.2f}  realised "
               f"${summary['realised_pnl']:,.2f}  fees ${summary['fees_paid']:,.2f}  funding ${summary['funding_paid']:,.2f}")
     halt = summary.get("halt")
@@ -174,7 +183,7 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def trades(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Closed positions with realised P&L, fees and funding."""
     from store import repo
     from store.db import get_session_factory, transaction
@@ -197,13 +206,13 @@ def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         t.add_row(r["id"], r["symbol"], r["side"], _fmt(r["entry"]), r["opened_at"][:16], (r["closed_at"] or "")[:16],
                   r["exit"] or "", f"{r['realised_pnl']:+,.2f}", f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}",
                   f"{r['net']:+,.2f}")
-    out.print(t)
+    print_table(t, out)
     out.print(f"{len(rows)} trades, net ${sum(r['net'] for r in rows):+,.2f}")
 
 
 # ---- halt / resume ----------------------------------------------------------------------------
 @app.command()
-def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
+def halt(reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="why (stored with the halt and shown by doctor and positions)")] = "operator halt",
          close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
     """Stop new entries until `quorum resume`."""
     from exchange.factory import build_source

@@ -60,7 +60,9 @@ def _panel(settings: Settings):  # -> (available members, statuses)
 @flow(name="trading-cycle", log_prints=False, retries=0)
 def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, use_llm_cache: bool = True,
                   broadcast: bool = True) -> dict[str, Any]:
-    """Run one trading cycle and return its report (also stored in the database)."""
+    """Run one trading cycle and return its report (also stored in the database). The posts are
+    always delivered to Telegram when it is configured; `broadcast=False` (e.g. `cycle --json`) only
+    keeps them off the console (they stay pending in the outbox)."""
     logger = get_run_logger()
     settings = load_settings()
     if settings.mode == "live" and not settings.live_trading_confirmed:
@@ -138,7 +140,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
-    delivery = broadcast_task(factory, settings) if broadcast else {"skipped": True}
+    delivery = broadcast_task(factory, settings, console=broadcast)  # Telegram always; console only if asked
     timings["broadcast"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
 
@@ -152,7 +154,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         "dropped": [{"symbol": s, "reason": r} for s, r in dropped],
         "panel": {
             "members": [{"id": st.member_id, "available": st.available, "reason": st.reason} for st in statuses],
-            "status": record.panel_status_line(statuses, votes),
+            "status": record.panel_status_line(statuses, votes, decisions),
         },
         "candidates": [
             {

@@ -17,13 +17,25 @@ from store.models import CycleRow
 log = logging.getLogger("quorum.cycle")
 
 
-def panel_status_line(statuses: Sequence[Any], votes: Sequence[Vote]) -> str:
+def panel_status_line(statuses: Sequence[Any], votes: Sequence[Vote],
+                      decisions: Mapping[str, Decision] | None = None) -> str:
+    """One line on the panel: who was asked, how many votes counted, and whether the math score
+    decided (no member configured, every member abstained, or no quorum on some candidates)."""
     n_av = sum(1 for st in statuses if st.available)
+    if not statuses:
+        return "panel: no members configured; the cycle decides on the math score alone"
     if n_av == 0:
         return (f"panel: 0/{len(statuses)} models configured; the panel abstains and the cycle decides on the "
                 "math score alone (set OPENAI_API_KEY, ANTHROPIC_API_KEY, XAI_API_KEY, DEEPSEEK_API_KEY or OLLAMA_HOST)")
     valid = sum(1 for v in votes if v.valid)
-    return f"panel: {n_av}/{len(statuses)} models available, {valid}/{len(votes)} valid votes"
+    line = f"panel: {n_av}/{len(statuses)} models available, {valid}/{len(votes)} valid votes"
+    if votes and valid == 0:
+        reasons = sorted({v.abstain_reason or "abstained" for v in votes})
+        return f"{line}; every member abstained ({', '.join(reasons)}): the math score decided alone"
+    fell_back = sorted(s for s, d in (decisions or {}).items() if d.fallback_to_math)
+    if fell_back:
+        return f"{line}; no quorum on {', '.join(fell_back)}: the math score decided there"
+    return line
 
 
 def start_cycle(factory: Factory, cycle_id: str, as_of: datetime, mode: str, source: str,
