@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cli.common import err, out, print_table
-from core.errors import QuorumError
+from core.errors import ConfigError, QuorumError
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Backtests, the model leaderboard and exports.")
@@ -61,7 +61,12 @@ def backtest_cmd(
     try:
         from core.settings import load_settings
 
-        load_settings()  # fail fast on bad settings
+        load_settings()  # fail fast on bad settings, --panel and the range (before Prefect starts)
+        from backtest.run import PANEL_MODES, parse_range
+
+        if panel not in PANEL_MODES:
+            raise ConfigError(f"--panel {panel!r}: expected one of {', '.join(PANEL_MODES)}")
+        parse_range(start, end)
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
                   train_days=train_days, test_days=test_days, progress=not as_json)
         if prefect:

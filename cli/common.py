@@ -25,6 +25,16 @@ err = console(stderr=True)
 ATOMIC_MAX = 24  # a cell without spaces up to this long (a price, a symbol, a time) is never cut
 
 
+def _cell_len(cell: str) -> int:
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    try:
+        return Text.from_markup(cell).cell_len
+    except MarkupError:
+        return len(cell)
+
+
 def print_table(t: Table, to: Console | None = None) -> None:
     """Print a table without cutting a value: columns of single words (prices, money, symbols,
     times) never wrap or shrink, text columns wrap (and fold long words) instead; in a terminal
@@ -36,7 +46,7 @@ def print_table(t: Table, to: Console | None = None) -> None:
         if cells and len(cells) == len(list(col.cells)) and all(len(c) <= ATOMIC_MAX and not any(
                 ch.isspace() for ch in c) for c in cells):
             col.no_wrap = True
-            col.min_width = max(len(c) for c in cells)
+            col.min_width = max(_cell_len(c) for c in cells)
         else:
             col.overflow = "fold"
     need = to.measure(t, options=to.options.update_width(100_000))
@@ -70,16 +80,25 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
     """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
-    from core.errors import DataError
+    from core.errors import DataError, TransientError
+    from core.settings import require_live_confirmation
     from exchange.factory import build_source
     from store.db import open_database
 
     settings = settings_or_fail()
+    require_live_confirmation(settings)
     source = build_source(settings)
     if hasattr(source, "check_as_of"):
         source.check_as_of(as_of)
+    known: list[str] | None = None
+    if not hasattr(source, "check_as_of"):  # a live exchange: is it reachable at all?
+        try:
+            known = source.symbols()
+        except TransientError as exc:
+            raise DataError(f"cannot reach the exchange {settings.exchange!r} ({exc}); check the network, "
+                            "or use data_source=replay (the bundled history)") from None
     if symbols:
-        known = source.symbols()
+        known = known if known is not None else source.symbols()
         unknown = [x for x in symbols if x not in known]
         if unknown:
             raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")

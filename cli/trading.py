@@ -42,6 +42,8 @@ def cycle(
 def render_cycle(r: dict[str, Any]) -> None:
     out.print(f"[bold]Cycle {r['cycle_id']}[/bold]  as of {r['as_of']}  mode {r['mode']}  source {r['source']}  "
               f"profile {r['risk_profile']}  universe: {r['universe']}")
+    for note in r.get("reconciled", []):
+        out.print(f"  [yellow]{note}[/yellow]")
     for d in r["dropped"]:
         out.print(f"  dropped {d['symbol']}: {d['reason']}")
     mon = r.get("monitor") or {}

@@ -15,8 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
-from core.errors import ConfigError
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, require_live_confirmation
 from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
@@ -65,8 +64,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     keeps them off the console (they stay pending in the outbox)."""
     logger = get_run_logger()
     settings = load_settings()
-    if settings.mode == "live" and not settings.live_trading_confirmed:
-        raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
+    require_live_confirmation(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source = build_source(settings)
@@ -75,11 +73,15 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     factory = get_session_factory(settings)
     check_clock(factory, settings.mode, decision_time)
     cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
-    record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
+    reconciled = record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
     timings["setup"] = time.perf_counter() - t0
     try:
-        return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
-                          timings, t0, logger)
+        report = _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
+                            timings, t0, logger)
+        if reconciled:
+            report["reconciled"] = [f"cycle {c} was left running by a process that is gone: marked failed"
+                                    for c in reconciled]
+        return report
     except BaseException as exc:
         record.fail_cycle(factory, cycle_id, exc)
         raise

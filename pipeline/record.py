@@ -4,9 +4,13 @@ shapes of votes, decisions, verdicts, costs and the panel's status line."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import select
 
 from core.types import Decision, NewsReport, RiskVerdict, Vote
 from pipeline.account import Factory
@@ -38,22 +42,84 @@ def panel_status_line(statuses: Sequence[Any], votes: Sequence[Vote],
     return line
 
 
-def start_cycle(factory: Factory, cycle_id: str, as_of: datetime, mode: str, source: str,
-                flow_run_id: str | None) -> None:
+STALE_AFTER = timedelta(hours=6)  # a running row whose owner cannot be checked (another host) is stale after this
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def owner_alive(row: CycleRow, now: datetime) -> bool:
+    """Is the process that started this running cycle still there? On this host: its pid; else
+    (or for rows without an owner) until STALE_AFTER has passed since it started."""
+    owner = (row.summary or {}).get("owner") or {}
+    started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+    if now - started >= STALE_AFTER:
+        return False
+    if owner.get("host") == socket.gethostname() and owner.get("pid"):
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's live process
+            return True
+    return True
+
+
+def stale_cycles(factory: Factory, mode: str | None = None) -> list[CycleRow]:
+    """Cycles still marked running whose process is gone (killed, lost power...)."""
+    now = datetime.now(UTC)
     with transaction(factory) as s:
-        repo.start_cycle(s, cycle_id, as_of, mode, source, datetime.now(UTC), flow_run_id)
+        q = select(CycleRow).where(CycleRow.status == "running")
+        if mode is not None:
+            q = q.where(CycleRow.mode == mode)
+        return [r for r in s.scalars(q) if not owner_alive(r, now)]
+
+
+def reconcile_stale(factory: Factory, mode: str) -> list[str]:
+    """Mark the cycles left `running` by a process that is gone as failed, with the reason."""
+    stale = stale_cycles(factory, mode)
+    if not stale:
+        return []
+    now = datetime.now(UTC)
+    with transaction(factory) as s:
+        for old in stale:
+            row = s.get(CycleRow, old.id)
+            if row is None or row.status != "running":
+                continue
+            owner = (row.summary or {}).get("owner") or {}
+            row.status = "failed"
+            row.finished_at = now
+            row.summary = {**(row.summary or {}), "error": (
+                f"stopped without finishing (process {owner.get('pid', '?')} on {owner.get('host', '?')} is gone: "
+                f"killed or crashed); marked failed at {now:%Y-%m-%d %H:%M:%S} UTC by the next cycle")}
+    log.info("marked %d stale running cycle(s) failed: %s", len(stale), ", ".join(r.id for r in stale))
+    return [r.id for r in stale]
+
+
+def start_cycle(factory: Factory, cycle_id: str, as_of: datetime, mode: str, source: str,
+                flow_run_id: str | None) -> list[str]:
+    """Reconcile the cycles a dead process left running, then record this one as running (with its
+    owner, so a later start can tell whether it is still alive). Returns the reconciled ids."""
+    reconciled = reconcile_stale(factory, mode)
+    with transaction(factory) as s:
+        row = repo.start_cycle(s, cycle_id, as_of, mode, source, datetime.now(UTC), flow_run_id)
+        row.summary = {"owner": _owner()}
+    return reconciled
 
 
 def fail_cycle(factory: Factory, cycle_id: str, error: BaseException) -> None:
+    """Mark the cycle failed with the error (when the database still answers; else the next start
+    reconciles it)."""
     try:
         with transaction(factory) as s:
             row = s.get(CycleRow, cycle_id)
             if row is not None and row.status == "running":
                 row.status = "failed"
                 row.finished_at = datetime.now(UTC)
-                row.summary = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-    except Exception:  # noqa: BLE001 - the original error is what matters
-        log.exception("could not mark cycle %s failed", cycle_id)
+                row.summary = {**(row.summary or {}), "error": f"{type(error).__name__}: {str(error)[:300]}"}
+    except Exception as exc:  # noqa: BLE001 - the original error is what matters
+        log.debug("could not mark cycle %s failed: %s", cycle_id, exc)
 
 
 def finish_cycle(factory: Factory, cycle_id: str, report: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.types import (
@@ -211,10 +211,39 @@ def start_cycle(s: Session, cycle_id: str, as_of: datetime, mode: str, source: s
     return row
 
 
+ANALYSIS_ROWS = (CandidateRow, ScoreRow, VoteRow, DecisionRow, RiskVerdictRow)
+
+
+def supersede_analysis(s: Session, cycle_id: str, as_of: datetime, mode: str, symbols: Iterable[str]) -> list[str]:
+    """A rerun of a decision time replaces the earlier runs' analysis rows (candidates, scores, votes,
+    decisions, verdicts) of the symbols it analyses instead of adding a second set. An earlier cycle
+    left without analysis rows is marked `superseded` (its orders and fills stay). Returns the
+    earlier cycle ids that lost rows."""
+    syms = sorted(set(symbols))
+    earlier = list(s.scalars(select(CycleRow.id).where(CycleRow.mode == mode, CycleRow.as_of == as_of,
+                                                        CycleRow.id != cycle_id)))
+    if not earlier or not syms:
+        return []
+    for model in ANALYSIS_ROWS:
+        s.execute(delete(model).where(model.cycle_id.in_(earlier), model.symbol.in_(syms)))
+    s.flush()
+    for row in s.scalars(select(CycleRow).where(CycleRow.id.in_(earlier))):
+        left = s.scalar(select(func.count()).select_from(CandidateRow).where(CandidateRow.cycle_id == row.id))
+        if not left and row.status == "completed":
+            row.status = "superseded"
+        row.summary = {**(row.summary or {}), "superseded_by": cycle_id}
+    s.flush()
+    return earlier
+
+
 def record_analysis(s: Session, cycle_id: str, as_of: datetime, candidates: Sequence[Candidate],
                     scores: dict[str, Score], news: dict[str, Any], votes: Sequence[Vote],
                     decisions: dict[str, Decision], verdicts: dict[str, RiskVerdict],
                     prices: dict[str, float]) -> None:
+    cycle = s.get(CycleRow, cycle_id)
+    if cycle is not None:
+        supersede_analysis(s, cycle_id, as_of, cycle.mode,
+                           [c.symbol for c in candidates] + list(scores) + list(decisions) + list(verdicts))
     for c in candidates:
         s.add(CandidateRow(cycle_id=cycle_id, symbol=c.symbol, source=c.source, reason=c.reason,
                            volume_24h_quote=c.volume_24h_quote, spread_pct=c.spread_pct))
