@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 import warnings
 from typing import Annotated
 
@@ -58,19 +60,37 @@ _register()
 
 
 def main() -> None:
+    from cli import lifecycle
+
+    lifecycle.handle_termination()  # SIGTERM/SIGHUP unwind like Ctrl-C
     try:
         app()
     except QuorumError as exc:
+        if os.environ.get("QUORUM_DEBUG"):
+            traceback.print_exc()
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
+    except lifecycle.Terminated as exc:
+        err.print(f"terminated ({exc}): stopped cleanly", highlight=False)
+        lifecycle.exit_now(128 + exc.signum)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        lifecycle.exit_now(130)
+    except SystemExit as exc:
+        if lifecycle.interrupted(exc):
+            err.print("interrupted")
+            lifecycle.exit_now(130)
+        raise
     except Exception as exc:  # noqa: BLE001 - one clear line; QUORUM_DEBUG=1 shows the traceback
-        import os
-
         if os.environ.get("QUORUM_DEBUG"):
             raise
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, DBAPIError):  # a database error outside a unit of work: same one line
+            from store.db import storage_error
+
+            err.print(f"[red]error:[/red] {storage_error(exc)}", highlight=False, markup=True)
+            sys.exit(2)
         err.print(f"[red]error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                   "(set QUORUM_DEBUG=1 for the traceback)", highlight=False)
         sys.exit(1)

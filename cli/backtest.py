@@ -70,7 +70,10 @@ def backtest_cmd(
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
                   train_days=train_days, test_days=test_days, progress=not as_json)
         if prefect:
+            from cli.lifecycle import before_flow
             from flows.backtest import backtest
+
+            before_flow()
 
             summary = backtest(**kw)
         else:

@@ -80,6 +80,7 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
     """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
+    from cli.lifecycle import before_flow
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
     from exchange.factory import build_source
@@ -87,6 +88,7 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
 
     settings = settings_or_fail()
     require_live_confirmation(settings)
+    before_flow()
     source = build_source(settings)
     if hasattr(source, "check_as_of"):
         source.check_as_of(as_of)
