@@ -62,6 +62,9 @@ def render_cycle(r: dict[str, Any]) -> None:
                   ",".join(s["flags"]))
     print_table(t, out)
     out.print(r["panel"]["status"])
+    if r.get("reused"):
+        out.print(f"rerun of {r['as_of']}: the stored decision of cycle {', '.join(r['reused'])} is reused "
+                  "(same facts, same result; no model called again)")
     for c in r["candidates"]:
         for v in c["votes"]:
             what = f"{v['action']} {v['confidence']:.2f}" if v["action"] else f"abstain ({v['abstain']})"

@@ -122,15 +122,27 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
     timings["score"] = time.perf_counter() - t1
 
-    # 3. the decision panel: one task per model, all candidates in one prompt
+    # 3. the decision panel: one task per model, all candidates in one prompt. A rerun of a decision
+    #    time reuses what was decided then; the panel sees the account as it was before this decision
+    #    (not the positions an earlier run of it opened).
     t1 = time.perf_counter()
-    votes: list[Vote] = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
-                                               acct.open_positions(), decision_time, use_llm_cache)
+    prior = record.reuse_prior(factory, settings, decision_time, list(scores), available) if use_llm_cache else None
+    if prior is not None:
+        votes: list[Vote] = [v for sym in scores for v in prior[sym].votes]
+    else:
+        before = [p for p in acct.open_positions() if p.opened_at < decision_time]
+        votes = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news, before,
+                                       decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
 
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
-    decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
+    if prior is not None:
+        decisions = {sym: prior[sym].decision for sym in scores}
+        verdicts = {sym: prior[sym].verdict for sym in scores}
+    else:
+        decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news,
+                                        acct)
     timings["decide+risk"] = time.perf_counter() - t1
 
     # 5. execute + persist in one transaction
@@ -175,6 +187,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
             }
             for s in scores
         ],
+        "reused": None if prior is None else sorted({sd.cycle_id for sd in prior.values()}),
         "monitor": monitor,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),

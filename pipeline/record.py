@@ -135,6 +135,29 @@ def finish_cycle(factory: Factory, cycle_id: str, report: Mapping[str, Any]) -> 
         row.summary = repo.jsonable({k: report[k] for k in ("candidates", "account", "timings_s", "universe")})
 
 
+def reuse_prior(factory: Factory, settings: Any, as_of: datetime, symbols: Sequence[str],
+                members: Sequence[Any]) -> dict[str, repo.StoredDecision] | None:
+    """The stored result of this decision time, when a rerun should reuse it: a completed cycle of
+    the same mode at the same time decided every candidate, with the same risk profile and the same
+    panel (members and prompt versions). A rerun then sees the same facts and gives the same result
+    (the positions it opened are not new facts for its own decision) and calls no model again."""
+    if not symbols:
+        return None
+    from agents.panel import prompt_version
+
+    with transaction(factory) as s:
+        prior = repo.stored_decisions(s, settings.mode, as_of, symbols)
+    if set(prior) != set(symbols):
+        return None
+    want = {(m.id, prompt_version(m)) for m in members}
+    for sd in prior.values():
+        if sd.verdict.profile != settings.risk_profile:
+            return None
+        if {(v.member_id, v.prompt_version) for v in sd.votes} != want:
+            return None
+    return prior
+
+
 def cost_summary(votes: Sequence[Vote], news: Mapping[str, NewsReport] | None = None) -> dict[str, Any]:
     """Per-member (and news analyst) tokens and cost of this cycle; cached answers cost nothing."""
     members: dict[str, dict[str, Any]] = {}
@@ -144,6 +167,8 @@ def cost_summary(votes: Sequence[Vote], news: Mapping[str, NewsReport] | None = 
                            "latency_s": 0.0, "cached": False}
     for v in votes:
         m = members.setdefault(v.member_id, {"tokens": 0, "cost_usd": 0.0, "latency_s": 0.0, "cached": v.cached})
+        if v.cached:  # served from the cache or reused from the stored decision: nothing spent now
+            continue
         m["tokens"] += v.input_tokens + v.output_tokens
         m["cost_usd"] = round(m["cost_usd"] + v.cost_usd, 6)
         m["latency_s"] = round(max(m["latency_s"], v.latency_s), 3)
