@@ -15,8 +15,10 @@ PIPED_WIDTH = 180  # lines and rules when the output is not a terminal; tables t
 
 
 def console(stderr: bool = False) -> Console:
+    """stdout: the terminal's width, or PIPED_WIDTH when piped; stderr: an error is one line, never
+    wrapped (soft wrap), whatever its length."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH)
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH, soft_wrap=stderr)
 
 
 out = console()
