@@ -103,3 +103,25 @@ def test_a_wait_is_no_trade_not_a_risk_denial() -> None:
     assert risk_cells(long, {"approved": False, "reasons": ["daily loss -5.2% halts entries"]}) == (
         "denied", "daily loss -5.2% halts entries")
     assert risk_cells(long, {"approved": True, "reasons": []})[0] == "APPROVED"
+
+
+def test_prefect_failure_reports_of_quorum_errors_are_dropped(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from core.errors import ConfigError, TransientError
+    from tasks.prefect_env import QuietQuorumErrors
+
+    f = QuietQuorumErrors()
+
+    def rec(msg: str, exc: BaseException | None = None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc else None
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, msg, None, info)
+
+    monkeypatch.delenv("QUORUM_DEBUG", raising=False)
+    assert not f.filter(rec("Encountered exception during execution: ...", ConfigError("x")))
+    assert not f.filter(rec("Finished in state Failed('Task run encountered an exception TransientError: x')"))
+    assert not f.filter(rec("Finished in state Failed('Flow run encountered an exception: ConfigError: x')"))
+    assert f.filter(rec("Encountered exception during execution", ValueError("a bug keeps its traceback")))
+    assert f.filter(rec("Finished in state Failed('Task run encountered an exception ValueError: x')"))
+    monkeypatch.setenv("QUORUM_DEBUG", "1")
+    assert f.filter(rec("Encountered exception during execution", TransientError("x")))
