@@ -126,6 +126,9 @@ def temporary_server_dies_with_cli() -> None:
     """Make Prefect's temporary server end when this process ends (idempotent)."""
     if not sys.platform.startswith("linux"):
         return
+    from tasks import prefect_env
+
+    prefect_env.apply()  # Prefect's env defaults (log level, timeouts) before Prefect is first imported
     from prefect.server.api import server
 
     if not isinstance(server.subprocess, _SubprocessWithParentDeath):
