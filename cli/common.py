@@ -86,6 +86,7 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
     from exchange.factory import build_source
+    from pipeline.stages import check_symbols
     from store.db import open_database
 
     settings = settings_or_fail()
@@ -102,10 +103,9 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
             raise DataError(f"cannot reach the exchange {settings.exchange!r} ({exc}); check the network, "
                             "or use data_source=replay (the bundled history)") from None
     if symbols:
-        known = known if known is not None else source.symbols()
-        unknown = [x for x in symbols if x not in known]
-        if unknown:
-            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+        check_symbols(symbols, known if known is not None else source.symbols(), "--symbols")
+    elif trading and settings.universe == "fixed":
+        check_symbols(settings.symbols, known if known is not None else source.symbols(), "QUORUM_SYMBOLS")
     open_database(settings.database_url)
     if trading and as_of is not None and hasattr(source, "check_as_of"):
         from pipeline.account import check_clock

@@ -143,7 +143,7 @@ def reuse_prior(factory: Factory, settings: Any, as_of: datetime, symbols: Seque
     (the positions it opened are not new facts for its own decision) and calls no model again."""
     if not symbols:
         return None
-    from agents.panel import prompt_version
+    from agents.prompt import prompt_version
 
     with transaction(factory) as s:
         prior = repo.stored_decisions(s, settings.mode, as_of, symbols)
