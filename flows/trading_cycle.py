@@ -19,7 +19,7 @@ from core.settings import Settings, load_settings, require_live_confirmation
 from core.types import Action, NewsReport, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
-from pipeline.account import account_summary, check_clock, load
+from pipeline.account import account_summary, as_before, check_clock, load
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
 from store.db import get_session_factory
@@ -130,12 +130,12 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     #    (not the positions an earlier run of it opened).
     t1 = time.perf_counter()
     prior = record.reuse_prior(factory, settings, decision_time, list(scores), available) if use_llm_cache else None
+    before = as_before(acct, decision_time)  # a view for the panel and risk; `acct` is what gets stored
     if prior is not None:
         votes: list[Vote] = [v for sym in scores for v in prior[sym].votes]
     else:
-        before = [p for p in acct.open_positions() if p.opened_at < decision_time]
-        votes = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news, before,
-                                       decision_time, use_llm_cache)
+        votes = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
+                                       before.open_positions(), decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
 
     # 4. consensus → risk (pure; the last word)
@@ -145,7 +145,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         verdicts = {sym: prior[sym].verdict for sym in scores}
     else:
         decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news,
-                                        acct)
+                                        before)
     timings["decide+risk"] = time.perf_counter() - t1
 
     # 5. execute + persist in one transaction

@@ -188,7 +188,10 @@ def test_a_rerun_after_opening_a_position_sees_the_same_facts(panel, prefect_har
     again = _decision_inputs(panel.servers["openai"])[len(first):]
     assert again, "--no-llm-cache asks the models again"
     assert again[-1]["open_positions"] == [] and again[-1]["candidates"] == first[-1]["candidates"]
-    assert r3["candidates"][0]["decision"]["action"] == c1["decision"]["action"]
+    c3 = r3["candidates"][0]
+    assert c3["decision"]["action"] == c1["decision"]["action"]
+    assert c3["risk"] == c1["risk"], "risk sees the account as it was before the decision, too"
+    assert c3["execution"]["status"] == "skipped" and len(r3["account"]["open_positions"]) == 1
 
     with transaction(get_session_factory(load_settings())) as s:
         def n(model) -> int:  # type: ignore[no-untyped-def]

@@ -66,3 +66,25 @@ def test_a_rerun_replaces_the_analysis_of_its_symbols() -> None:
         status = {r.id: r.status for r in s.scalars(select(CycleRow))}
         assert s.scalar(select(func.count()).select_from(VoteRow)) == 2
     assert status == {"c1": "superseded", "c2": "superseded", "c3": "completed"}
+
+
+def test_the_account_before_a_decision_leaves_out_what_its_earlier_run_opened() -> None:
+    from decimal import Decimal
+
+    from core.settings import PaperSettings
+    from core.types import Side, TradePlan
+    from exchange.paper import PaperAccount
+    from pipeline.account import as_before
+
+    acct = PaperAccount.from_settings(PaperSettings())
+    plan = TradePlan("SOL/USDT:USDT", Side.LONG, 180.0, 171.0, 193.5, 202.5, 3, Decimal("10"), 1800.0, 600.0,
+                     90.0, 0.9, 120.0, 5.0)
+    acct.open(plan, 180.0, T - timedelta(hours=1), position_id="SOL-earlier")
+    balance, equity, fees = acct.balance, acct.equity({"SOL/USDT:USDT": 180.0}), acct.fees_paid
+    acct.open(plan.__class__(**{**plan.__dict__, "symbol": "DOGE/USDT:USDT"}), 180.0, T, position_id="DOGE-now")
+    view = as_before(acct, T)
+    assert [p.id for p in view.open_positions()] == ["SOL-earlier"]
+    assert view.balance == balance and view.fees_paid == fees
+    assert view.equity({"SOL/USDT:USDT": 180.0}) == equity
+    assert len(acct.open_positions()) == 2  # the real account is untouched
+    assert as_before(acct, T + timedelta(hours=1)) is acct  # nothing opened at/after that time
