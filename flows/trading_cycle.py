@@ -16,12 +16,13 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from core.settings import Settings, load_settings, require_live_confirmation
-from core.types import Action, NewsReport, Score, Vote
+from core.types import Action, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
 from pipeline.account import account_summary, as_before, check_clock, load
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
+from pipeline.strategy_cycle import check_cycle_strategy
 from store.db import get_session_factory
 from tasks import fanout
 from tasks.artifacts import publish_artifacts
@@ -30,8 +31,10 @@ from tasks.cycle import (
     collect_task,
     execute_task,
     monitor_task,
+    rebalance_task,
     risk_task,
     score_task,
+    strategy_task,
     tickers_task,
 )
 
@@ -64,6 +67,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     keeps them off the console (they stay pending in the outbox)."""
     logger = get_run_logger()
     settings = load_settings()
+    check_cycle_strategy(settings)
     require_live_confirmation(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -146,6 +150,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     else:
         decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news,
                                         before)
+    # a symbol run by another strategy than trend: its decision is an input of that strategy, whose
+    # intents the risk manager checks in the strategy step (step 5b)
+    verdicts = {s: v if settings.strategy_for(s) == "trend" else
+                RiskVerdict(s, False, (f"strategy {settings.strategy_for(s)}: intents checked in the strategy step",))
+                for s, v in verdicts.items()}
     timings["decide+risk"] = time.perf_counter() - t1
 
     # 5. execute + persist in one transaction
@@ -153,6 +162,12 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     prices = {s: snap.last for s, snap in snapshots.items()}
     acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
                                   votes, decisions, verdicts, prices, acct)
+    strategy_out: dict[str, Any] = {}
+    if any(settings.strategy_for(s) not in ("trend", "rebalance") for s in scores):
+        acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
+                                           decisions, news, acct)
+    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
+                     if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
@@ -187,10 +202,12 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                 "decision": record.decision_dict(decisions[s]),
                 "risk": record.verdict_dict(verdicts[s]),
                 "execution": executed.get(s),
+                **({"strategy": strategy_out[s]} if s in strategy_out else {}),
             }
             for s in scores
         ],
         "reused": None if prior is None else sorted({sd.cycle_id for sd in prior.values()}),
+        **({"rebalance": rebalance_out} if rebalance_out is not None else {}),
         "monitor": monitor,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),
