@@ -56,7 +56,8 @@ def backtest_cmd(
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect",
                                           help="run as one Prefect flow run with artifacts (default) or plain")] = True,
     strategy: Annotated[str | None, typer.Option(
-        "--strategy", help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
+        "--strategy", metavar="NAME",
+        help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
 ) -> None:
     """Replay a date range through the live cycle's functions; print the metrics and the report path."""
     t0 = time.perf_counter()
