@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -246,6 +247,19 @@ class Settings(BaseSettings):
     token_budget_day: int = Field(2_000_000, ge=0)
     hunter_model: str = "perplexity/sonar"
     news_model: str = "perplexity/sonar"
+    # live trading (exchange/live_broker.py); keys are SecretStr: never logged, printed or stored
+    exchange_api_key: SecretStr | None = None
+    exchange_secret: SecretStr | None = None
+    exchange_password: SecretStr | None = None
+    exchange_secret_block: str | None = Field(
+        None, description="name of a Prefect Secret block holding JSON {api_key, secret, password}")
+    exchange_sandbox: bool = False
+    exchange_api_base: str | None = Field(None, description="send every REST call of the exchange to this base URL")
+    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    live_account: str = Field("live", min_length=1, max_length=32)
+    live_margin_mode: Literal["isolated", "cross"] = "isolated"
+    max_order_notional_usd: float = Field(25_000.0, gt=0, description="per-order notional cap (live)")
+    max_orders_per_cycle: int = Field(6, ge=1, description="entries one decision time may place (live)")
     strategy: Literal["trend", "grid", "volatility", "hybrid", "rebalance"] = "trend"
     strategy_symbols: dict[str, str] = Field(default_factory=dict, description="per-symbol strategy override")
     strategies: StrategyParams = Field(default_factory=StrategyParams)
