@@ -13,15 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from core.errors import QuorumError
+from cli.common import err, out, print_table
+from core.errors import ConfigError, QuorumError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Backtests, the model leaderboard and exports.")
-out = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -46,29 +44,38 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 # ---- backtest ---------------------------------------------------------------------------------
 @app.command("backtest")
 def backtest_cmd(
-    start: Annotated[str, typer.Option("--from", help="first decision day/time (UTC)")] = "2025-01-01",
-    end: Annotated[str, typer.Option("--to", help="last decision day (a date means through 23:00 UTC)")] = "2025-05-31",
-    panel: Annotated[str, typer.Option("--panel", help="math | cache | live")] = "math",
-    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
-    out_dir: Annotated[str, typer.Option("--out", help="report directory")] = "reports",
-    train_days: Annotated[int | None, typer.Option("--train-days", "--train", help="walk-forward: warm-up days per window")] = None,
-    test_days: Annotated[int | None, typer.Option("--test-days", "--test", help="walk-forward: test days per window")] = None,
+    start: Annotated[str, typer.Option("--from", metavar="DATE", help="first decision day/time (UTC)")] = "2025-01-01",
+    end: Annotated[str, typer.Option("--to", metavar="DATE", help="last decision day (a date means through 23:00 UTC)")] = "2025-05-31",
+    panel: Annotated[str, typer.Option("--panel", metavar="math|cache|live", help="who decides: the math score alone, the cached panel answers, or live model calls")] = "math",
+    symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    out_dir: Annotated[str, typer.Option("--out", metavar="DIR", help="report directory")] = "reports",
+    train_days: Annotated[int | None, typer.Option("--train-days", "--train", metavar="DAYS", help="walk-forward: warm-up days per window")] = None,
+    test_days: Annotated[int | None, typer.Option("--test-days", "--test", metavar="DAYS", help="walk-forward: test days per window")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect",
                                           help="run as one Prefect flow run with artifacts (default) or plain")] = True,
     strategy: Annotated[str | None, typer.Option(
-        "--strategy", help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
+        "--strategy", metavar="NAME",
+        help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
 ) -> None:
     """Replay a date range through the live cycle's functions; print the metrics and the report path."""
     t0 = time.perf_counter()
     try:
         from core.settings import load_settings
 
-        load_settings()  # fail fast on bad settings
+        load_settings()  # fail fast on bad settings, --panel and the range (before Prefect starts)
+        from backtest.run import PANEL_MODES, parse_range
+
+        if panel not in PANEL_MODES:
+            raise ConfigError(f"--panel {panel!r}: expected one of {', '.join(PANEL_MODES)}")
+        parse_range(start, end)
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
                   train_days=train_days, test_days=test_days, progress=not as_json, strategy=strategy)
         if prefect:
+            from cli.lifecycle import before_flow
             from flows.backtest import backtest
+
+            before_flow()
 
             summary = backtest(**kw)
         else:
@@ -104,13 +111,13 @@ def _render_backtest(s: dict[str, Any]) -> None:
         t.add_row(f"Monte Carlo max DD p50 / p95 ({mc.get('runs')} runs)",
                   f"{_num(mc.get('max_dd_p50'), '.2%')} / {_num(mc.get('max_dd_p95'), '.2%')}")
         t.add_row("Risk of ruin (equity < 50%)", _num(mc.get("risk_of_ruin"), ".2%"))
-    out.print(t)
+    print_table(t, out)
     bh = Table(title="Buy and hold over the same window")
     bh.add_column("symbol")
     bh.add_column("return", justify="right")
     for sym, r in s.get("buy_and_hold", {}).items():
         bh.add_row(sym, _pct(r))
-    out.print(bh)
+    print_table(bh, out)
     c = s["counters"]
     out.print(f"decisions: {c['decision_times']} times, {c['non_wait_decisions']} non-WAIT, {c['approved']} approved, "
               f"{c['filled']} filled; votes {c['votes']} ({c['valid_votes']} valid, {c['cache_miss']} cache misses)")
@@ -139,7 +146,7 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
         t.add_row(f"{w['test_start'][:16]} .. {w['test_end'][:16]}", _pct(w["total_return"]), _num(w["sharpe"], ".2f"),
                   _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), str(w.get("open_at_end", 0)),
                   _num(w["win_rate"], ".1%"), rep["html"])
-    out.print(t)
+    print_table(t, out)
     for sk in wf.get("skipped") or []:
         out.print(f"[yellow]skipped window[/yellow] {sk['test_start'][:16]} .. {sk['test_end'][:16]}: {sk['reason']}",
                   highlight=False)
@@ -163,7 +170,7 @@ def _render_board(rows: list[dict[str, Any]], title: str) -> None:
         cells.append("—" if lo is None else f"{_num(r.get('diff_vs_consensus_mean'), '+.2e')} [{lo:+.1e}, {hi:+.1e}]"
                      + (" *" if r.get("diff_vs_consensus_significant") else ""))
         t.add_row(*cells)
-    out.print(t)
+    print_table(t, out)
 
 
 # ---- leaderboard ------------------------------------------------------------------------------
@@ -174,10 +181,10 @@ def _latest_report(directory: Path) -> Path | None:
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    report: Annotated[str | None, typer.Option("--report", help="a backtest JSON report (default: the newest)")] = None,
-    reports_dir: Annotated[str, typer.Option("--dir", help="where to look for the newest report")] = "reports",
+    report: Annotated[str | None, typer.Option("--report", metavar="FILE", help="a backtest JSON report (default: the newest)")] = None,
+    reports_dir: Annotated[str, typer.Option("--dir", metavar="DIR", help="where to look for the newest report")] = "reports",
     from_db: Annotated[bool, typer.Option("--db", help="rank from the live record (shadow accounts and stored votes) instead")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Rank panel members and the consensus (return, Sharpe, drawdown, hit rate, Brier, abstention,
     latency, cost, bootstrap CI vs the consensus)."""
@@ -223,8 +230,8 @@ def leaderboard_from_db() -> list[dict[str, Any]]:
 # ---- export -----------------------------------------------------------------------------------
 @app.command("export")
 def export_cmd(
-    fmt: Annotated[str, typer.Option("--format", help="json | csv | tax | audit")] = "json",
-    out_file: Annotated[str | None, typer.Option("--out", help="file to write (default: stdout)")] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="json|csv|tax|audit", help="closed trades as json or csv, a tax CSV, or the decision audit trail (audit CSV)")] = "json",
+    out_file: Annotated[str | None, typer.Option("--out", metavar="FILE", help="file to write (default: stdout)")] = None,
 ) -> None:
     """Closed trades (json, csv, tax CSV) or the decision audit trail (audit CSV) from the database."""
     if fmt not in ("json", "csv", "tax", "audit"):
