@@ -14,9 +14,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command("dashboard")
 def dashboard_cmd(
-    host: Annotated[str, typer.Option("--host", help="interface to bind (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
-    reports_dir: Annotated[str, typer.Option("--reports", help="where `quorum backtest` wrote its reports")] = "reports",
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="interface to bind (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="TCP port")] = 8000,
+    reports_dir: Annotated[str, typer.Option("--reports", metavar="DIR", help="where `quorum backtest` wrote its reports")] = "reports",
 ) -> None:
     """Serve the dashboard: overview, cycles, leaderboard, trades, backtests and /api (controls need
     QUORUM_DASHBOARD_TOKEN)."""
