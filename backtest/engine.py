@@ -57,7 +57,7 @@ import pandas as pd
 
 from backtest.book import Book
 from backtest.data import H1_NS, NoDecisionTime, SymbolData, change_4h_pct, decision_times, load_symbol
-from backtest.panel import member_decision, no_news_note_for, panel_votes
+from backtest.panel import no_news_note_for, panel_votes
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo
 from core.errors import DataError
@@ -69,7 +69,7 @@ from core.types import Action, Decision, MarketSnapshot, NewsReport, Position, S
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
 from pipeline import positions as pos_fns
-from pipeline.stages import BTC, daily_veto, decide, risk_verdict, select_candidates
+from pipeline.stages import BTC, daily_veto, decide, member_decision, risk_verdict, select_candidates
 from risk.manager import AccountState
 from risk.profiles import get_profile
 

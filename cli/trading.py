@@ -13,17 +13,17 @@ from rich.table import Table
 
 from cli.common import fmt as _fmt
 from cli.common import now_for as _now_for
-from cli.common import out, preflight
+from cli.common import out, preflight, print_table
 from cli.common import settings_or_fail as _settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 # ---- cycle ------------------------------------------------------------------------------------
 @app.command()
 def cycle(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="decision time (UTC), default: the last bundled bar")] = None,
-    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="decision time (UTC), default: the last bundled bar")] = None,
+    symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="bypass the model response cache")] = False,
 ) -> None:
@@ -42,6 +42,8 @@ def cycle(
 def render_cycle(r: dict[str, Any]) -> None:
     out.print(f"[bold]Cycle {r['cycle_id']}[/bold]  as of {r['as_of']}  mode {r['mode']}  source {r['source']}  "
               f"profile {r['risk_profile']}  universe: {r['universe']}")
+    for note in r.get("reconciled", []):
+        out.print(f"  [yellow]{note}[/yellow]")
     for d in r["dropped"]:
         out.print(f"  dropped {d['symbol']}: {d['reason']}")
     mon = r.get("monitor") or {}
@@ -58,8 +60,11 @@ def render_cycle(r: dict[str, Any]) -> None:
                   f"{comp['momentum']:+.2f}", f"{comp['volume']:+.2f}", f"{comp['open_interest']:+.2f}",
                   f"{comp['news']:+.2f}", f"{s['trend']}/{s['vol_state']}" + (" veto1D" if s["daily_veto"] else ""),
                   ",".join(s["flags"]))
-    out.print(t)
+    print_table(t, out)
     out.print(r["panel"]["status"])
+    if r.get("reused"):
+        out.print(f"rerun of {r['as_of']}: the stored decision of cycle {', '.join(r['reused'])} is reused "
+                  "(same facts, same result; no model called again)")
     for c in r["candidates"]:
         for v in c["votes"]:
             what = f"{v['action']} {v['confidence']:.2f}" if v["action"] else f"abstain ({v['abstain']})"
@@ -72,9 +77,8 @@ def render_cycle(r: dict[str, Any]) -> None:
         dec, risk = c["decision"], c["risk"]
         d.add_row(c["symbol"], dec["action"], f"{dec['confidence']:.2f}", f"{dec['math_score']:+.3f}",
                   f"{dec['combined_score']:+.3f}", f"{dec['votes_valid']}/{dec['votes_total']}",
-                  ", ".join(dec["dissent"]) or "—", "APPROVED" if risk["approved"] else "denied",
-                  "; ".join(risk["reasons"])[:160] if not risk["approved"] else dec["reason"][:160])
-    out.print(d)
+                  ", ".join(dec["dissent"]) or "—", *risk_cells(dec, risk))
+    print_table(d, out)
     plans = [(c, c["risk"]["plan"]) for c in r["candidates"] if c["risk"]["approved"] and c["risk"]["plan"]]
     for c, p in plans:
         ex = c.get("execution") or {}
@@ -89,17 +93,36 @@ def render_cycle(r: dict[str, Any]) -> None:
     a = r["account"]
     out.print(f"Account: equity ${a['equity']:,.2f}  balance ${a['balance']:,.2f}  open positions "
               f"{len(a['open_positions'])}" + (f"  [red]HALTED: {a['halt']['reason']}[/red]" if a.get("halt") else ""))
+    shadows = {m: x for m, x in (r.get("shadows") or {}).items() if "equity" in x}
+    if shadows:  # each member's own paper account (pipeline/shadow.py)
+        out.print("Shadow accounts: " + "; ".join(_shadow_line(m, x) for m, x in sorted(shadows.items())),
+                  highlight=False)
     cost = r["llm_cost"]
     out.print(f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}")
     tm = r["timings_s"]
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
 
 
+def _shadow_line(member: str, x: dict[str, Any]) -> str:
+    orders = ", ".join(f"{sym.split('/')[0]} {o}" for sym, o in x.get("orders", {}).items())
+    return f"{member} ${x['equity']:,.2f}" + (f" ({orders})" if orders else "")
+
+
+def risk_cells(dec: dict[str, Any], risk: dict[str, Any]) -> tuple[str, str]:
+    """The risk column and its reason. A WAIT is no trade, not a risk denial: nothing was sent to
+    the risk manager's checks."""
+    if risk["approved"]:
+        return "APPROVED", dec["reason"][:160]
+    if dec["action"] == "WAIT":
+        return "no trade", "no trade: decision is WAIT"
+    return "denied", "; ".join(risk["reasons"])[:160]
+
+
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
 
 
 @app.command()
-def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST_AS_OF) -> None:
+def demo(first_as_of: Annotated[str, typer.Option("--first-as-of", metavar="TIME", help="decision time of the first cycle (UTC)")] = DEMO_FIRST_AS_OF) -> None:
     """Two paper cycles on the bundled history: one at --first-as-of, then one at the last bar
     (which first walks the positions opened by the first through every bar in between)."""
     preflight(first_as_of, None)
@@ -112,8 +135,8 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST
 
 
 @app.command()
-def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
-            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="walk positions up to this time (UTC), default: the account's clock or the last bundled bar")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (nothing is broadcast)")] = False) -> None:
     """Run the position monitor once (stops, targets, trailing, exits, funding)."""
     preflight(as_of, None, trading=False)
     from flows.position_monitor import position_monitor
@@ -128,7 +151,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
 
 
 @app.command("daily-report")
-def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
+def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="report on the UTC day that contains this time")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
     preflight(as_of, None, trading=False)
     from flows.daily_report import daily_report
@@ -142,7 +165,7 @@ def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = Non
 
 # ---- positions --------------------------------------------------------------------------------
 @app.command()
-def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def positions(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
     from exchange.factory import build_source
     from pipeline.account import account_summary
@@ -169,7 +192,7 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         t.add_row(p["id"], p["symbol"], p["side"], _fmt(p["entry"]), _fmt(mark),
                   "—" if unreal is None else f"{unreal:+,.2f}", _fmt(p["stop"]), _fmt(p["tp1"]), _fmt(p["tp2"]),
                   p["phase"], f"{age.total_seconds() / 3600:.0f}h")
-    out.print(t)
+    print_table(t, out)
     out.print(f"equity ${summary['equity']:,.2f}  balance ${summary['balance']:,.2f}  realised "
               f"${summary['realised_pnl']:,.2f}  fees ${summary['fees_paid']:,.2f}  funding ${summary['funding_paid']:,.2f}")
     halt = summary.get("halt")
@@ -177,7 +200,7 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def trades(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Closed trades: entry and exit price, quantity, net P&L (after fees and funding), R, outcome.
     `--json` rows have the same fields as `quorum export --format json`."""
     from backtest.export import trade_row
@@ -204,7 +227,7 @@ def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                   _fmt(r["entry"], 10), _fmt(r["exit"], 10), _fmt(r["qty"], 12), r["reason"] or "",
                   f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}", f"{r['pnl']:+,.2f}",
                   "—" if r["r_multiple"] is None else f"{r['r_multiple']:+.2f}R", r["outcome"])
-    out.print(t)
+    print_table(t, out)
     n = {k: sum(1 for r in rows if r["outcome"] == k) for k in ("win", "draw", "loss")}
     decisive = n["win"] + n["loss"]
     wr = f", win rate {n['win'] / len(rows):.0%}" if rows else ""
@@ -215,7 +238,7 @@ def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 # ---- halt / resume ----------------------------------------------------------------------------
 @app.command()
-def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
+def halt(reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="why (stored with the halt and shown by doctor and positions)")] = "operator halt",
          close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
     """Stop new entries until `quorum resume`."""
     from exchange.factory import build_source

@@ -13,6 +13,7 @@ from prefect import flow
 
 from core.settings import load_settings
 from exchange.factory import build_source
+from pipeline import shadow
 from pipeline.account import load
 from pipeline.monitor import news_exits
 from store.db import get_session_factory
@@ -27,10 +28,11 @@ def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[s
     until = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
     factory = get_session_factory(settings)
     acct, summary = monitor_task(factory, source, settings, until, load(factory, settings))
-    open_syms = sorted({p.symbol for p in acct.open_positions()})
+    open_syms = sorted({p.symbol for p in acct.open_positions()} | shadow.open_symbols(factory, settings.mode))
     news = fanout.news_reports(fanout.submit_news(settings, open_syms, until), until)  # cached 1 h
     _, closed = news_exits(factory, source, settings, until, news, acct)
     summary["events"] += [f"closed on critical negative news: {x}" for x in closed]
+    summary["shadows"] = shadow.sync_shadows(factory, source, settings, until, news)  # members' shadow accounts
     summary["delivery"] = broadcast_task(factory, settings, console=broadcast)
     summary["as_of"] = until.isoformat()
     return summary
