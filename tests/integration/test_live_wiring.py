@@ -223,3 +223,25 @@ def test_cli_live_enter_exit_check_halt(live) -> None:
     assert json.loads(r.output)["findings"] == []
     with transaction(factory) as s:
         assert repo.open_positions(s, "live") == []
+
+
+@pytest.mark.parametrize("env,needs", [
+    ({"QUORUM_MODE": "live"}, "QUORUM_LIVE_TRADING_CONFIRMED=true"),
+    ({"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true"}, "QUORUM_EXCHANGE_API_KEY"),
+])
+def test_live_commands_refuse_without_confirmation_and_keys(env, needs, tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    from cli.app import main
+
+    monkeypatch.setenv("QUORUM_DATABASE_URL", f"sqlite:///{tmp_path / 'q.db'}")
+    for k in ("QUORUM_EXCHANGE_API_KEY", "QUORUM_EXCHANGE_SECRET", "QUORUM_EXCHANGE_SECRET_BLOCK"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for argv in (["reconcile"], ["exit", SYMBOL], ["live", "check"]):
+        monkeypatch.setattr("sys.argv", ["quorum", *argv])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert needs in err and "Traceback" not in err, (argv, err)
