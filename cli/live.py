@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -12,6 +13,16 @@ import typer
 from cli.common import fail, out
 from cli.common import now_for as _now_for
 from cli.common import settings_or_fail as _settings
+
+
+class Symbol(str):
+    """A market symbol argument (shown as <symbol> in the help)."""
+
+
+class EntrySide(StrEnum):
+    long = "long"
+    short = "short"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 live_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,7 +47,7 @@ def _symbol(symbol: str, source) -> str:  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def reconcile(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def reconcile(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Compare the exchange's positions, open orders and fills with the database and act on the differences
     (fills recorded, missing stops restored, orphan orders cancelled; unknown positions reported)."""
     from pipeline.manual import reconcile as run
@@ -52,14 +63,13 @@ def reconcile(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def enter(symbol: Annotated[str, typer.Argument(help="e.g. BTC/USDT:USDT")],
-          side: Annotated[str, typer.Argument(help="long | short")],
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def enter(symbol: Annotated[Symbol, typer.Argument(parser=Symbol, metavar="SYMBOL", help="e.g. BTC/USDT:USDT")],
+          side: Annotated[EntrySide, typer.Argument(metavar="SIDE", case_sensitive=False, help="long | short")],
+          as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Enter a position now, sized and checked by the risk manager like any decision (refused with its reasons)."""
     from pipeline.manual import manual_entry
 
-    if side.lower() not in ("long", "short"):
-        fail(f"side {side!r}: allowed long, short")
+    side = EntrySide(side).value
     settings, source, factory, now = _context()
     res = manual_entry(factory, source, settings, _symbol(symbol, source), side, now)
     if as_json:
@@ -78,7 +88,7 @@ def enter(symbol: Annotated[str, typer.Argument(help="e.g. BTC/USDT:USDT")],
 
 
 @app.command("exit")
-def exit_cmd(symbol: Annotated[str, typer.Argument(help="e.g. BTC/USDT:USDT")]) -> None:
+def exit_cmd(symbol: Annotated[Symbol, typer.Argument(parser=Symbol, metavar="SYMBOL", help="e.g. BTC/USDT:USDT")]) -> None:
     """Close the position in SYMBOL at market (reduce-only) and cancel its protective orders."""
     from pipeline.manual import manual_exit
 
@@ -88,7 +98,7 @@ def exit_cmd(symbol: Annotated[str, typer.Argument(help="e.g. BTC/USDT:USDT")]) 
 
 
 @live_app.command("check")
-def live_check_cmd(symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated; default: "
+def live_check_cmd(symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated; default: "
                                                                                    "QUORUM_SYMBOLS")] = None) -> None:
     """Connect, show the account, each market's rules, the leverage and margin mode that would be set. Places
     nothing, changes no setting."""
