@@ -47,6 +47,7 @@ def _register() -> None:
     from cli import dashboard as cli_dashboard
     from cli import data as cli_data
     from cli import doctor as cli_doctor
+    from cli import live as cli_live
     from cli import outbox as cli_outbox
     from cli import trading as cli_trading
 
@@ -55,6 +56,8 @@ def _register() -> None:
     app.add_typer(cli_data.app, name="data")
     app.add_typer(cli_outbox.app, name="outbox")
     app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
+    app.registered_commands += cli_live.app.registered_commands  # reconcile, enter, exit
+    app.add_typer(cli_live.live_app, name="live")
     app.registered_commands += cli_dashboard.app.registered_commands  # dashboard
 
 

@@ -149,6 +149,9 @@ class Finding:
 @runtime_checkable
 class Broker(Protocol):
     name: str
+    # True: the broker simulates its stops/targets/funding/liquidation on market bars (the monitor walks
+    # them); False: they rest on the exchange and reconcile() records their fills
+    fills_simulated: bool
 
     def open_position(self, req: OpenRequest) -> OpenResult:
         """Enter `req.plan` and place its stop-loss, TP1 (partial) and TP2 as reduce-only orders."""
@@ -162,8 +165,9 @@ class Broker(Protocol):
         """Reduce-only close of `qty`; the stop shrinks to the quantity left."""
         ...
 
-    def close_position(self, position_id: str, reason: str = "") -> Fill | None:
-        """Reduce-only close of what is left, then cancel the position's protective orders."""
+    def close_position(self, position_id: str, reason: str = "", kind: str = "manual") -> Fill | None:
+        """Reduce-only close of what is left, then cancel the position's protective orders (`kind`: the
+        exit's kind for the records, e.g. manual | news)."""
         ...
 
     def apply_exit_step(self, result: Any) -> list[Fill]:
@@ -187,4 +191,9 @@ class Broker(Protocol):
         ...
 
     def reconcile(self) -> list[Finding]:
+        ...
+
+    def account_snapshot(self) -> Any:
+        """The account in the shape the pipeline stores and the risk manager reads (exchange.paper.PaperAccount):
+        the paper broker's own account; the live broker's positions and balance as the exchange has them."""
         ...

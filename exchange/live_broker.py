@@ -46,6 +46,7 @@ from exchange.capabilities import Capabilities, classify
 from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
 from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
+from exchange.paper import PaperAccount, _Ledger
 from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, to_position
 from store import orders_journal as journal
 
@@ -61,6 +62,7 @@ RESTING_EXIT_KINDS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1"
 
 class LiveBroker(OrderDesk):
     name = "live"
+    fills_simulated = False  # stops and targets rest on the exchange, which fills them (reconcile records it)
 
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
                  caps: Capabilities | None = None, max_order_notional: Decimal | float | None = None,
@@ -242,7 +244,7 @@ class LiveBroker(OrderDesk):
         return Fill(book.symbol, book.side, "close", done.filled, done.avg_price or ZERO, done.fee,
                     done.filled_at or datetime.now(UTC), reason)
 
-    def close_position(self, position_id: str, reason: str = "") -> Fill | None:
+    def close_position(self, position_id: str, reason: str = "", kind: str = "manual") -> Fill | None:
         book = self._book(position_id)
         if book is None:
             raise OrderRejected(f"unknown position {position_id}")
@@ -308,6 +310,24 @@ class LiveBroker(OrderDesk):
 
     def positions(self) -> list[Position]:
         return [to_position(b) for b in book_positions(self.journal()) if b.is_open]
+
+    def account_snapshot(self) -> PaperAccount:
+        """The account as the exchange has it, in the shape the pipeline stores and the risk manager reads:
+        the journal's positions (open and closed), the exchange's wallet balance (equity less unrealised)
+        less the open positions' margin as the free balance, so `equity(marks)` = wallet + unrealised at
+        marks; fees and funding from the exchange. Read fresh on every access."""
+        bal = self.balance()
+        acct = PaperAccount(starting_balance=bal.equity, balance=ZERO)
+        for p in self.all_positions():
+            acct.positions[p.id] = p
+            if p.is_open:
+                acct._open[p.id] = None
+                acct._ledger[p.id] = _Ledger(Decimal(str(p.entry)), Decimal(str(p.margin)),
+                                             Decimal(str(p.realised_pnl)), Decimal(str(p.fees_paid)))
+        acct.balance = bal.equity - bal.unrealised - acct.margin_total
+        acct.realised_pnl = sum((Decimal(str(p.realised_pnl)) for p in acct.positions.values()), ZERO)
+        acct.fees_paid, acct.funding_paid = bal.fees_paid, bal.funding_paid
+        return acct
 
     def all_positions(self) -> list[Position]:
         return [to_position(b) for b in book_positions(self.journal())]

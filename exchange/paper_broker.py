@@ -28,6 +28,7 @@ ZERO = Decimal(0)
 
 class PaperBroker:
     name = "paper"
+    fills_simulated = True  # stops, targets, funding and liquidation are simulated on the bars (the monitor)
 
     def __init__(self, account: PaperAccount, price_after: PriceAfter, *, now: Callable[[], datetime] | None = None,
                  account_name: str = "paper", qty_step: Callable[[str], Decimal] | None = None,
@@ -115,14 +116,14 @@ class PaperBroker:
             self.account.update_risk_state(self.account.get(position_id).with_(tp1_done=True))
         return fill
 
-    def close_position(self, position_id: str, reason: str = "") -> Fill | None:
+    def close_position(self, position_id: str, reason: str = "", kind: str = "manual") -> Fill | None:
         pos = self.account.positions.get(position_id)
         if pos is None:
             raise OrderRejected(f"unknown position {position_id}")
         if not pos.is_open:
             return None
         ts, px = self._price(pos.symbol)
-        fill, _ = self.account.close(position_id, pos.qty_open, px, ts, reason=reason, kind="manual")
+        fill, _ = self.account.close(position_id, pos.qty_open, px, ts, reason=reason, kind=kind)
         return fill
 
     def apply_exit_step(self, result: object) -> list[Fill]:
@@ -131,6 +132,10 @@ class PaperBroker:
 
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")
+
+    def account_snapshot(self) -> PaperAccount:
+        """The paper account itself (the caller stores it with pipeline.account.save_account)."""
+        return self.account
 
     def positions(self) -> list[Position]:
         return self.account.open_positions()

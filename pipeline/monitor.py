@@ -7,39 +7,60 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 from sqlalchemy.orm import Session
 
 from agents.math_engine import hourly_atr
-from core.errors import DataError
+from core.errors import DataError, OrderRejected
 from core.faults import crash_point
 from core.settings import Settings
-from core.types import NewsReport, Position, PositionEvent
+from core.types import Fill, NewsReport, Position, PositionEvent
 from exchange.base import MarketDataSource
+from exchange.broker import Broker
 from exchange.paper import PaperAccount
 from pipeline.account import Factory, load, record_fills, save_account, snapshot_equity
+from pipeline.brokers import broker_for, store_findings
 from pipeline.positions import ATR_WARMUP_H, advance_position, marks
+from risk import exits
 from risk.profiles import get_profile
 from store import repo
 from store.db import transaction
 
 log = logging.getLogger(__name__)
+# exits a broker without simulated fills leaves to the exchange (risk.exits names a stop hit by its phase)
+RESTING_EXITS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
 def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
                    acct: PaperAccount | None = None) -> tuple[PaperAccount, dict[str, Any]]:
-    """Bring every open position up to `until`, one transaction per position. (Critical news closes
-    positions at the next price through `news_exits`, not on past bars.)
+    """Reconcile with the broker, then bring every open position up to `until`, one transaction per
+    position. (Critical news closes positions at the next price through `news_exits`, not on past bars.)
+
+    A broker that simulates its fills (paper) walks each position through the bars (funding, stops,
+    targets, trailing, liquidation); one whose stops and targets rest on an exchange (live) applies the
+    same exit rules to each bar through the broker (breakeven/trailing stop moves, stale/time exits) and
+    leaves the fills to the exchange (reconcile records them). Each reconciliation finding is stored as a
+    position event and a channel post, and listed in `summary["findings"]`.
 
     A symbol whose market data fails its checks (DataError: corrupt file, NaN/zero/negative bars, a
     spike) is quarantined: its positions are left exactly as they are (not advanced, not checked
     past the bad data), `summary["quarantined"]` and the events say why, and every other position is
     still managed."""
     acct = acct if acct is not None else load(factory, settings)
-    summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}}
+    broker = broker_for(factory, source, settings, until, acct)
+    summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}, "findings": []}
+    findings = broker.reconcile()
+    acct = broker.account_snapshot()
+    if findings:
+        with transaction(factory) as s:
+            save_account(s, settings, acct, None)
+            summary["findings"] = store_findings(s, findings, datetime.now(UTC))
+        summary["events"] += summary["findings"]
+        acct = acct.settled()
     # positions whose exits are resting orders (a grid level) are walked by pipeline.strategy_cycle.sync_orders
     for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))
                 if p.extra.get("managed") != "orders"]:
@@ -63,10 +84,17 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
                 continue
             atr = pd.Series(hourly_atr(warm), index=warm.index) if len(warm) else None
             bars = warm.loc[pd.Timestamp(start):] if len(warm) else warm
-            n_fills = len(acct.fills)
-            last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr, qty_step)
-            record_fills(s, acct, settings.mode, None, n_fills, [pid] * (len(acct.fills) - n_fills))
-            events = save_account(s, settings, acct, until, {pid: last or start})
+            if broker.fills_simulated:
+                n_fills = len(acct.fills)
+                last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr, qty_step)
+                record_fills(s, acct, settings.mode, None, n_fills, [pid] * (len(acct.fills) - n_fills))
+                events = save_account(s, settings, acct, until, {pid: last or start})
+            else:
+                last, fills, moved = follow_position(broker, pos, bars, settings.risk_profile, atr, qty_step)
+                acct = broker.account_snapshot()
+                record_broker_fills(s, settings.mode, None, [(pid, f) for f in fills])
+                events = save_account(s, settings, acct, until, {pid: last or start}) + moved
+                repo.add_events(s, moved)
             enqueue_event_posts(s, acct, events)
             crash_point("monitor:before-commit")
             summary["checked"] += 1
@@ -77,32 +105,70 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
     return acct, summary
 
 
+def follow_position(broker: Broker, pos: Position, bars: pd.DataFrame, profile_name: str,
+                    atr: pd.Series | None = None, qty_step: Decimal | None = None
+                    ) -> tuple[datetime | None, list[Fill], list[PositionEvent]]:
+    """The exit rules on each bar for a position whose stops and targets rest on the exchange: the broker
+    carries out what they decide (moved stop, stale/time exits at market) and the exchange fills the
+    resting orders. Returns the last bar's close time, the fills of the broker's market exits and the
+    stop moves (events)."""
+    prof = get_profile(profile_name)
+    last, fills, moved = None, [], []
+    cols = bars[["open", "high", "low", "close"]].to_numpy(dtype=float)
+    for t_open, (o, h, lo, c) in zip(bars.index, cols, strict=True):
+        cur = next((p for p in broker.positions() if p.id == pos.id), None)
+        if cur is None:
+            break
+        t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
+        a = None if atr is None else atr.get(t_open)
+        result = exits.step(cur, exits.Bar(t_close, float(o), float(h), float(lo), float(c)), prof,
+                            atr=None if a is None or a != a else float(a), qty_step=qty_step)
+        # exits the exchange fills itself (stop, TP1, TP2) are not simulated: only what the broker places
+        result = result._replace(events=[e for e in result.events if e.kind not in RESTING_EXITS])
+        fills += broker.apply_exit_step(result)
+        moved += [e for e in result.events if e.kind == "stop_moved"]
+        last = t_close
+    return last, fills, moved
+
+
+def record_broker_fills(s: Session, mode: str, cycle_id: str | None, fills: Sequence[tuple[str, Fill]]) -> None:
+    """Store fills a broker returned as orders + fills, with record_fills' deterministic client ids."""
+    seq: dict[str, int] = {}
+    for pid, fill in fills:
+        if pid not in seq:
+            seq[pid] = repo.order_count(s, pid)
+        coid = f"{mode}:{pid}:{fill.kind}:{seq[pid]}"
+        seq[pid] += 1
+        if repo.order_exists(s, coid) is None:
+            repo.add_order_fill(s, coid, cycle_id, pid, fill, mode)
+
+
 def close_at_market(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,
                     which: Callable[[Position], bool], reason: str, kind: str,
                     acct: PaperAccount | None = None) -> tuple[PaperAccount, list[str]]:
-    """Close the open positions `which(position)` selects at the first price after `now`, through the
-    same account path, in one transaction; their exit posts go to the outbox."""
+    """Close the open positions `which(position)` selects through the broker (paper: at the first price
+    after `now`; live: reduce-only market orders, then their protective orders cancelled), in one
+    transaction; their exit posts go to the outbox."""
     acct = acct if acct is not None else load(factory, settings)
-    closed = []
+    broker = broker_for(factory, source, settings, now, acct)
+    closed, done = [], []
+    for p in broker.positions():
+        if not which(p):
+            continue
+        try:
+            fill = broker.close_position(p.id, reason, kind)
+        except (DataError, KeyError, OrderRejected) as exc:
+            log.warning("close: %s not closed: no usable price (%s)", p.symbol, exc)
+            continue
+        if fill is not None:
+            done.append((p.id, fill))
+            closed.append(f"{p.symbol} @ {float(fill.price):.6g}")
+    acct = broker.account_snapshot()
     with transaction(factory) as s:
-        n_fills = len(acct.fills)
-        pids = []
-        for p in acct.open_positions():
-            if not which(p):
-                continue
-            try:
-                nxt = source.price_after(p.symbol, now)
-                px_ts = nxt if nxt is not None else (now, marks(source, [p.symbol], now)[p.symbol])
-            except (DataError, KeyError) as exc:
-                log.warning("close: %s not closed: no usable price (%s)", p.symbol, exc)
-                continue
-            acct.close(p.id, p.qty_open, px_ts[1], px_ts[0], reason=reason, kind=kind)
-            pids.append(p.id)
-            closed.append(f"{p.symbol} @ {px_ts[1]:.6g}")
-        record_fills(s, acct, settings.mode, None, n_fills, pids)
+        record_broker_fills(s, settings.mode, None, done)
         events = save_account(s, settings, acct, now)
         enqueue_event_posts(s, acct, events)
-        if pids:
+        if done:
             prices = marks(source, [p.symbol for p in acct.open_positions()], now)
             snapshot_equity(s, settings.mode, acct, prices, now)
     return acct.settled(), closed

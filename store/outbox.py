@@ -30,7 +30,7 @@ from store.base import Base, UTCDateTime, utcnow
 POST_KINDS: tuple[str, ...] = (
     "entry", "tp1", "breakeven", "trailing", "tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time",
     "news", "exit",
-    "daily_stats", "market_pulse",
+    "daily_stats", "market_pulse", "reconcile",
 )
 STATUSES: tuple[str, ...] = ("pending", "in_flight", "sent", "failed", "dead")
 ERROR_MAX = 500

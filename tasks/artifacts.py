@@ -42,3 +42,17 @@ def publish_artifacts(report: Mapping[str, Any]) -> None:
         create_markdown_artifact(key="cycle-summary", markdown="\n".join(md))
     except Exception as exc:  # noqa: BLE001 - artifacts never fail the cycle
         log.warning("could not publish artifacts: %s", exc)
+
+
+def publish_findings(lines: list[str], title: str = "Reconciliation") -> None:
+    """A markdown artifact listing a reconciliation's findings (nothing when there are none)."""
+    if not lines:
+        return
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key="reconcile-findings", markdown="\n".join([f"# {title}", ""] +
+                                                                           [f"- {x}" for x in lines]),
+                                 description=f"{len(lines)} finding(s)")
+    except Exception as exc:  # noqa: BLE001 - an artifact never fails the run
+        log.warning("reconcile artifact not published: %s", exc)

@@ -49,6 +49,10 @@ def monitor_task(factory, source, settings, until: datetime, acct=None):  # type
 
     acct, orders = sync_orders(factory, source, settings, until, acct)
     acct, summary = sync_positions(factory, source, settings, until, acct)
+    if summary.get("findings"):
+        from tasks.artifacts import publish_findings
+
+        publish_findings(summary["findings"])
     if orders["symbols"] or orders["quarantined"]:
         summary["orders"] = {k: v for k, v in orders.items() if k != "events"}
         summary["events"] = orders["events"] + summary["events"]

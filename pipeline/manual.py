@@ -1,0 +1,84 @@
+"""Manual control through the same path as the cycle: `quorum enter SYMBOL long|short` (scored, sized and
+checked by the risk manager like any decision, refused with its reasons), `quorum exit SYMBOL` (the
+broker's reduce-only close and cancel of the position's protective orders) and `quorum reconcile`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.math_engine import score_snapshot
+from core.errors import ConfigError
+from core.settings import Settings
+from core.types import Action, Candidate, Decision
+from exchange.base import MarketDataSource
+from pipeline import record
+from pipeline.account import Factory, account_state, load, track_record
+from pipeline.brokers import broker_for, store_findings
+from pipeline.execute import execute_and_persist
+from pipeline.monitor import close_at_market, sync_positions
+from pipeline.positions import limits_for
+from pipeline.stages import risk_verdict
+from store.db import transaction
+
+
+def manual_entry(factory: Factory, source: MarketDataSource, settings: Settings, symbol: str, side: str,
+                 now: datetime) -> dict[str, Any]:
+    """Enter `symbol` long or short now: the positions are reconciled and brought up to now first, then
+    the decision goes through the risk manager (sizing, breakers, limits) and the broker. Returns
+    {"status": approved|denied, "reasons"|"execution", "plan"}."""
+    side = side.upper()
+    if side not in ("LONG", "SHORT"):
+        raise ConfigError(f"side {side!r}: allowed long, short")
+    now = now.replace(second=0, microsecond=0)
+    acct, _ = sync_positions(factory, source, settings, now)
+    snap = source.snapshot(symbol, now)
+    score = score_snapshot(snap, settings.signal, None)
+    decision = Decision(symbol, now, Action(side), 1.0, score.final, score.final, 0, 0, {}, (), False,
+                        f"manual {side.lower()} entry by the operator")
+    state = account_state(factory, source, settings, now, acct)
+    verdict = risk_verdict(decision, score, snap, state, limits_for(source, symbol), settings, None, None,
+                           track_record(factory, settings.mode, now, settings.risk_profile))
+    plan = record.verdict_dict(verdict)
+    if not verdict.approved or verdict.plan is None:
+        return {"status": "denied", "reasons": list(verdict.reasons), "risk": plan}
+    cycle_id = f"{settings.mode}-manual-{now:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
+    record.start_cycle(factory, cycle_id, now, settings.mode, source.name, None)
+    try:
+        acct, executed = execute_and_persist(
+            factory, source, settings, cycle_id, now, [Candidate(symbol, "manual entry", "manual")],
+            {symbol: score}, {}, [], {symbol: decision}, {symbol: verdict}, {symbol: snap.last}, acct)
+    except BaseException as exc:
+        record.fail_cycle(factory, cycle_id, exc)
+        raise
+    result = {"status": "approved", "execution": executed.get(symbol), "risk": plan, "cycle_id": cycle_id}
+    record.finish_cycle(factory, cycle_id, {
+        "panel": {"status": "manual entry (no panel)"}, "llm_cost": {"cost_usd": 0.0, "tokens": 0},
+        "candidates": [{"symbol": symbol, "execution": result["execution"], "risk": plan}],
+        "account": {"mode": settings.mode}, "timings_s": {}, "universe": "manual"})
+    return result
+
+
+def manual_exit(factory: Factory, source: MarketDataSource, settings: Settings, symbol: str,
+                now: datetime) -> list[str]:
+    """Close the open position(s) of `symbol` at market through the broker (live: reduce-only, then its
+    protective orders cancelled). Returns what closed."""
+    acct, _ = sync_positions(factory, source, settings, now)
+    if not any(p.symbol == symbol for p in acct.open_positions()):
+        raise ConfigError(f"no open {settings.mode} position in {symbol}: see `quorum positions`")
+    _, closed = close_at_market(factory, source, settings, now, lambda p: p.symbol == symbol,
+                                "manual exit by the operator", "manual", acct)
+    return closed
+
+
+def reconcile(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime) -> list[str]:
+    """Compare the broker's exchange with the database and act (see exchange/reconcile.py); each finding
+    is stored as an event and a channel post. Returns the finding lines (none in paper)."""
+    from pipeline.account import save_account
+
+    broker = broker_for(factory, source, settings, now, load(factory, settings))
+    findings = broker.reconcile()
+    with transaction(factory) as s:
+        save_account(s, settings, broker.account_snapshot(), None)
+        return store_findings(s, findings, datetime.now(UTC))
