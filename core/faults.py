@@ -14,3 +14,11 @@ import signal
 def crash_point(name: str) -> None:
     if os.environ.get("QUORUM_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    """Sleep QUORUM_PAUSE_S seconds when QUORUM_PAUSE_AT=name (overlap tests: hold a run mid-way)."""
+    if os.environ.get("QUORUM_PAUSE_AT") == name:
+        import time
+
+        time.sleep(float(os.environ.get("QUORUM_PAUSE_S", "5")))

@@ -16,5 +16,5 @@ def build_source(settings: Settings) -> MarketDataSource:
     if settings.data_source == "ccxt":
         from exchange.ccxt_source import CcxtSource
 
-        return CcxtSource(settings.exchange)
+        return CcxtSource(settings.exchange, api_base=settings.exchange_api_base)
     raise ConfigError(f"setting 'data_source' = {settings.data_source!r}: allowed replay, ccxt")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from agents.math_engine import score_snapshot
 from core.settings import load_settings
@@ -19,9 +19,11 @@ from notify.format import (
     market_pulse_key,
     market_pulse_post,
 )
+from pipeline.account import decision_time
 from pipeline.broadcast import deliver
 from store import outbox, repo
 from store.db import get_session_factory, transaction
+from tasks.artifacts import publish_daily_artifact
 
 BTC = "BTC/USDT:USDT"
 
@@ -69,14 +71,22 @@ def market_pulse(source, settings, as_of: datetime) -> MarketPulse:  # type: ign
                        funding_extremes=tuple(funding[:3]))
 
 
-@flow(name="daily-report", log_prints=False)
+def daily_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"daily-report-{(flow_run.parameters or {}).get('as_of') or 'now'}"
+
+
+@flow(name="daily-report", flow_run_name=daily_run_name, log_prints=False)
 def daily_report(as_of: str | None = None) -> dict[str, Any]:
+    """The last complete UTC day's stats and a market pulse (`as_of` "next": the account's clock)."""
+    logger = get_run_logger()
     settings = load_settings()
     source = build_source(settings)
-    t = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
+    factory = get_session_factory(settings)
+    t = decision_time(factory, source, settings.mode, as_of, advance=False)
     day_start = pd.Timestamp(t).floor("D").to_pydatetime()
     day = (day_start - timedelta(days=1)).date()  # report the last complete UTC day
-    factory = get_session_factory(settings)
     with transaction(factory) as s:
         closed = repo.closed_positions(s, settings.mode)
         curve = repo.equity_history(s, settings.mode)
@@ -87,4 +97,8 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
         pulse = market_pulse(source, settings, t)
         outbox.enqueue(s, market_pulse_key(t), "market_pulse", market_pulse_post(pulse))
     delivery = deliver(factory, settings)
-    return {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}
+    logger.info("daily report for %s: %d trades, P&L %+.2f; market pulse: BTC %s, regime %s; delivery %s",
+                day.isoformat(), stats.trades, stats.pnl, pulse.btc_trend, pulse.regime, delivery)
+    res = {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}
+    publish_daily_artifact(res, stats, pulse)
+    return res

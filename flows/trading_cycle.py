@@ -16,14 +16,17 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from core.errors import ConfigError
+from core.faults import pause_point
 from core.settings import Settings, load_settings
 from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
 from pipeline.account import account_summary, check_clock, load
+from pipeline.account import decision_time as resolve_decision_time
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
 from store.db import get_session_factory
+from store.lock import account_lock
 from tasks import fanout
 from tasks.artifacts import publish_artifacts
 from tasks.cycle import (
@@ -57,10 +60,44 @@ def _panel(settings: Settings):  # -> (available members, statuses)
     return available, statuses
 
 
-@flow(name="trading-cycle", log_prints=False, retries=0)
+def cycle_run_name() -> str:
+    """`cycle-20250523T0400` from an explicit --as-of; the flow renames its run once it knows the
+    decision time (the last bar, the next bar of the account's clock, or now)."""
+    from prefect.runtime import flow_run
+
+    as_of = (flow_run.parameters or {}).get("as_of")
+    if as_of and as_of != "next":
+        try:
+            import pandas as pd
+
+            return f"cycle-{pd.Timestamp(as_of):%Y%m%dT%H%M}"
+        except ValueError:
+            pass
+    return f"cycle-{as_of or 'now'}"
+
+
+def rename_run(name: str) -> None:
+    """Give the current flow run its final name (best effort: a name never fails a run)."""
+    try:
+        ctx = get_run_context()
+        fr = getattr(ctx, "flow_run", None)
+        if fr is None or fr.name == name:
+            return
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(fr.id, name=name)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@flow(name="trading-cycle", flow_run_name=cycle_run_name, log_prints=False, retries=0)
 def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, use_llm_cache: bool = True,
                   broadcast: bool = True) -> dict[str, Any]:
-    """Run one trading cycle and return its report (also stored in the database)."""
+    """Run one trading cycle and return its report (also stored in the database). `as_of`: a UTC
+    time, None (replay: the last bundled bar; live data: now) or "next" (replay: the first bar after
+    the account's clock, so scheduled runs walk forward one bar per run). One run per account at a
+    time: the cycle holds the account's lock (store/lock.py) from its first read to its last write."""
     logger = get_run_logger()
     settings = load_settings()
     if settings.mode == "live" and not settings.live_trading_confirmed:
@@ -68,19 +105,22 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source = build_source(settings)
-    t = source.check_as_of(as_of) if hasattr(source, "check_as_of") else None
-    decision_time = t.to_pydatetime() if t is not None else _now()
     factory = get_session_factory(settings)
-    check_clock(factory, settings.mode, decision_time)
-    cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
-    record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
-    timings["setup"] = time.perf_counter() - t0
-    try:
-        return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
-                          timings, t0, logger)
-    except BaseException as exc:
-        record.fail_cycle(factory, cycle_id, exc)
-        raise
+    with account_lock(settings, "a trading cycle", on_wait=logger.warning):
+        decision_time = resolve_decision_time(factory, source, settings.mode, as_of)
+        check_clock(factory, settings.mode, decision_time)
+        rename_run(f"cycle-{decision_time:%Y%m%dT%H%M}")
+        cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
+        record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
+        logger.info("cycle %s: %s account, source %s, decision time %s (as_of=%s)", cycle_id, settings.mode,
+                    source.name, decision_time.isoformat(), as_of)
+        timings["setup"] = time.perf_counter() - t0
+        try:
+            return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache,
+                              broadcast, timings, t0, logger)
+        except BaseException as exc:
+            record.fail_cycle(factory, cycle_id, exc)
+            raise
 
 
 def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time: datetime,  # type: ignore[no-untyped-def]
@@ -90,7 +130,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     # 0. load the account once; bring open positions up to the decision time (the monitor's rules)
     t1 = time.perf_counter()
     acct, monitor = monitor_task(factory, source, settings, decision_time, load(factory, settings))
+    pause_point("cycle:after-load")
     timings["monitor"] = time.perf_counter() - t1
+    logger.info("monitor: %d open position(s) walked to %s; %s", len(acct.open_positions()),
+                decision_time.isoformat(), "; ".join(monitor.get("events", [])) or "no exit or stop move")
 
     # 1. coin hunter ∥ data collector
     t1 = time.perf_counter()
@@ -107,6 +150,8 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
     snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}
     timings["collect"] = time.perf_counter() - t1
+    logger.info("candidates (%s): %s%s", universe_note, ", ".join(snapshots) or "none",
+                "".join(f"; dropped {sym}: {why}" for sym, why in dropped))
 
     # 2. news analyst (started with the collection) + math engine
     t1 = time.perf_counter()
@@ -117,17 +162,27 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
     scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
     timings["score"] = time.perf_counter() - t1
+    logger.info("math scores: %s", ", ".join(
+        f"{sym} {sc.final:+.3f} {sc.signal.value} ({sc.trend.value}/{sc.vol_state.value})" for sym, sc in scores.items()))
+    logger.info("news: %s", ", ".join(f"{sym} {'n/a' if not n.available else f'{n.score:+.2f}'}"
+                                      for sym, n in news.items()) or "none")
 
     # 3. the decision panel: one task per model, all candidates in one prompt
     t1 = time.perf_counter()
     votes: list[Vote] = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
                                                acct.open_positions(), decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
+    logger.info("%s", record.panel_status_line(statuses, votes))
 
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
     decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
     timings["decide+risk"] = time.perf_counter() - t1
+    for sym in scores:
+        dec, ver = decisions[sym], verdicts[sym]
+        logger.info("decision %s: %s (confidence %.2f, combined %+.3f; %s) -> risk %s%s", sym, dec.action.value,
+                    dec.confidence, dec.combined_score, dec.reason[:200], "APPROVED" if ver.approved else "denied",
+                    "" if ver.approved else ": " + "; ".join(ver.reasons)[:300])
 
     # 5. execute + persist in one transaction
     t1 = time.perf_counter()
@@ -135,11 +190,14 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
                                   votes, decisions, verdicts, prices, acct)
     timings["execute+persist"] = time.perf_counter() - t1
+    logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()
+                                           for sym, ex in executed.items() if ex) or "no order")
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
     delivery = broadcast_task(factory, settings) if broadcast else {"skipped": True}
     timings["broadcast"] = time.perf_counter() - t1
+    logger.info("broadcast: %s", delivery)
     timings["total"] = time.perf_counter() - t0
 
     report = {
