@@ -39,14 +39,15 @@ def deployments_spec(path: Path = PREFECT_YAML) -> list[dict]:
     return out
 
 
-def build() -> list:
-    """RunnerDeployments for `prefect.serve` (one per scheduled deployment of prefect.yaml)."""
+def build(apply_env: bool = False) -> list:
+    """RunnerDeployments for `prefect.serve` (one per scheduled deployment of prefect.yaml); with
+    `apply_env` the deployments' job env becomes this process's (where the served runs run)."""
     from prefect.flows import load_flow_from_entrypoint
 
     root = PREFECT_YAML.parent
     deployments = []
     for d in deployments_spec():
-        for k, v in d["env"].items():  # one process: the job env becomes this process's environment
+        for k, v in d["env"].items() if apply_env else ():
             os.environ.setdefault(k, v)
         file, fn = d["entrypoint"].split(":")
         flow = load_flow_from_entrypoint(f"{root / file}:{fn}")
@@ -57,7 +58,7 @@ def build() -> list:
 def main() -> None:
     from prefect import serve
 
-    serve(*build())
+    serve(*build(apply_env=True))
 
 
 if __name__ == "__main__":

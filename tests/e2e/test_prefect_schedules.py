@@ -116,6 +116,12 @@ def test_scheduled_cycle_and_monitor_runs_complete(stack: dict) -> None:
     prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", str(e2e_yaml(tmp)))
 
     db = tmp / "quorum.db"
+    # migrate once before the first runs: the cycle and the monitor start together on a new database
+    # (serialising concurrent first migrations is store/db.py's job, not this test's)
+    from store.db import dispose_all, open_database
+
+    open_database(f"sqlite:///{db}")
+    dispose_all()
     with LiveFakeBybit() as fx:
         wenv = dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}", QUORUM_EXCHANGE_API_BASE=fx.url,
                     QUORUM_SYMBOLS="BTC/USDT:USDT,ETH/USDT:USDT")

@@ -23,19 +23,22 @@ def test_prune_flow_runs_deletes_old_finished_runs_only(prefect_harness) -> None
     def probe() -> int:
         return 1
 
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    probes = FlowFilter(name=FlowFilterName(any_=["hk-probe"]))
     for _ in range(3):
         probe()
     with get_client(sync_client=True) as client:
-        mine = [r for r in client.read_flow_runs(limit=200) if client.read_flow(r.flow_id).name == "hk-probe"]
+        mine = client.read_flow_runs(flow_filter=probes, limit=200)
         assert len(mine) == 3
         pending = client.create_flow_run(probe, state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=1)))
     prune_flow_runs(datetime.now(UTC) - timedelta(days=1))  # nothing of mine is that old
     with get_client(sync_client=True) as client:
-        assert {str(r.id) for r in mine} <= {str(r.id) for r in client.read_flow_runs(limit=500)}
+        assert {str(r.id) for r in mine} <= {str(r.id) for r in client.read_flow_runs(flow_filter=probes, limit=200)}
     deleted = prune_flow_runs(datetime.now(UTC) + timedelta(seconds=1))
     assert deleted >= 3
     with get_client(sync_client=True) as client:
-        left = {str(r.id) for r in client.read_flow_runs(limit=500)}
+        left = {str(r.id) for r in client.read_flow_runs(flow_filter=probes, limit=200)}
     assert not ({str(r.id) for r in mine} & left)
     assert str(pending.id) in left, "a scheduled run is never deleted"
 
