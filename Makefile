@@ -32,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/cycle.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/prefect_overhead.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

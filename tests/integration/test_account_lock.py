@@ -20,7 +20,7 @@ FIRST = "2025-05-23T04:00:00Z"
 HOUR_LATER = "2025-05-23T05:00:00Z"
 LATER = "2025-05-25T04:00:00Z"
 MUCH_LATER = "2025-05-27T04:00:00Z"
-PAUSE_S = "6"
+PAUSE_S = "180"  # at most: the first run is released as soon as the second is seen waiting
 
 
 @pytest.fixture
@@ -30,23 +30,25 @@ def api_url(prefect_harness) -> str:  # noqa: ARG001
     return str(PREFECT_API_URL.value())
 
 
-def _env(db_url: str, api_url: str, pause_at: str | None = None) -> dict[str, str]:
+def _env(db_url: str, api_url: str, pause_at: str | None = None, release: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
     env.update(QUORUM_DATABASE_URL=db_url, PREFECT_API_URL=api_url, PYTHONPATH=str(ROOT))
     if pause_at:
-        env.update(QUORUM_PAUSE_AT=pause_at, QUORUM_PAUSE_S=PAUSE_S)
+        env.update(QUORUM_PAUSE_AT=pause_at, QUORUM_PAUSE_S=PAUSE_S, QUORUM_PAUSE_RELEASE=str(release))
     return env
 
 
-def start(db_url: str, api_url: str, cwd: Path, *args: str, pause_at: str | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "cli.app", *args], cwd=cwd, env=_env(db_url, api_url, pause_at),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(db_url: str, api_url: str, cwd: Path, *args: str, pause_at: str | None = None,
+          release: Path | None = None, stderr=subprocess.PIPE) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    return subprocess.Popen([sys.executable, "-m", "cli.app", *args], cwd=cwd,
+                            env=_env(db_url, api_url, pause_at, release), stdout=subprocess.PIPE, stderr=stderr,
+                            text=True)
 
 
 def finish(p: subprocess.Popen[str]) -> tuple[str, str]:
     out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, out[-2000:] + err[-2000:]
-    return out, err
+    assert p.returncode == 0, out[-2000:] + (err or "")[-2000:]
+    return out, err or ""
 
 
 def run(db_url: str, api_url: str, cwd: Path, *args: str) -> str:
@@ -103,13 +105,23 @@ def overlap(db_url: str, api_url: str, cwd: Path, first: tuple[str, ...], second
             pause_at: str) -> tuple[str, str]:
     """Start `first` held mid-way, start `second` once the first holds the account; both must succeed.
     Returns (second's stdout, second's stderr)."""
-    a = start(db_url, api_url, cwd, *first, pause_at=pause_at)
+    import uuid
+
+    release = cwd / f"release-{uuid.uuid4().hex[:8]}"
+    a = start(db_url, api_url, cwd, *first, pause_at=pause_at, release=release)
     wait_until_holding(db_url, a, "cycle" if first[0] == "cycle" else "monitor")
-    b = start(db_url, api_url, cwd, *second)
-    finish(a)
-    out, err = finish(b)
-    assert "waiting for the paper account" in err, err[-2000:]
-    return out, err
+    err_path = release.with_suffix(".stderr")
+    with open(err_path, "w") as err_file:
+        b = start(db_url, api_url, cwd, *second, stderr=err_file)
+        deadline = time.monotonic() + 180
+        while "waiting for the paper account" not in err_path.read_text():
+            assert b.poll() is None, f"the second run did not wait: {err_path.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "the second run never reached the lock"
+            time.sleep(0.2)
+        release.touch()  # the first run carries on and finishes; then the second takes the account
+        finish(a)
+        out, _ = finish(b)
+    return out, err_path.read_text()
 
 
 def no_doubles(s: dict) -> None:
