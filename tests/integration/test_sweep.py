@@ -22,29 +22,34 @@ def cluster():  # type: ignore[no-untyped-def]
 
 def test_sweep_fans_out_on_the_dask_cluster_and_writes_one_report(prefect_harness, cluster, monkeypatch,  # noqa: ARG001
                                                                     tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
     from backtest.sweep import Variant, run_variant
-    from flows.sweep import sweep
+    from cli.app import app
 
     monkeypatch.setenv("QUORUM_DASK_ADDRESS", cluster.scheduler_address)
-    res = sweep(start="2025-05-20", end="2025-05-21", profiles="default,conservative,kelly",
-                symbol_sets="BTC/USDT:USDT;ETH/USDT:USDT,SOL/USDT:USDT", train_days=0, test_days=2,
-                out_dir=str(tmp_path / "reports"))
-    assert res["variants"] == 6
+    r = CliRunner().invoke(app, ["backtest", "--sweep", "--from", "2025-05-20", "--to", "2025-05-21", "--test-days", "2",
+                                 "--profiles", "default,conservative,kelly",
+                                 "--symbol-sets", "BTC/USDT:USDT;ETH/USDT:USDT,SOL/USDT:USDT",
+                                 "--out", str(tmp_path / "reports"), "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["variants"] == 6 and len(res["rows"]) == 6
     workers = set(cluster.scheduler_info["workers"])
     assert set(res["workers"]) <= workers and res["workers"], (res["workers"], workers)
-    names = {r["variant"]["name"] for r in res["results"]}
-    assert len(names) == 6
+    data = json.loads(Path(res["report_json"]).read_text())
+    names = {x["variant"]["name"] for x in data["results"]}
+    assert len(names) == 6 and {row["variant"] for row in res["rows"]} == names
     # each variant's numbers are its own backtest's (the same as running it here)
-    first = res["results"][0]
+    first = data["results"][0]
     again = run_variant(Variant(**{**first["variant"], "symbols": tuple(first["variant"]["symbols"])}))
     assert again["metrics"] == first["metrics"]
-    assert sum(r["metrics"]["n_trades"] for r in res["results"]) > 0
+    assert sum(x["metrics"]["n_trades"] for x in data["results"]) > 0
     html = Path(res["report_html"]).read_text()
     assert html.count("<tr>") == 7  # header + 6 variants
     for n in names:
         assert n in html
-    data = json.loads(Path(res["report_json"]).read_text())
-    assert len(data["rows"]) == 6 and all(r["equity"]["equity"] for r in data["results"])
+    assert all(x["equity"]["equity"] for x in data["results"])
 
 
 def test_sweep_variants_and_windows() -> None:
