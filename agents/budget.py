@@ -6,8 +6,10 @@
 - `spend(member_id, tokens, now=None)` records the tokens actually used (input + output);
 - `new_cycle()` resets the per-cycle counters (or build one TokenBudget per cycle over a shared store).
 A limit of None means unlimited; 0 means no tokens at all. Day totals live in a `UsageStore`
-(`InMemoryUsageStore` here; `store.llm_cache.SqlTokenUsageStore` / `RedisTokenUsageStore` persist
-them so a restart does not reset the day). A refusal is logged once per member per cycle, as one line.
+(`InMemoryUsageStore` here; `store.llm_cache.SqlTokenUsageStore` is the database record, with
+`CachedTokenUsageStore` putting Redis in front of it as a cache), so a restart does not reset the day.
+When the day's total cannot be read the member is stopped (fail closed), never assumed to have spent
+nothing. A refusal is logged once per member per cycle, as one line.
 """
 
 from __future__ import annotations
@@ -79,7 +81,11 @@ class TokenBudget:
                     f"{cycle:,} of {self.per_cycle:,} per cycle already spent")
         if self.per_day is not None:
             day = _day(now)
-            spent = self.store.day_total(member_id, day)
+            try:
+                spent = self.store.day_total(member_id, day)
+            except Exception as exc:  # noqa: BLE001 - an unreadable record stops the member: fail closed
+                return (f"token budget: {member_id} stopped: the day's spend cannot be read "
+                        f"({str(exc)[:120] or type(exc).__name__})")
             if spent + est > self.per_day:
                 return (f"token budget: {member_id} stopped for {day.isoformat()}: ~{est:,} tokens needed, "
                         f"{spent:,} of {self.per_day:,} per day already spent")
@@ -102,7 +108,11 @@ class TokenBudget:
             return
         with self._lock:
             self._cycle[member_id] = self._cycle.get(member_id, 0) + tokens
-        self.store.add(member_id, _day(now), tokens)
+        try:
+            self.store.add(member_id, _day(now), tokens)
+        except Exception as exc:  # noqa: BLE001 - recording the spend never breaks a decision
+            log.warning("token budget: %s's spend of %d tokens not recorded (%s)", member_id, tokens,
+                        str(exc)[:120] or type(exc).__name__)
 
 
 def estimate_tokens(text_chars: int, n_candidates: int) -> int:

@@ -146,8 +146,11 @@ def analyse_news(
         log.warning("news: %s unavailable: %s: %s", symbol, reason, str(exc)[:200])
         if raise_errors:
             raise
+        # an unusable answer was still paid for: its tokens and cost go on the cost line
+        spent = int(getattr(exc, "input_tokens", 0) or 0) + int(getattr(exc, "output_tokens", 0) or 0)
         return NewsReport(symbol=symbol, as_of=now, available=False,
-                          note=f"news unavailable ({reason}): {str(exc)[:160]}")
+                          note=f"news unavailable ({reason}): {str(exc)[:160]}", tokens=spent,
+                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0))
     events, dropped = events_from_answer(answer, now)
     for headline, why in dropped:
         log.info("news: %s: dropped %r: %s", symbol, headline[:80], why)

@@ -244,7 +244,7 @@ def run_backtest(
                         snaps[s] = source.snapshot(s, t)  # the point-in-time view the live cycle collects
                     except DataError:  # outside the source's common range: no prompt for it this time
                         continue
-                from agents.panel import build_payload
+                from agents.prompt import build_payload
 
                 # exactly as the live cycle builds it (tasks.fanout.run_panel_tasks): same facts, same
                 # prompt, same response-cache key

@@ -35,8 +35,8 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
     """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
-    from core.errors import DataError
     from exchange.factory import build_source
+    from pipeline.stages import check_symbols
     from store.db import open_database
 
     settings = settings_or_fail()
@@ -44,10 +44,9 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     if hasattr(source, "check_as_of") and as_of != "next":
         source.check_as_of(as_of)
     if symbols:
-        known = source.symbols()
-        unknown = [x for x in symbols if x not in known]
-        if unknown:
-            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+        check_symbols(symbols, source.symbols(), "--symbols")
+    elif trading and settings.universe == "fixed":
+        check_symbols(settings.symbols, source.symbols(), "QUORUM_SYMBOLS")
     open_database(settings.database_url)
     if as_of == "next":
         return  # resolved by the flow under the account's lock (pipeline.account.decision_time)

@@ -48,8 +48,16 @@ class StorageError(QuorumError):
 
 
 class LLMOutputError(QuorumError):
-    """A model answer that cannot be used; the vote abstains with `reason`."""
+    """A model answer that cannot be used; the vote abstains with `reason`.
 
-    def __init__(self, message: str, reason: str = "invalid_output"):
+    `raw` is the answer's text (for one repair attempt); `input_tokens`, `output_tokens` and
+    `cost_usd` are what the unusable answer cost, so the caller can still charge it."""
+
+    def __init__(self, message: str, reason: str = "invalid_output", *, raw: str = "",
+                 input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0):
         super().__init__(message)
         self.reason = reason
+        self.raw = raw
+        self.input_tokens = int(input_tokens)
+        self.output_tokens = int(output_tokens)
+        self.cost_usd = float(cost_usd)

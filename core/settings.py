@@ -2,17 +2,29 @@
 
 Precedence (highest first): constructor arguments, environment, .env, quorum.yaml, defaults.
 The YAML file is `quorum.yaml` in the working directory, or the path in QUORUM_CONFIG.
-A bad value raises ConfigError naming the setting, the value and what is allowed.
+A bad value raises ConfigError naming the setting, the value and what is allowed, and where the value
+came from: the environment variable, or the file's key when it came from the file. An unknown key in
+the file (at any depth) is an error naming it, with the closest known key as a suggestion.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,18 +49,19 @@ RISK_PROFILES = ("default", "conservative", "kelly", "arena")
 
 
 class PanelMember(BaseModel):
-    """One model on the decision panel."""
+    """One model on the decision panel. Its numbers are checked: a time limit above 0 (at most an
+    hour), prices and weight at least 0, all finite."""
 
-    id: str
+    id: str = Field(min_length=1, max_length=64)
     provider: Literal["openai", "deepseek", "anthropic", "xai", "ollama", "openrouter"]
-    model: str
+    model: str = Field(min_length=1)
     enabled: bool | None = None  # None: enabled when its key or host is present
-    timeout_s: float = 60.0
-    price_in_per_mtok: float = 0.0
-    price_out_per_mtok: float = 0.0
+    timeout_s: float = Field(60.0, gt=0, le=3600, allow_inf_nan=False)
+    price_in_per_mtok: float = Field(0.0, ge=0, allow_inf_nan=False)
+    price_out_per_mtok: float = Field(0.0, ge=0, allow_inf_nan=False)
     base_url: str | None = None
     system_prompt: str | None = None
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)
 
 
 def default_panel() -> list[PanelMember]:
@@ -78,8 +91,8 @@ class SignalSettings(BaseModel):
     long_threshold: float = Field(0.45, gt=0, lt=1)
     short_threshold: float = Field(-0.45, gt=-1, lt=0)
     tf_weights: dict[str, float] = Field(default_factory=lambda: {"1h": 0.30, "4h": 0.50, "1d": 0.20})
-    panic_vol_ratio: float = 2.5
-    digesting_vol_ratio: float = 1.3
+    panic_vol_ratio: float = Field(2.5, gt=1, allow_inf_nan=False)
+    digesting_vol_ratio: float = Field(1.3, gt=1, allow_inf_nan=False)
 
     def action_for(self, score: float) -> Action:
         """The signal of a score in [-1, 1]: above long_threshold LONG, below short_threshold SHORT, else
@@ -95,9 +108,18 @@ class SignalSettings(BaseModel):
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
         if set(v) != {"1h", "4h", "1d"}:
             raise ValueError(f"needs exactly the keys 1h, 4h, 1d, got {sorted(v)}")
+        if any(not (0 <= w <= 1) for w in v.values()):
+            raise ValueError(f"each weight must be between 0 and 1, got {v}")
         if abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1, got {sum(v.values()):.3f}")
         return v
+
+    @model_validator(mode="after")
+    def _regimes(self) -> SignalSettings:
+        if self.panic_vol_ratio <= self.digesting_vol_ratio:
+            raise ValueError(f"panic_vol_ratio ({self.panic_vol_ratio:g}) must be above digesting_vol_ratio "
+                             f"({self.digesting_vol_ratio:g})")
+        return self
 
 
 class ConsensusSettings(BaseModel):
@@ -168,6 +190,21 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown risk profile {v!r}; allowed: {', '.join(RISK_PROFILES)}")
         return v
 
+    @field_validator("panel", mode="wrap")
+    @classmethod
+    def _panel(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> list[PanelMember]:
+        """Each member's errors named by the member's id and field; ids unique."""
+        try:
+            members: list[PanelMember] = handler(v)
+        except ValidationError as exc:
+            raise ValueError("; ".join(_member_error(v, e) for e in exc.errors())) from None
+        seen: set[str] = set()
+        for m in members:
+            if m.id in seen:
+                raise ValueError(f"panel member id {m.id!r} appears twice; ids must be unique")
+            seen.add(m.id)
+        return members
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, v: Any) -> Any:
@@ -200,50 +237,178 @@ class Settings(BaseSettings):
         return None
 
 
-class YamlSource(PydanticBaseSettingsSource):
-    """Reads quorum.yaml (or QUORUM_CONFIG). A malformed file is a ConfigError."""
+def _member_error(raw: Any, err: Any) -> str:
+    """One error of a panel member as "panel member 'gpt' (#1): timeout_s = -3: must be ..."."""
+    loc = list(err.get("loc", ()))
+    idx = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    who = f"#{idx}" if idx is not None else "?"
+    if idx is not None and isinstance(raw, list | tuple) and 0 <= idx < len(raw):
+        item = raw[idx]
+        mid = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
+        if mid:
+            who = f"{mid!r} (#{idx})"
+    field = ".".join(str(p) for p in loc) or "member"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict | list) else f" = {value!r}"
+    return f"panel member {who}: {field}{shown}: {err.get('msg', 'invalid')}"
 
-    def _path(self) -> Path | None:
-        explicit = os.environ.get("QUORUM_CONFIG")
-        if explicit:
-            p = Path(explicit)
-            if not p.exists():
-                raise ConfigError(f"QUORUM_CONFIG={explicit}: file not found")
-            return p
-        p = Path.cwd() / "quorum.yaml"
-        return p if p.exists() else None
+
+def yaml_path() -> Path | None:
+    """The settings file in use: QUORUM_CONFIG (must exist) or ./quorum.yaml when present."""
+    explicit = os.environ.get("QUORUM_CONFIG")
+    if explicit:
+        p = Path(explicit)
+        if not p.exists():
+            raise ConfigError(f"QUORUM_CONFIG={explicit}: file not found")
+        return p
+    p = Path.cwd() / "quorum.yaml"
+    return p if p.exists() or p.is_symlink() else None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The file's mapping of settings; anything that is not a readable YAML mapping of known keys is
+    one ConfigError naming the file (and the line, or the unknown key)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML settings file")
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the settings file ({exc.strerror or type(exc).__name__})") from None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text YAML file (not UTF-8); is it the right file?") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text YAML file (contains NUL bytes); is it the right file?")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    problems = unknown_keys(Settings, data)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return data
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(the BaseModel in `annotation`, whether it is a list of them) for X, X | None, list[X]."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _model_of(typing.get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return args[0], True
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(annotation):
+            m, many = _model_of(a)
+            if m is not None:
+                return m, many
+    return None, False
+
+
+def unknown_keys(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key of `data` (recursively, through nested settings and lists of them) that `model` does
+    not have, as "unknown key 'paper.startng_balance' (did you mean 'starting_balance'?)"."""
+    out: list[str] = []
+    fields = model.model_fields
+    for key, value in data.items():
+        name = str(key)
+        where = f"{prefix}{name}"
+        if name not in fields:
+            close = difflib.get_close_matches(name.lower(), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(fields)}"
+            out.append(f"unknown key {where!r}{hint}")
+            continue
+        sub, many = _model_of(fields[name].annotation)
+        if sub is None:
+            continue
+        if many and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    out.extend(unknown_keys(sub, item, f"{where}[{i}]."))
+        elif not many and isinstance(value, dict):
+            out.extend(unknown_keys(sub, value, f"{where}."))
+    return out
+
+
+class YamlSource(PydanticBaseSettingsSource):
+    """Reads quorum.yaml (or QUORUM_CONFIG) through `read_yaml`."""
 
     def __call__(self) -> dict[str, Any]:
-        path = self._path()
-        if path is None:
-            return {}
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
-        return data
+        path = yaml_path()
+        return {} if path is None else read_yaml(path)
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _env_names() -> set[str]:
+    """QUORUM_* names set in the environment or in ./.env (upper case)."""
+    names = {k.upper() for k in os.environ if k.upper().startswith("QUORUM_")}
+    env_file = Path.cwd() / ".env"
+    if env_file.is_file():
+        try:
+            from dotenv import dotenv_values
+
+            names |= {k.upper() for k in dotenv_values(env_file) if k and k.upper().startswith("QUORUM_")}
+        except Exception:  # noqa: BLE001 - pydantic-settings reports an unreadable .env itself
+            pass
+    return names
+
+
+def _in_yaml(data: Any, loc: tuple[Any, ...]) -> bool:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def _source(loc: tuple[Any, ...], overrides: dict[str, Any], env: set[str], yaml_data: dict[str, Any],
+            path: Path | None) -> str:
+    """Where the bad value came from: an argument, the environment variable, the file's key."""
+    if loc and loc[0] in overrides:
+        return "argument"
+    for i in range(len(loc), 0, -1):
+        name = "QUORUM_" + "__".join(str(p) for p in loc[:i]).upper()
+        if name in env:
+            return name
+    for i in range(len(loc), 0, -1):
+        if _in_yaml(yaml_data, loc[:i]):
+            key = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if j else str(p))
+                          for j, p in enumerate(loc[:i]))
+            return f"key {key!r} in {path}"
+    return "QUORUM_" + "__".join(str(p) for p in loc).upper()
+
+
+def _describe(err: Any, where: str) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()))
-    env = "QUORUM_" + "__".join(str(p) for p in err.get("loc", ())).upper()
     value = err.get("input")
-    msg = err.get("msg", "invalid")
-    shown = value if not isinstance(value, dict | list) or len(str(value)) < 80 else "…"
-    return f"setting {loc!r} ({env}) = {shown!r}: {msg}"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if isinstance(value, dict | list):
+        return f"setting {loc!r} ({where}): {msg}"
+    return f"setting {loc!r} ({where}) = {value!r}: {msg}"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings, turning validation errors into one ConfigError naming each bad setting."""
+    """Build Settings, turning validation errors into one ConfigError naming each bad setting and
+    where its value came from."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        path = yaml_path()
+        yaml_data = read_yaml(path) if path is not None else {}
+        env = _env_names()
+        lines = [_describe(e, _source(tuple(e.get("loc", ())), overrides, env, yaml_data, path))
+                 for e in exc.errors()]
         raise ConfigError("; ".join(lines)) from None

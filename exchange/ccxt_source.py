@@ -24,6 +24,7 @@ import ccxt
 import pandas as pd
 
 from core.errors import ConfigError, DataError, ExchangeError, QuorumError
+from core.frames import check_bars
 from core.types import CANDLE_COLUMNS, TIMEFRAMES, MarketSnapshot
 from exchange.base import MarketRules, TickerInfo
 from exchange.ccxt_errors import retry_reads, translate_ccxt
@@ -297,6 +298,11 @@ class CcxtSource:
         if candles["1h"].empty:
             raise DataError(f"{self.name}: no closed 1h bars for {sym} before {t:%Y-%m-%d %H:%M} UTC")
         last_close = float(candles["1h"]["close"].iloc[-1])
+        steps = candles["1h"].index.to_series().diff().dropna()
+        gaps = steps[steps > pd.Timedelta(hours=1)]
+        if len(gaps):
+            notes.append(f"{len(gaps)} gap(s) in the exchange's 1h bars, latest before "
+                         f"{gaps.index[-1]:%Y-%m-%d %H:%M} UTC ({gaps.iloc[-1] / pd.Timedelta(hours=1):.0f} h; not filled)")
 
         if live:
             tk = self.ticker(sym, notes)
@@ -428,12 +434,20 @@ class CcxtSource:
         last_open = t_ms - step  # a bar closes at open + step
         start = (last_open // step - count + 1) * step
         rows = self.fetch_ohlcv_range(symbol, timeframe, start, last_open)
-        df = ohlcv_frame(rows)
+        df = self._checked(ohlcv_frame(rows), symbol, timeframe)
         closed = df.index + pd.Timedelta(milliseconds=step) <= pd.Timestamp(t_ms, unit="ms", tz="UTC")
         return df[closed].iloc[-count:]
 
+    def _checked(self, df: pd.DataFrame, symbol: str, timeframe: str) -> pd.DataFrame:
+        """The exchange's bars checked at the boundary (core.frames.check_bars): NaN, zero or negative
+        prices, inconsistent high/low or a spike are a DataError naming the call and the bar."""
+        if len(df):
+            check_bars(df, f"{self.name}: fetch_ohlcv {symbol} {timeframe}", step=None)
+        return df
+
     def bars_between(self, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
-        df = ohlcv_frame(self.fetch_ohlcv_range(symbol, "1h", to_ms(start), to_ms(end) - HOUR_MS))
+        df = self._checked(ohlcv_frame(self.fetch_ohlcv_range(symbol, "1h", to_ms(start), to_ms(end) - HOUR_MS)),
+                           symbol, "1h")
         end_ts = pd.Timestamp(to_ms(end), unit="ms", tz="UTC")
         return df[df.index + pd.Timedelta(hours=1) <= end_ts]
 

@@ -52,7 +52,13 @@ def read_store(path: Path) -> pd.DataFrame:
     """A store file as written here (columns `date` + OHLCV); empty frame when absent."""
     if not path.exists():
         return _empty()
-    df = pd.read_feather(path)
+    try:
+        df = pd.read_feather(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad file
+        raise DataError(f"{path}: cannot read the stored history (truncated, empty or not a feather file: "
+                        f"{type(exc).__name__}); move it away and download again") from None
+    if "date" not in df.columns:
+        raise DataError(f"{path}: the stored history has no 'date' column; move it away and download again")
     df["date"] = pd.to_datetime(df["date"], utc=True)
     return df
 

@@ -18,7 +18,7 @@ from prefect.context import get_run_context
 from core.errors import ConfigError
 from core.faults import pause_point
 from core.settings import Settings, load_settings
-from core.types import Action, MarketSnapshot, NewsReport, Score, Vote
+from core.types import Action, NewsReport, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
 from pipeline.account import account_summary, check_clock, load
@@ -148,7 +148,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     candidates, dropped, universe_note = select_candidates(settings, tickers, source.symbols(), symbols, hunted)
     pending_news = fanout.submit_news(settings, [c.symbol for c in candidates], decision_time)
     futures = {c.symbol: collect_task.submit(source, c.symbol, decision_time) for c in candidates}
-    snapshots: dict[str, MarketSnapshot] = {s: f.result() for s, f in futures.items()}
+    bad = source.quarantined() if hasattr(source, "quarantined") else {}
+    dropped = [(s, f"quarantined: {bad[s]}" if s in bad else r) for s, r in dropped]
+    snapshots, left_out = fanout.collect_snapshots(futures, bad, logger)
+    dropped += left_out
     timings["collect"] = time.perf_counter() - t1
     logger.info("candidates (%s): %s%s", universe_note, ", ".join(snapshots) or "none",
                 "".join(f"; dropped {sym}: {why}" for sym, why in dropped))

@@ -5,6 +5,7 @@ when called alone) and returns the account as it stands after its commits."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from agents.math_engine import hourly_atr
+from core.errors import DataError
 from core.faults import crash_point
 from core.settings import Settings
 from core.types import NewsReport, Position, PositionEvent
@@ -24,27 +26,43 @@ from risk.profiles import get_profile
 from store import repo
 from store.db import transaction
 
+log = logging.getLogger(__name__)
+
 
 def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
                    acct: PaperAccount | None = None) -> tuple[PaperAccount, dict[str, Any]]:
     """Bring every open position up to `until`, one transaction per position. (Critical news closes
-    positions at the next price through `news_exits`, not on past bars.)"""
+    positions at the next price through `news_exits`, not on past bars.)
+
+    A symbol whose market data fails its checks (DataError: corrupt file, NaN/zero/negative bars, a
+    spike) is quarantined: its positions are left exactly as they are (not advanced, not checked
+    past the bad data), `summary["quarantined"]` and the events say why, and every other position is
+    still managed."""
     acct = acct if acct is not None else load(factory, settings)
-    summary: dict[str, Any] = {"checked": 0, "events": []}
+    summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}}
     for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))]:
         pos = acct.get(pid)
+        if pos.symbol in summary["quarantined"]:
+            continue
         with transaction(factory) as s:
             start = repo.checked_until(s, pid) or pos.opened_at
             if until <= start:
                 continue
-            # 1h ATR for the Chandelier exit, from bars before `start` too (warm-up), known at each close
-            warm = source.bars_between(pos.symbol, start - timedelta(hours=ATR_WARMUP_H), until)
+            try:
+                # 1h ATR for the Chandelier exit, from bars before `start` too (warm-up), known at each close
+                warm = source.bars_between(pos.symbol, start - timedelta(hours=ATR_WARMUP_H), until)
+                funding = source.funding_between(pos.symbol, start, until)
+                qty_step = source.market_rules(pos.symbol).qty_step
+            except DataError as exc:
+                reason = str(exc)
+                summary["quarantined"][pos.symbol] = reason
+                summary["events"].append(f"{pos.symbol} quarantined, its position(s) left unmanaged: {reason}")
+                log.warning("monitor: %s quarantined (%s); managing the other positions", pos.symbol, reason)
+                continue
             atr = pd.Series(hourly_atr(warm), index=warm.index) if len(warm) else None
             bars = warm.loc[pd.Timestamp(start):] if len(warm) else warm
-            funding = source.funding_between(pos.symbol, start, until)
             n_fills = len(acct.fills)
-            last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr,
-                                    source.market_rules(pos.symbol).qty_step)
+            last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr, qty_step)
             record_fills(s, acct, settings.mode, None, n_fills, [pid] * (len(acct.fills) - n_fills))
             events = save_account(s, settings, acct, until, {pid: last or start})
             enqueue_event_posts(s, acct, events)
@@ -70,8 +88,12 @@ def close_at_market(factory: Factory, source: MarketDataSource, settings: Settin
         for p in acct.open_positions():
             if not which(p):
                 continue
-            nxt = source.price_after(p.symbol, now)
-            px_ts = nxt if nxt is not None else (now, marks(source, [p.symbol], now)[p.symbol])
+            try:
+                nxt = source.price_after(p.symbol, now)
+                px_ts = nxt if nxt is not None else (now, marks(source, [p.symbol], now)[p.symbol])
+            except (DataError, KeyError) as exc:
+                log.warning("close: %s not closed: no usable price (%s)", p.symbol, exc)
+                continue
             acct.close(p.id, p.qty_open, px_ts[1], px_ts[0], reason=reason, kind=kind)
             pids.append(p.id)
             closed.append(f"{p.symbol} @ {px_ts[1]:.6g}")

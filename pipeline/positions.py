@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pandas as pd
 
+from core.errors import DataError
 from core.types import Position, TradePlan
 from exchange.base import MarketDataSource
 from exchange.paper import PaperAccount
@@ -23,10 +24,15 @@ ATR_WARMUP_H = 72  # 1h bars before a monitor window, so ATR(14) is settled at i
 
 def marks(source: MarketDataSource, symbols: Sequence[str], t: datetime,
           known: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The latest close at `t` per symbol; a symbol without usable bars (none in 48 h, or quarantined
+    data) has no mark, and counts at its entry price."""
     out = dict(known or {})
     for sym in symbols:
         if sym not in out:
-            bars = source.bars_between(sym, t - timedelta(hours=48), t)
+            try:
+                bars = source.bars_between(sym, t - timedelta(hours=48), t)
+            except DataError:
+                continue
             if len(bars):
                 out[sym] = float(bars["close"].iloc[-1])
     return out

@@ -21,6 +21,13 @@ from risk.manager import AccountState, MarketLimits, RiskInput, TrackRecord, eva
 BTC = "BTC/USDT:USDT"
 
 
+def check_symbols(symbols: list[str], known: list[str], where: str = "--symbols") -> None:
+    """DataError naming `where` (--symbols, QUORUM_SYMBOLS) when a symbol is not in the source's `known`."""
+    unknown = [s for s in symbols if s not in known]
+    if unknown:
+        raise DataError(f"{where}: unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+
+
 def select_candidates(settings: Settings, tickers: Mapping[str, TickerInfo], known: list[str],
                       requested: list[str] | None = None,
                       hunted: list[Candidate] | None = None) -> tuple[list[Candidate], list[tuple[str, str]], str]:
@@ -30,14 +37,13 @@ def select_candidates(settings: Settings, tickers: Mapping[str, TickerInfo], kno
     LLM hunter's validated list, the configured fixed universe, else the volume scanner.
     """
     if requested:
-        unknown = [s for s in requested if s not in known]
-        if unknown:
-            raise DataError(f"unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
+        check_symbols(requested, known, "--symbols")
         cands, dropped = fixed_universe(requested, tickers, settings.min_volume_usd, settings.max_spread_pct)
         return cands, dropped, "symbols given on the command line"
     if hunted:
         return hunted, [], "LLM coin hunter"
     if settings.universe == "fixed":
+        check_symbols(settings.symbols, known, "QUORUM_SYMBOLS")  # like --symbols: never an empty cycle
         cands, dropped = fixed_universe(settings.symbols, tickers, settings.min_volume_usd, settings.max_spread_pct)
         return cands, dropped, "configured universe"
     cands, dropped = scan_volume(tickers, settings.scanner_top_n, settings.min_volume_usd, settings.max_spread_pct)

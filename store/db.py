@@ -2,14 +2,21 @@
 
 `open_database(url)` creates the engine, checks the connection (a clear StorageError naming the
 URL without its password when unreachable), and applies Alembic migrations up to head.
+
+Commands started together on a fresh database must not race on the migrations, so the migration step
+is serialised across processes: on SQLite by an exclusive `fcntl.flock` on `<database>.migrate.lock`
+next to the file; on PostgreSQL by a transaction-scoped advisory lock (per database and schema) taken
+in the migration's own transaction. The process that waited then finds the schema at head.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -47,7 +54,7 @@ def make_engine(url: str) -> Engine:
     kwargs: dict = {"future": True, "pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_folder(Path(parsed.database))
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     elif parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
@@ -66,6 +73,24 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _sqlite_folder(path: Path) -> None:
+    """Create the SQLite file's folder; a path under a file (or a directory named like the database)
+    is one StorageError naming the path."""
+    if path.is_dir():
+        raise StorageError(f"SQLite database {path} is a directory; point QUORUM_DATABASE_URL at a file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StorageError(f"cannot create the SQLite database {path}: {parent} is a file, not a folder; "
+                                   "check QUORUM_DATABASE_URL")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the folder of the SQLite database {path}: "
+                           f"{exc.strerror or type(exc).__name__}; check QUORUM_DATABASE_URL") from None
+
+
 def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
@@ -75,15 +100,50 @@ def check_connection(engine: Engine) -> None:
         raise StorageError(f"database {safe_url(str(engine.url))} is unreachable: {reason}") from None
 
 
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on `<database>.migrate.lock` for the migration step (other processes wait)."""
+    import fcntl
+
+    db = engine.url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        yield
+        return
+    lock_path = Path(db).with_name(Path(db).name + ".migrate.lock")
+    try:
+        fh = open(lock_path, "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise StorageError(f"cannot create the migration lock {lock_path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            fh.close()
+
+
+def _pg_migration_lock(conn: Any) -> None:
+    """A transaction-scoped advisory lock for this database and schema (released at commit)."""
+    where = conn.execute(text("SELECT current_database() || '.' || coalesce(current_schema(), '')")).scalar_one()
+    key = zlib.crc32(f"quorum.migrate:{where}".encode()) - 2**31  # a stable signed 32-bit key
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
 def migrate(engine: Engine) -> None:
-    """Apply Alembic migrations up to head (idempotent)."""
+    """Apply Alembic migrations up to head (idempotent), one process at a time (see the module doc)."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = None
-    with engine.begin() as conn:
+    backend = engine.url.get_backend_name()
+    outer = _sqlite_migration_lock(engine) if backend == "sqlite" else nullcontext()
+    with outer, engine.begin() as conn:
+        if backend == "postgresql":
+            _pg_migration_lock(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

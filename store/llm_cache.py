@@ -18,8 +18,12 @@ Layers:
 Only successfully parsed answers are stored. Every cache swallows its own storage errors on `get`
 (a miss) and `put` (logged), so the panel never fails because the cache did.
 
-Token totals: table `llm_token_usage` (member_id, day) -> tokens, through `SqlTokenUsageStore`, or
-`RedisTokenUsageStore`; both implement agents.budget.UsageStore so a restart keeps the day's spend.
+Token totals: table `llm_token_usage` (member_id, day) -> tokens, through `SqlTokenUsageStore`: the
+record of the day's spend (a restart keeps it). With Redis configured, `CachedTokenUsageStore` puts
+Redis in front of that record as a cache only: reads try Redis and fall back to the record (refilling
+Redis), writes go to the record first; Redis being down changes nothing but speed, so the daily budget
+is enforced either way. A record that cannot be read raises StorageError, and the budget then stops
+the member rather than assume nothing was spent.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sqlalchemy import JSON, Date, Float, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.errors import StorageError
 from store.base import Base, UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
@@ -318,13 +323,14 @@ class SqlTokenUsageStore:
         self._lock = threading.Lock()
 
     def day_total(self, member_id: str, day: date) -> int:
+        """The day's total; StorageError when the record cannot be read (never "assume 0 spent")."""
         try:
             with self.session_factory() as s:
                 row = s.get(TokenUsageRow, (member_id, day))
                 return 0 if row is None else int(row.tokens)
         except SQLAlchemyError as exc:
-            log.warning("token budget: read failed (%s); assuming 0 spent", type(exc).__name__)
-            return 0
+            raise StorageError(f"token budget: cannot read the day total of {member_id} "
+                               f"({type(exc).__name__})") from None
 
     def add(self, member_id: str, day: date, tokens: int) -> int:
         with self._lock:
@@ -348,32 +354,87 @@ class SqlTokenUsageStore:
             return self.day_total(member_id, day)
 
 
-class RedisTokenUsageStore:
-    """Per member and UTC day token totals in Redis (INCRBY; keys expire after 3 days)."""
+# only ever raise a cached total: totals grow, so the largest value any process saw is the latest
+_MAX_SET = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local new = tonumber(ARGV[1])
+if new > cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return new end
+return cur
+"""
 
-    def __init__(self, client: Any, *, prefix: str = "quorum:tokens:"):
+
+def token_prefix(database_url: str) -> str:
+    """The Redis key prefix of one database's token totals (two databases never share totals)."""
+    return f"quorum:tokens:{hashlib.sha256(database_url.encode()).hexdigest()[:10]}:"
+
+
+class CachedTokenUsageStore:
+    """Redis in front of the record (`SqlTokenUsageStore`, or any UsageStore). The record is written
+    first and is the truth; Redis holds the latest total per member and day (set only upwards, so
+    processes racing cannot lower it) and is skipped for `backoff_s` after a failure. Entries live
+    `ttl_s` (a miss just reads the record), so a database that was reset is not shadowed for long;
+    give each database its own `prefix` (`token_prefix(url)`)."""
+
+    def __init__(self, record: Any, client: Any, *, prefix: str = "quorum:tokens:", ttl_s: int = 600,
+                 backoff_s: float = 30.0, clock: Callable[[], float] | None = None):
+        import time
+
+        self.record = record
         self.client = client
         self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.backoff_s = backoff_s
+        self._clock = clock or time.monotonic
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, record: Any, url: str, **kw: Any) -> CachedTokenUsageStore:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return cls(record, client, **kw)
 
     def _k(self, member_id: str, day: date) -> str:
         return f"{self.prefix}{day.isoformat()}:{member_id}"
 
-    def day_total(self, member_id: str, day: date) -> int:
+    def _usable(self) -> bool:
+        with self._lock:
+            return self._clock() >= self._down_until
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        with self._lock:
+            first = self._clock() >= self._down_until
+            self._down_until = self._clock() + self.backoff_s
+        if first:
+            log.warning("token budget: redis %s failed (%s); using the database record for %.0fs",
+                        what, type(exc).__name__, self.backoff_s)
+
+    def _raise_to(self, member_id: str, day: date, total: int) -> None:
+        if not self._usable():
+            return
         try:
-            v = self.client.get(self._k(member_id, day))
-            return int(v) if v is not None else 0
-        except Exception as exc:  # noqa: BLE001
-            log.warning("token budget: redis read failed (%s); assuming 0 spent", type(exc).__name__)
-            return 0
+            self.client.eval(_MAX_SET, 1, self._k(member_id, day), int(total), int(self.ttl_s))
+        except Exception as exc:  # noqa: BLE001 - the cache is optional
+            self._failed("write", exc)
+
+    def day_total(self, member_id: str, day: date) -> int:
+        if self._usable():
+            try:
+                v = self.client.get(self._k(member_id, day))
+            except Exception as exc:  # noqa: BLE001
+                self._failed("read", exc)
+            else:
+                if v is not None:
+                    try:
+                        return int(v)
+                    except (TypeError, ValueError):
+                        log.warning("token budget: unreadable redis total for %s; reading the record", member_id)
+        total = int(self.record.day_total(member_id, day))  # the record; raises when unreadable
+        self._raise_to(member_id, day, total)
+        return total
 
     def add(self, member_id: str, day: date, tokens: int) -> int:
-        k = self._k(member_id, day)
-        try:
-            pipe = self.client.pipeline()
-            pipe.incrby(k, int(tokens))
-            pipe.expire(k, 3 * 24 * 3600)
-            total, _ = pipe.execute()
-            return int(total)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("token budget: redis write failed (%s); spend not persisted", type(exc).__name__)
-            return 0
+        total = int(self.record.add(member_id, day, tokens))
+        self._raise_to(member_id, day, total)
+        return total

@@ -13,6 +13,26 @@ from core.types import Candidate, MarketSnapshot, NewsReport, Position, Score, V
 from exchange.base import MarketDataSource
 
 
+def collect_snapshots(futures: Mapping[str, Any], quarantined: Mapping[str, str] | None = None,
+                      logger: Any = None) -> tuple[dict[str, MarketSnapshot], list[tuple[str, str]]]:
+    """The collected snapshots, and the symbols left out: a symbol whose data fails its checks
+    (DataError) is quarantined with the reason, and the cycle goes on with the others. Any other
+    failure (e.g. the exchange unreachable after retries) still fails the cycle."""
+    from core.errors import DataError
+
+    snapshots: dict[str, MarketSnapshot] = {}
+    left_out: list[tuple[str, str]] = []
+    for sym, fut in futures.items():
+        try:
+            snapshots[sym] = fut.result()
+        except DataError as exc:
+            reason = (quarantined or {}).get(sym) or str(exc)
+            left_out.append((sym, f"quarantined: {reason}"))
+            if logger is not None:
+                logger.warning("data: %s left out of this cycle: %s", sym, reason)
+    return snapshots, left_out
+
+
 def submit_news(settings: Settings, symbols: Sequence[str], now: datetime) -> dict[str, Any]:
     """Start the news task per candidate (cached 1 h per symbol); it runs while the data is collected."""
     from agents.llm.registry import member_status
@@ -60,7 +80,7 @@ def run_panel_tasks(settings: Settings, available: Sequence[Any], statuses: Sequ
     """Fan out one decision task per available member (all candidates in one prompt), concurrently."""
     if not available or not snapshots:
         return []
-    from agents.panel import build_payload
+    from agents.prompt import build_payload
     from tasks import panel
 
     panel.set_runtime(panel._build_runtime(settings))  # this cycle's database/Redis cache and budgets

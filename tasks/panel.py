@@ -91,10 +91,12 @@ def set_runtime(rt: PanelRuntime | None) -> None:
 
 
 def _build_runtime(settings: Settings) -> PanelRuntime:
+    from agents.budget import InMemoryUsageStore
     from store.llm_cache import (
-        RedisTokenUsageStore,
+        CachedTokenUsageStore,
         SqlTokenUsageStore,
         build_response_cache,
+        token_prefix,
     )
 
     factory = None
@@ -106,16 +108,14 @@ def _build_runtime(settings: Settings) -> PanelRuntime:
         log.warning("llm cache: database unavailable (%s); caching answers in process only", exc)
     redis_url = settings.redis_url or os.environ.get("QUORUM_REDIS_URL")
     cache = build_response_cache(factory, redis_url)
-    usage_store: Any = None
+    # the database is the record of the day's tokens; Redis, when configured, only a cache in front
+    usage_store: Any = SqlTokenUsageStore(factory) if factory is not None else InMemoryUsageStore()
     if redis_url:
         try:
-            import redis
-
-            usage_store = RedisTokenUsageStore(redis.Redis.from_url(redis_url, socket_timeout=2.0))
-        except Exception:  # noqa: BLE001
-            usage_store = None
-    if usage_store is None and factory is not None:
-        usage_store = SqlTokenUsageStore(factory)
+            usage_store = CachedTokenUsageStore.from_url(usage_store, redis_url,
+                                                         prefix=token_prefix(settings.database_url))
+        except Exception as exc:  # noqa: BLE001 - redis missing or a bad URL: the record alone
+            log.warning("token budget: redis not usable (%s); using the database record only", type(exc).__name__)
     budget = TokenBudget(settings.token_budget_cycle, settings.token_budget_day, store=usage_store)
     return PanelRuntime(cache=cache, budget=budget)
 

@@ -1,8 +1,10 @@
 """Claude on the real `anthropic` client; structured output through one forced tool.
 
 The schema becomes a tool (`input_schema`), `tool_choice` forces it, and the tool_use block's input
-is validated with pydantic. stop_reason "refusal" → LLMOutputError(reason="refused"); no tool_use
-block → LLMOutputError(reason="invalid_output") with the text on `.raw`.
+is validated with pydantic. stop_reason "refusal", or a prose answer that declines instead of calling
+the tool → LLMOutputError(reason="refused"); a text answer carrying the JSON (fenced or not) is
+parsed; any other answer without a tool_use block → LLMOutputError(reason="invalid_output") with the
+text on `.raw`. Every such error carries the answer's tokens and cost.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 
 import anthropic
 
-from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, output_error, scrub, validate_output
-from agents.llm.common import ProviderBase, api_error
+from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, scrub
+from agents.llm.common import ProviderBase, api_error, reads_as_refusal
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -99,14 +101,20 @@ class AnthropicProvider(ProviderBase):
         text = "\n".join(t for t in texts if t)
         who = f"anthropic/{self.model}"
         if msg.stop_reason == "refusal":
-            raise output_error(f"{who} refused: {scrub(text or 'no reason given', limit=200)}",
-                               reason="refused", raw=text)
+            raise self._fail(f"{who} refused: {scrub(text or 'no reason given', limit=200)}", usage,
+                             reason="refused", raw=text)
         tool_uses = [b for b in msg.content if getattr(b, "type", "") == "tool_use"]
         if not tool_uses:
-            reason = "cut at max_tokens" if msg.stop_reason == "max_tokens" else "no tool_use block"
-            raise output_error(f"{who}: {reason} in the answer", raw=text)
+            if msg.stop_reason == "max_tokens":
+                raise self._fail(f"{who}: cut at max_tokens in the answer", usage, raw=text)
+            if reads_as_refusal(text):  # declined in prose instead of calling the tool
+                raise self._fail(f"{who} refused: {scrub(text, limit=200)}", usage, reason="refused", raw=text)
+            if "{" not in text:
+                raise self._fail(f"{who}: no tool_use block in the answer", usage, raw=text)
+            return self._result(self._parse(text, schema, usage), text, latency, usage, id=msg.id,
+                                stop_reason=msg.stop_reason)  # the JSON came as text (maybe fenced)
         raw = json.dumps(tool_uses[0].input)
-        parsed = validate_output(raw, schema)
+        parsed = self._parse(raw, schema, usage)
         return self._result(parsed, raw, latency, usage, id=msg.id, stop_reason=msg.stop_reason)
 
     def _translate(self, exc: anthropic.AnthropicError, timeout_s: float) -> Exception:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from core.errors import QuorumError
+from core.errors import LLMOutputError, QuorumError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -74,8 +74,6 @@ def validate_output[M: BaseModel](text: str | None, schema: type[M]) -> M:
     with the raw text on its `raw` attribute (for one repair attempt by the caller)."""
     from pydantic import ValidationError
 
-    from core.errors import LLMOutputError
-
     raw = text or ""
     try:
         return schema.model_validate_json(raw)
@@ -84,19 +82,13 @@ def validate_output[M: BaseModel](text: str | None, schema: type[M]) -> M:
         what = "malformed JSON" if kinds & {"json_invalid", "json_type"} else "schema violation"
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())) or "answer"
-        err = LLMOutputError(f"{what} for {schema.__name__} at {where}: {first.get('msg', 'invalid')}",
-                             reason="invalid_output")
-        err.raw = raw  # type: ignore[attr-defined]
-        raise err from None
+        raise LLMOutputError(f"{what} for {schema.__name__} at {where}: {first.get('msg', 'invalid')}",
+                             reason="invalid_output", raw=raw) from None
 
 
-def output_error(message: str, reason: str = "invalid_output", raw: str = "") -> QuorumError:
+def output_error(message: str, reason: str = "invalid_output", raw: str = "") -> LLMOutputError:
     """An LLMOutputError carrying the model's raw text on `.raw`."""
-    from core.errors import LLMOutputError
-
-    err = LLMOutputError(message, reason=reason)
-    err.raw = raw  # type: ignore[attr-defined]
-    return err
+    return LLMOutputError(message, reason=reason, raw=raw)
 
 
 def parse_retry_after(headers: Any) -> float | None:

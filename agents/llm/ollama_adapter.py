@@ -19,10 +19,8 @@ from agents.llm.base import (
     Message,
     T,
     Usage,
-    output_error,
     parse_retry_after,
     scrub,
-    validate_output,
 )
 from agents.llm.common import ClientsByTimeout, ProviderBase, http_status_error
 from core.errors import TransientError
@@ -105,8 +103,8 @@ class OllamaProvider(ProviderBase):
         usage = Usage(input_tokens=int(resp.prompt_eval_count or 0), output_tokens=int(resp.eval_count or 0))
         text = (resp.message.content if resp.message else "") or ""
         if resp.done_reason == "length":
-            raise output_error(f"{who}: answer cut at the token limit", raw=text)
-        parsed = validate_output(text, schema)
+            raise self._fail(f"{who}: answer cut at the token limit", usage, raw=text)
+        parsed = self._parse(text, schema, usage)
         return self._result(parsed, text, latency, usage, done_reason=resp.done_reason)
 
     def _translate_status(self, exc: ollama.ResponseError) -> Exception:

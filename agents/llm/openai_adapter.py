@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import openai
 
-from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, output_error, scrub, validate_output
+from agents.llm.base import LLMResult, LLMUnavailable, Message, T, Usage, scrub
 from agents.llm.common import ProviderBase, api_error
 from core.errors import TransientError
 
@@ -175,19 +175,19 @@ class OpenAIProvider(ProviderBase):
             output_tokens=int(getattr(completion.usage, "completion_tokens", 0) or 0),
         )
         if not completion.choices:
-            raise output_error(f"{self.provider}/{self.model}: answer without choices", raw="")
+            raise self._fail(f"{self.provider}/{self.model}: answer without choices", usage)
         choice = completion.choices[0]
         message = choice.message
         text = message.content or ""
         refusal = getattr(message, "refusal", None)
         if refusal or choice.finish_reason == "content_filter":
-            raise output_error(
+            raise self._fail(
                 f"{self.provider}/{self.model} refused: {scrub(refusal or 'content filter', limit=200)}",
-                reason="refused", raw=refusal or text,
+                usage, reason="refused", raw=refusal or text,
             )
         if choice.finish_reason == "length":
-            raise output_error(f"{self.provider}/{self.model}: answer cut at the token limit", raw=text)
-        parsed = validate_output(text, schema)
+            raise self._fail(f"{self.provider}/{self.model}: answer cut at the token limit", usage, raw=text)
+        parsed = self._parse(text, schema, usage)
         return self._result(parsed, text, latency, usage, id=completion.id, finish_reason=choice.finish_reason)
 
     def _translate(self, exc: openai.OpenAIError, timeout_s: float) -> Exception:

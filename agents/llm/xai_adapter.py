@@ -25,9 +25,7 @@ from agents.llm.base import (
     Message,
     T,
     Usage,
-    output_error,
     scrub,
-    validate_output,
 )
 from agents.llm.common import ClientsByTimeout, ProviderBase
 from core.errors import RateLimited, TransientError
@@ -135,8 +133,8 @@ class XAIProvider(ProviderBase):
         text = response.content or ""
         finish = str(response.finish_reason or "")
         if "MAX_LEN" in finish or "MAX_CONTEXT" in finish:
-            raise output_error(f"xai/{self.model}: answer cut at the token limit", raw=text)
-        parsed = validate_output(text, schema)
+            raise self._fail(f"xai/{self.model}: answer cut at the token limit", usage, raw=text)
+        parsed = self._parse(text, schema, usage)
         return self._result(parsed, text, latency, usage, id=response.id, finish_reason=finish)
 
     def _translate(self, exc: grpc.RpcError, timeout_s: float) -> Exception:

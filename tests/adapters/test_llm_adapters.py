@@ -172,8 +172,8 @@ SERVER_OF = {"openai": "openai", "deepseek": "openai", "openrouter": "openai",
              "anthropic": "anthropic", "ollama": "ollama", "xai": "xai"}
 CHECKS = {"openai": _check_openai, "deepseek": _check_deepseek, "openrouter": _check_openrouter,
           "anthropic": _check_anthropic, "ollama": _check_ollama, "xai": _check_xai}
-REFUSAL = {"openai": "refused", "deepseek": "refused", "openrouter": "refused", "anthropic": "refused",
-           "ollama": "invalid_output", "xai": "invalid_output"}
+# every adapter recognises a refusal: by the provider's own field, or by a prose answer that declines
+REFUSAL = dict.fromkeys(["openai", "deepseek", "openrouter", "anthropic", "ollama", "xai"], "refused")
 PROVIDERS = list(SERVER_OF)
 
 
@@ -334,6 +334,54 @@ def test_refusal(case: Case):
         _ask(case)
     assert ei.value.reason == case.refusal_reason
     assert "trading advice" in ei.value.raw
+
+
+@pytest.mark.parametrize("text", [
+    "I'm sorry, but I can't provide trading recommendations.",
+    "I cannot help with financial decisions like this one.",
+    "As an AI, I must decline to give investment advice.",
+])
+def test_prose_refusal_is_refused_not_invalid(case: Case, text: str):
+    """A plain-text refusal sent as the answer (no refusal field, no JSON) is a refusal for every adapter."""
+    case.server.enqueue(answer(text, usage=(400, 20)))
+    with pytest.raises(LLMOutputError) as ei:
+        _ask(case)
+    assert ei.value.reason == "refused"
+    assert ei.value.raw == text
+    assert (ei.value.input_tokens, ei.value.output_tokens) == (400, 20)
+
+
+def test_prose_that_is_not_a_refusal_stays_invalid_output(case: Case):
+    case.server.enqueue(answer("LONG, I think, with 0.7 confidence: the trend is up."))
+    with pytest.raises(LLMOutputError) as ei:
+        _ask(case)
+    assert ei.value.reason == "invalid_output"
+
+
+@pytest.mark.parametrize("wrap", [
+    "```json\n{}\n```",
+    "```\n{}\n```",
+    "  ```JSON\n{}\n```  \n",
+    "Here is my verdict:\n```json\n{}\n```\nGood luck.",
+])
+def test_json_in_a_markdown_fence_is_unwrapped(case: Case, wrap: str):
+    case.server.enqueue(answer(wrap.replace("{}", json.dumps(VALID, indent=2)), usage=(90, 30)))
+    res = _ask(case)
+    assert res.parsed.action is Action.LONG and res.parsed.confidence == pytest.approx(0.72)
+    assert (res.usage.input_tokens, res.usage.output_tokens) == (90, 30)
+
+
+@pytest.mark.parametrize("behaviour", ["malformed", "schema", "refusal"])
+def test_unusable_answer_carries_its_tokens_and_cost(case: Case, behaviour: str):
+    """Tokens of an answer that fails validation are still spent: the error carries them."""
+    b = {"malformed": answer('{"action": "LONG", "confidence": 0.8', usage=(1000, 250)),
+         "schema": answer({"action": "BUY!!", "confidence": 3, "rationale": "x"}, usage=(1000, 250)),
+         "refusal": answer("I can't help with that request.", usage=(1000, 250))}[behaviour]
+    case.server.enqueue(b)
+    with pytest.raises(LLMOutputError) as ei:
+        _ask(case)
+    assert (ei.value.input_tokens, ei.value.output_tokens) == (1000, 250)
+    assert ei.value.cost_usd == pytest.approx(1000 / 1e6 * PRICE_IN + 250 / 1e6 * PRICE_OUT)
 
 
 def test_per_call_timeout_is_honoured_after_a_longer_one(case: Case):

@@ -15,7 +15,8 @@ import pytest
 
 from agents.budget import TokenBudget
 from agents.llm.registry import build_provider
-from agents.panel import decide, payload_from_candidates
+from agents.panel import decide
+from agents.prompt import payload_from_candidates
 from core.settings import PanelMember, default_panel
 from core.types import Action
 from store.llm_cache import InMemoryResponseCache
@@ -214,5 +215,28 @@ def test_refusal(setup):
     member, provider, server = setup
     server.enqueue(refusal("I can't give trading advice."), refusal("Still no."))
     votes = run(member, provider)
-    # providers without a refusal field deliver the text as an (invalid) answer: repaired once
-    assert set(reasons(votes)) <= {"refused", "invalid_output"} and votes[0].abstain_reason is not None
+    # every SDK: a refusal (the provider's field or a prose refusal) abstains at once, no repair call
+    assert set(reasons(votes)) == {"refused"}
+    assert server.calls == 1
+
+
+def test_fenced_json_answer_is_a_valid_vote(setup):
+    member, provider, server = setup
+    server.enqueue(answer("```json\n" + __import__("json").dumps(GOOD, indent=2) + "\n```"))
+    votes = run(member, provider)
+    assert [v.action for v in votes] == [Action.LONG, Action.WAIT]
+
+
+def test_invalid_answers_are_charged_in_votes_and_budget(setup):
+    """Two cut-off answers (the first, then the repair): both calls' tokens are on the votes and spent."""
+    member, provider, server = setup
+    server.enqueue(malformed('{"verdicts": [{"symbol": "BTC'), malformed('{"verdicts": ['))
+    budget = TokenBudget(per_cycle=None, per_day=None)
+    votes = run(member, provider, budget=budget)
+    assert set(reasons(votes)) == {"invalid_output"}
+    assert server.calls == 2
+    assert sum(v.input_tokens for v in votes) == 2 * 120
+    assert sum(v.output_tokens for v in votes) == 2 * 45
+    assert budget.cycle_spent(member.id) == 2 * 165
+    if member.price_in_per_mtok:
+        assert sum(v.cost_usd for v in votes) > 0

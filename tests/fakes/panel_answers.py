@@ -1,7 +1,7 @@
 """Candidate-aware answers for the fake LLM servers (tests/fakes/llm_servers.py `responder=`).
 
 `panel_responder(body)` reads the decision input out of the request (the JSON after the line
-"Decision input (JSON):" in the user message, as agents.panel.build_decision_messages writes it) and
+"Decision input (JSON):" in the user message, as agents.prompt.build_decision_messages writes it) and
 answers one verdict per candidate: LONG when the math score is > +0.2, SHORT when < -0.2, else WAIT,
 with confidence min(1, 0.5 + |score|). Requests that are not panel decisions (hunter, news) get
 `{"tickers": [], "events": []}`, valid for HunterAnswer and NewsAnswer alike.

@@ -13,10 +13,10 @@ from agents.budget import TokenBudget
 from store.base import Base
 from store.llm_cache import (
     CachedResponse,
+    CachedTokenUsageStore,
     InMemoryResponseCache,
     LLMResponseRow,
     RedisResponseCache,
-    RedisTokenUsageStore,
     SqlResponseCache,
     SqlTokenUsageStore,
     TokenUsageRow,
@@ -133,12 +133,77 @@ def test_redis_in_front_of_backing(redis_client):
 
 
 @pytest.mark.services
-def test_redis_token_usage(redis_client):
+def test_redis_is_a_cache_in_front_of_the_database_record(redis_client, tmp_path):
+    """Issue 13 item 23 with the real Redis: totals written to the database first, Redis mirrors them,
+    a lost Redis entry is refilled from the record, and a stale lower total never lowers the cache."""
     client, prefix = redis_client
-    store = RedisTokenUsageStore(client, prefix=prefix + "tok:")
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    Base.metadata.create_all(engine, tables=TABLES)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    record_store = SqlTokenUsageStore(factory)
+    a = CachedTokenUsageStore(record_store, client, prefix=prefix + "tok:")
+    b = CachedTokenUsageStore(SqlTokenUsageStore(factory), client, prefix=prefix + "tok:")  # another process
     day = date(2026, 11, 20)
-    assert store.add("gpt", day, 7) == 7 and store.add("gpt", day, 3) == 10
-    assert store.day_total("gpt", day) == 10 and store.day_total("gpt", date(2026, 11, 21)) == 0
+    key = f"{prefix}tok:{day.isoformat()}:gpt"
+    assert a.add("gpt", day, 700) == 700 and b.add("gpt", day, 300) == 1000
+    assert int(client.get(key)) == 1000 and record_store.day_total("gpt", day) == 1000
+    assert a.day_total("gpt", day) == 1000 == b.day_total("gpt", day)
+    client.delete(key)  # Redis lost the entry (restart, eviction): the record answers and refills it
+    assert b.day_total("gpt", day) == 1000 and int(client.get(key)) == 1000
+    a._raise_to("gpt", day, 400)  # a late writer with an older total cannot lower the cache
+    assert int(client.get(key)) == 1000
+    assert 0 < client.ttl(key) <= 600  # short-lived: a miss just reads the record
+    # the budget over it is enforced across "processes"
+    budget = TokenBudget(None, 1500, store=b)
+    now = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    assert budget.allow("gpt", 400, now) and not budget.allow("gpt", 600, now)
+    engine.dispose()
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_day_budget_is_enforced_with_redis_configured_but_down(tmp_path):
+    """Issue 13 item 23: the runtime a cycle builds, with QUORUM_REDIS_URL at a closed port, still stops a
+    member whose day is spent (the database is the record), and a restart keeps the day."""
+    import time
+
+    from core.settings import load_settings
+    from tasks import panel as tp
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'q.db'}",
+                             redis_url=f"redis://127.0.0.1:{_closed_port()}/0",
+                             token_budget_cycle=100_000, token_budget_day=2_500)
+    now = datetime.now(UTC)
+    rt = tp._build_runtime(settings)
+    rt.budget.spend("gpt", 2_000, now)
+    assert rt.budget.day_spent("gpt", now) == 2_000
+    restarted = tp._build_runtime(settings)  # a new process: nothing in memory, Redis still down
+    t0 = time.monotonic()
+    assert restarted.budget.refusal("gpt", 1_000, now) is not None
+    assert "2,000 of 2,500 per day" in restarted.budget.refusal("gpt", 1_000, now)
+    assert restarted.budget.allow("gpt", 400, now)
+    assert time.monotonic() - t0 < 2.0  # a down Redis is skipped, not waited on per call
+    from store.db import dispose_all
+
+    dispose_all()
+
+
+def test_unreadable_day_record_stops_the_member(tmp_path):
+    """No "assuming 0 spent": when the record cannot be read the budget refuses (fail closed)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
+    budget = TokenBudget(None, 1_000_000, store=SqlTokenUsageStore(sessionmaker(engine)))
+    why = budget.refusal("gpt", 10)
+    assert why is not None and "cannot be read" in why
+    assert not budget.allow("gpt", 10)
+    engine.dispose()
 
 
 def test_redis_down_is_a_miss():
@@ -158,3 +223,32 @@ def test_redis_down_is_a_miss():
 def test_build_response_cache_without_anything(monkeypatch):
     monkeypatch.delenv("QUORUM_REDIS_URL", raising=False)
     assert isinstance(build_response_cache(), InMemoryResponseCache)
+
+
+@pytest.mark.services
+def test_cycle_runtime_with_the_real_redis_keeps_the_record_in_the_database(tmp_path, redis_client):
+    """The runtime a cycle builds with QUORUM_REDIS_URL set: totals in the database and mirrored in Redis
+    under this database's own prefix; with the Redis entry gone, the day is still enforced."""
+    from core.settings import load_settings
+    from store.llm_cache import token_prefix
+    from tasks import panel as tp
+
+    client, _ = redis_client
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    settings = load_settings(database_url=url, redis_url=REDIS_URL, token_budget_day=2_500)
+    now = datetime.now(UTC)
+    member = f"m-{uuid.uuid4().hex[:6]}"
+    rt = tp._build_runtime(settings)
+    rt.budget.spend(member, 2_000, now)
+    key = f"{token_prefix(url)}{now.date().isoformat()}:{member}"
+    try:
+        assert int(client.get(key)) == 2_000
+        assert SqlTokenUsageStore(rt.budget.store.record.session_factory).day_total(member, now.date()) == 2_000
+        client.delete(key)
+        again = tp._build_runtime(settings)
+        assert again.budget.refusal(member, 1_000, now) is not None
+    finally:
+        client.delete(key)
+        from store.db import dispose_all
+
+        dispose_all()

@@ -11,14 +11,8 @@ import pytest
 
 from agents.budget import TokenBudget
 from agents.llm.base import LLMResult, LLMTimeout, LLMUnavailable, Message, Usage
-from agents.panel import (
-    build_decision_messages,
-    decide,
-    payload_from_candidates,
-    prompt_version,
-    run_panel,
-    summarize_votes,
-)
+from agents.panel import decide, run_panel, summarize_votes
+from agents.prompt import build_decision_messages, payload_from_candidates, prompt_version
 from agents.schemas import PanelAnswer
 from core.errors import LLMOutputError, RateLimited, TransientError
 from core.settings import PanelMember
@@ -169,6 +163,45 @@ def test_retries_are_bounded():
     assert len(p.calls) == 3 and {v.abstain_reason for v in votes} == {"transient"}
     p = FakeProvider(default=RateLimited("429", retry_after=0.1))
     assert {v.abstain_reason for v in run(p)} == {"rate_limited"} and len(p.calls) == 3
+
+
+def test_long_retry_after_is_honoured_in_full_within_the_time_limit():
+    """A retry-after of 45 s is waited in full (not cut to 20 s) when the member's limit allows it."""
+    sleeps: list[float] = []
+    p = FakeProvider(RateLimited("429", retry_after=45.0), GOOD)
+    votes = run(p, m=member(timeout_s=120), sleeps=sleeps)
+    assert all(v.valid for v in votes)
+    assert sleeps == [45.0] and len(p.calls) == 2
+
+
+def test_long_retry_after_beyond_the_limit_abstains_rate_limited_without_waiting():
+    sleeps: list[float] = []
+    p = FakeProvider(RateLimited("429", retry_after=45.0), GOOD)
+    votes = run(p, m=member(timeout_s=30), sleeps=sleeps)
+    assert {v.abstain_reason for v in votes} == {"rate_limited"}
+    assert sleeps == [] and len(p.calls) == 1
+    assert "45.0s is beyond the time limit" in votes[0].rationale
+
+
+def test_unusable_answers_are_counted_in_votes_and_budgets():
+    """Answers that fail validation still cost tokens: charged in the votes and both budgets."""
+    def bad(text: str) -> LLMOutputError:
+        return LLMOutputError("cut", raw=text, input_tokens=1000, output_tokens=300, cost_usd=0.01)
+
+    budget = TokenBudget(per_cycle=10_000, per_day=2_500)
+    p = FakeProvider(bad('{"verdicts": ['), bad('{"verdicts": [{'))
+    votes = run(p, budget=budget)
+    assert {v.abstain_reason for v in votes} == {"invalid_output"}
+    assert sum(v.input_tokens for v in votes) == 2000 and sum(v.output_tokens for v in votes) == 600
+    assert sum(v.cost_usd for v in votes) == pytest.approx(0.02)
+    assert budget.cycle_spent("gpt") == 2600 and budget.day_spent("gpt") == 2600
+    # the member that keeps sending cut-off answers is now out of its day budget
+    budget.new_cycle()
+    assert {v.abstain_reason for v in run(FakeProvider(GOOD), budget=budget)} == {"budget"}
+    # a refusal is charged too, and is not repaired
+    p = FakeProvider(LLMOutputError("no", reason="refused", input_tokens=50, output_tokens=5, cost_usd=0.001))
+    votes = run(p)
+    assert len(p.calls) == 1 and sum(v.input_tokens + v.output_tokens for v in votes) == 55
 
 
 def test_retry_after_beyond_time_limit_abstains_at_once():

@@ -74,3 +74,17 @@ def test_no_funding_after_a_stop_inside_the_bar() -> None:
     assert not stopped.get("P1").is_open and stopped.funding_paid == 0
     held = run(99.0)  # still open at 08:00: pays 1 × 99.5 × 1%
     assert held.get("P1").is_open and held.funding_paid == Decimal("0.995")
+
+
+def test_configured_universe_with_an_unknown_symbol_is_an_error_not_an_empty_cycle():
+    """Issue 13 item 27: QUORUM_SYMBOLS naming a symbol the source lacks fails like --symbols does."""
+    import pytest
+
+    from core.errors import DataError
+    from pipeline.stages import select_candidates
+
+    settings = load_settings(symbols=["BTC/USDT:USDT", "PEPE/USDT:USDT"])
+    with pytest.raises(DataError, match=r"QUORUM_SYMBOLS: unknown symbol\(s\) PEPE/USDT:USDT"):
+        select_candidates(settings, {}, ["BTC/USDT:USDT", "ETH/USDT:USDT"])
+    with pytest.raises(DataError, match=r"--symbols: unknown symbol\(s\) DOGE/USDT:USDT"):
+        select_candidates(settings, {}, ["BTC/USDT:USDT"], requested=["DOGE/USDT:USDT"])

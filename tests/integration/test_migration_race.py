@@ -1,0 +1,81 @@
+"""Issue 13 item 21: commands started together on a fresh database must not race on the migrations.
+
+Several real processes open the same fresh database at the same instant (each waits for a shared start
+time after its imports); every one must succeed, and the schema ends at head exactly once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 4
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from store.db import open_database
+    from sqlalchemy import text
+    url, start = sys.argv[1], float(sys.argv[2])
+    while time.time() < start:
+        time.sleep(0.001)
+    engine = open_database(url)
+    with engine.connect() as c:
+        print(c.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+""")
+
+
+def _race(url: str) -> list[subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
+    env["PYTHONPATH"] = str(ROOT)
+    start = time.time() + 6.0  # after every process has imported SQLAlchemy and Alembic
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, url, repr(start)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(N)]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def _head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from store.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def _check(results: list[subprocess.CompletedProcess[str]], url: str) -> None:
+    failed = [r.stderr.strip().splitlines()[-1:] for r in results if r.returncode != 0]
+    assert not failed, f"{len(failed)} of {N} processes failed: {failed}"
+    head = _head()
+    assert [r.stdout.strip() for r in results] == [head] * N
+    from store.db import normalise_url
+
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_processes_racing_on_a_fresh_sqlite_database_all_succeed(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh' / 'quorum.db'}"
+    _check(_race(url), url)
+
+
+@pytest.mark.slow
+def test_processes_racing_on_a_fresh_postgres_schema_all_succeed(pg_schema_url: str) -> None:
+    _check(_race(pg_schema_url), pg_schema_url)
