@@ -12,17 +12,23 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 PAGE = 200
 
 
-def prune_flow_runs(older_than: datetime, keep: set[str] | None = None, client=None) -> int:  # type: ignore[no-untyped-def]
-    """Delete every finished flow run that ended before `older_than` through the Prefect API;
-    returns how many. Runs still scheduled, pending or running are never touched."""
+def prune_flow_runs(older_than: datetime, keep: set[str] | None = None, client=None,  # type: ignore[no-untyped-def]
+                    flow_names: list[str] | None = None) -> int:
+    """Delete every finished flow run that ended before `older_than` (of the flows `flow_names`, default
+    all) through the Prefect API; returns how many. Runs still scheduled, pending or running are never
+    touched."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
         FlowRunFilter,
         FlowRunFilterEndTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+
+    flows = FlowFilter(name=FlowFilterName(any_=flow_names)) if flow_names else None
 
     keep = keep or set()
     flt = FlowRunFilter(end_time=FlowRunFilterEndTime(before_=older_than),
@@ -34,7 +40,8 @@ def prune_flow_runs(older_than: datetime, keep: set[str] | None = None, client=N
         if own:
             client.__enter__()
         while True:
-            runs = [r for r in client.read_flow_runs(flow_run_filter=flt, limit=PAGE) if str(r.id) not in keep]
+            runs = [r for r in client.read_flow_runs(flow_filter=flows, flow_run_filter=flt, limit=PAGE)
+                    if str(r.id) not in keep]
             if not runs:
                 return deleted
             for r in runs:
