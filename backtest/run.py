@@ -15,7 +15,7 @@ from backtest.result import BacktestResult
 from backtest.walkforward import WalkForwardResult, walk_forward
 from core.errors import ConfigError
 from core.frames import to_utc
-from core.settings import Settings, load_settings
+from core.settings import STRATEGIES, Settings, load_settings
 
 log = logging.getLogger("quorum.backtest")
 
@@ -71,12 +71,20 @@ def write_backtest_report(result: BacktestResult, out_dir: str | Path, basename:
 
 def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | None = None,
             out_dir: str = "reports", train_days: int | None = None, test_days: int | None = None,
-            progress: bool = True, settings: Settings | None = None, publish: bool = False) -> dict[str, Any]:
+            progress: bool = True, settings: Settings | None = None, publish: bool = False,
+            strategy: str | None = None) -> dict[str, Any]:
     """Run the backtest (or the walk-forward), write the report(s), optionally publish the artifacts.
-    Returns a JSON-safe summary with the report paths."""
+    Returns a JSON-safe summary with the report paths. `strategy` defaults to the `strategy` setting;
+    `trend` is the engine's own backtest, the others run through backtest/strategies.py."""
     if panel not in PANEL_MODES:
         raise ConfigError(f"--panel {panel!r}: expected one of {', '.join(PANEL_MODES)}")
     settings = settings or load_settings()
+    strategy = strategy or settings.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if strategy != "trend":
+        return _execute_strategy(settings, strategy, start, end, panel, symbols, out_dir, train_days, test_days,
+                                 publish)
     source = replay_source(settings)
     s, e = parse_range(start, end)
     cache = response_cache(settings, panel)
@@ -99,6 +107,32 @@ def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | 
         return out
     result = run_backtest(settings, source, s, e, **kw)
     html, js = write_backtest_report(result, out_dir)
+    out = {**result.summary(), "report_html": str(html), "report_json": str(js)}
+    if publish:
+        try:
+            from backtest.report import publish_report_artifacts
+
+            publish_report_artifacts(html, result.metrics, key_prefix="backtest",
+                                     leaderboard_rows=[r.to_dict() for r in result.leaderboard])
+        except Exception as exc:  # noqa: BLE001 - artifacts never fail the backtest
+            log.warning("could not publish the backtest artifacts: %s", exc)
+    return out
+
+
+def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, panel: str,
+                      symbols: Sequence[str] | None, out_dir: str, train_days: int | None, test_days: int | None,
+                      publish: bool) -> dict[str, Any]:
+    from backtest.strategies import run_strategy_backtest
+
+    if train_days is not None or test_days is not None:
+        raise ConfigError(f"--strategy {strategy}: walk-forward runs with the trend strategy only")
+    if panel != "math":
+        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only")
+    s, e = parse_range(start, end)
+    result = run_strategy_backtest(settings, replay_source(settings), s, e, strategy=strategy,
+                                   symbols=list(symbols) if symbols else None)
+    html, js = write_backtest_report(result, out_dir, report_basename(result, f"-{strategy}"),
+                                     {"strategy": strategy})
     out = {**result.summary(), "report_html": str(html), "report_json": str(js)}
     if publish:
         try:

@@ -57,6 +57,8 @@ def backtest_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect",
                                           help="run as one Prefect flow run with artifacts (default) or plain")] = True,
+    strategy: Annotated[str | None, typer.Option(
+        "--strategy", help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="every risk profile x symbol set x walk-forward window, "
                                         "fanned out on a Dask cluster (QUORUM_DASK_ADDRESS, else a local one)")] = False,
     profiles: Annotated[str, typer.Option("--profiles", help="sweep: comma-separated risk profiles")] =
@@ -74,7 +76,7 @@ def backtest_cmd(
             _sweep(start, end, panel, profiles, symbol_sets or symbols, out_dir, train_days, test_days, as_json, t0)
             return
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
-                  train_days=train_days, test_days=test_days, progress=not as_json)
+                  train_days=train_days, test_days=test_days, progress=not as_json, strategy=strategy)
         if prefect:
             from flows.backtest import backtest
 
@@ -126,7 +128,9 @@ def _sweep(start: str, end: str, panel: str, profiles: str, symbol_sets: str | N
 def _render_backtest(s: dict[str, Any]) -> None:
     from backtest.report import metrics_table_rows
 
-    t = Table(title=f"Backtest {s['start']} .. {s['end']} · panel {s['panel']} · {', '.join(s['symbols'])}")
+    strat = (s.get("settings") or {}).get("strategy", "trend")
+    t = Table(title=f"Backtest {s['start']} .. {s['end']} · strategy {strat} · panel {s['panel']} · "
+                    f"{', '.join(s['symbols'])}")
     t.add_column("metric")
     t.add_column("value", justify="right")
     for row in metrics_table_rows(s["metrics"]):
@@ -146,6 +150,14 @@ def _render_backtest(s: dict[str, Any]) -> None:
     c = s["counters"]
     out.print(f"decisions: {c['decision_times']} times, {c['non_wait_decisions']} non-WAIT, {c['approved']} approved, "
               f"{c['filled']} filled; votes {c['votes']} ({c['valid_votes']} valid, {c['cache_miss']} cache misses)")
+    if c.get("intents"):
+        out.print("intents: " + ", ".join(f"{k} {v}" for k, v in sorted(c["intents"].items()))
+                  + (f"; resting-order fills {c.get('resting_fills', 0)}, grid repositions {c.get('repositions', 0)}, "
+                     f"handovers {c.get('handovers', 0)}"))
+    if "rebalances" in c:
+        out.print(f"rebalances {c['rebalances']}, trades {c['trades']}, fees {c['fees']:.2f}, "
+                  f"turnover {c['turnover']:,.0f}, return vs buy-and-hold of the start allocation "
+                  f"{_pct(c.get('return_vs_buy_and_hold'))}")
     if s.get("leaderboard") and len(s["leaderboard"]) > 1:
         _render_board(s["leaderboard"], "Model leaderboard (shadow accounts)")
     for n in s.get("notes", []):

@@ -4,7 +4,7 @@ buy-and-hold of the same markets over the same span."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from core.metrics import _clean_equity, _ts, json_safe
+from core.metrics import _clean_equity, _ts, json_safe, periods_per_year
 
 # --------------------------------------------------------------------------------------------------
 # Monte Carlo
@@ -155,3 +155,35 @@ def buy_and_hold(close: pd.Series, start: datetime, end: datetime) -> float:
     return float(s.iloc[-1]) / float(s.iloc[0]) - 1.0
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# tracking error (target-allocation strategies)
+
+
+def tracking_error_vs_target(weights: pd.DataFrame, targets: Mapping[str, float]) -> dict[str, float]:
+    """How far a portfolio's weights (one row per time, one column per asset) stayed from `targets`:
+    ``rms`` = sqrt(mean over time and assets of (w - target)^2), ``max_drift`` = the largest absolute
+    deviation seen, ``mean_drift`` = the mean over time of the largest deviation (all in weight
+    fractions: 0.05 = 5 points)."""
+    if weights is None or len(weights) == 0:
+        return {"rms": math.nan, "max_drift": math.nan, "mean_drift": math.nan}
+    cols = sorted(set(weights.columns) | set(targets))
+    w = weights.reindex(columns=cols).fillna(0.0).to_numpy(dtype=float)
+    t = np.array([float(targets.get(c, 0.0)) for c in cols])
+    dev = w - t
+    return {"rms": float(np.sqrt(np.mean(dev**2))), "max_drift": float(np.max(np.abs(dev))),
+            "mean_drift": float(np.mean(np.max(np.abs(dev), axis=1)))}
+
+
+def tracking_error_vs_benchmark(equity: pd.Series, benchmark: pd.Series) -> float:
+    """Annualised tracking error: std (ddof=1) of the per-period return differences of `equity`
+    and `benchmark` (aligned on their common index) x sqrt(periods per year); 0 for identical curves."""
+    e, b = _clean_equity(equity), _clean_equity(benchmark)
+    idx = e.index.intersection(b.index)
+    if len(idx) < 3:
+        return math.nan
+    diff = (e.loc[idx].pct_change() - b.loc[idx].pct_change()).dropna()
+    if len(diff) < 2:
+        return math.nan
+    return float(diff.std(ddof=1) * math.sqrt(periods_per_year(idx)))

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    SecretStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -129,6 +130,75 @@ class ConsensusSettings(BaseModel):
     track_record_weights: bool = False
 
 
+STRATEGIES = ("trend", "grid", "volatility", "hybrid", "rebalance")
+PER_SYMBOL_STRATEGIES = ("trend", "grid", "volatility", "hybrid")
+
+
+class GridSettings(BaseModel):
+    """Grid: `levels` entry levels on each side of a reference price (buys below, sells above in a
+    neutral grid), each filled level's take-profit at the next level toward the reference."""
+
+    levels: int = Field(5, ge=1, le=50, description="entry levels per side")
+    direction: Literal["neutral", "long", "short"] = "neutral"
+    atr_mult: float = Field(1.0, gt=0, description="spacing = max(atr_mult x ATR(1h), floor)")
+    spacing_floor_pct: float = Field(0.4, gt=0, lt=20, description="minimum spacing, % of the reference")
+    size_pct: float = Field(2.0, gt=0, le=50, description="notional per level, % of equity")
+    leverage: int = Field(3, ge=1, le=20)
+    stop_levels: float = Field(1.0, gt=0, description="stop this many spacings beyond the outermost level")
+    reposition_levels: float = Field(1.0, ge=0, description="reposition when price leaves the range by this many spacings")
+    reposition_on_trend: bool = True
+
+
+class VolatilitySettings(BaseModel):
+    """Volatility: breakout on volatility expansion in the direction of momentum; in a range regime,
+    mean reversion back inside the Bollinger bands; every position exits after `hold_hours`."""
+
+    bb_length: int = Field(20, ge=5, le=500)
+    bb_std: float = Field(2.0, gt=0, le=5)
+    atr_fast: int = Field(6, ge=2, le=200)
+    atr_slow: int = Field(48, ge=5, le=1000)
+    expansion: float = Field(1.5, gt=1, le=10, description="ATR(fast)/ATR(slow) that counts as expansion")
+    momentum_bars: int = Field(6, ge=1, le=200)
+    mean_reversion: bool = True
+    hold_hours: float = Field(12.0, gt=0, le=24 * 30)
+
+
+class HybridSettings(BaseModel):
+    """Hybrid: grid while the math engine says RANGE, trend while it says TREND_UP/TREND_DOWN."""
+
+    handover: Literal["close", "finish"] = Field(
+        "close", description="on a trend: close the grid now, or cancel its entries and let positions finish")
+
+
+class RebalanceSettings(BaseModel):
+    """Rebalance: hold target weights on spot (the quote asset counts), trade back when drifted."""
+
+    targets: dict[str, float] = Field(default_factory=lambda: {"BTC": 1 / 3, "XRP": 1 / 3, "USDT": 1 / 3})
+    quote: str = "USDT"
+    drift_band_pct: float = Field(5.0, gt=0, lt=100, description="rebalance when a weight drifts this many points")
+    min_trade_usd: float = Field(10.0, ge=0)
+    fee: float = Field(0.001, ge=0, lt=0.05, description="spot taker fee")
+    slippage_bps: float = Field(2.0, ge=0, lt=500)
+    panel_tilt_pct: float = Field(0.0, ge=0, le=25, description="max tilt per asset from panel votes, points (0: off)")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: dict[str, float]) -> dict[str, float]:
+        v = {k.upper(): float(w) for k, w in v.items()}
+        if not v or any(w < 0 for w in v.values()):
+            raise ValueError(f"weights must be >= 0, got {v}")
+        if abs(sum(v.values()) - 1.0) > 1e-3:
+            raise ValueError(f"weights must sum to 1, got {sum(v.values()):.4f}")
+        return v
+
+
+class StrategyParams(BaseModel):
+    grid: GridSettings = Field(default_factory=GridSettings)
+    volatility: VolatilitySettings = Field(default_factory=VolatilitySettings)
+    hybrid: HybridSettings = Field(default_factory=HybridSettings)
+    rebalance: RebalanceSettings = Field(default_factory=RebalanceSettings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="QUORUM_",
@@ -146,7 +216,6 @@ class Settings(BaseSettings):
     replay_exchange: str = "binance"
     replay_spread_pct: float = Field(0.02, ge=0, le=5)
     exchange: str = "bybit"
-    exchange_api_base: str | None = None  # every ccxt endpoint at this URL (a local exchange server, a proxy)
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     universe: Literal["fixed", "scanner", "hunter"] = "fixed"
     scanner_top_n: int = Field(10, ge=1, le=100)
@@ -174,6 +243,35 @@ class Settings(BaseSettings):
     dask_address: str | None = None  # a dask.distributed scheduler for sweeps; None: a local cluster
     dask_workers: int = Field(2, ge=1, le=64, description="workers of the local cluster of a sweep")
     news_model: str = "perplexity/sonar"
+    # live trading (exchange/live_broker.py); keys are SecretStr: never logged, printed or stored
+    exchange_api_key: SecretStr | None = None
+    exchange_secret: SecretStr | None = None
+    exchange_password: SecretStr | None = None
+    exchange_secret_block: str | None = Field(
+        None, description="name of a Prefect Secret block holding JSON {api_key, secret, password}")
+    exchange_sandbox: bool = False
+    exchange_api_base: str | None = Field(None, description="send every REST call of the exchange to this base URL")
+    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    live_account: str = Field("live", min_length=1, max_length=32)
+    live_margin_mode: Literal["isolated", "cross"] = "isolated"
+    max_order_notional_usd: float = Field(25_000.0, gt=0, description="per-order notional cap (live)")
+    max_orders_per_cycle: int = Field(6, ge=1, description="entries one decision time may place (live)")
+    strategy: Literal["trend", "grid", "volatility", "hybrid", "rebalance"] = "trend"
+    strategy_symbols: dict[str, str] = Field(default_factory=dict, description="per-symbol strategy override")
+    strategies: StrategyParams = Field(default_factory=StrategyParams)
+
+    def strategy_for(self, symbol: str) -> str:
+        return self.strategy_symbols.get(symbol.upper(), self.strategy)
+
+    @field_validator("strategy_symbols")
+    @classmethod
+    def _strategy_symbols(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for sym, name in v.items():
+            if name not in PER_SYMBOL_STRATEGIES:
+                raise ValueError(f"strategy {name!r} for {sym}: per symbol one of {', '.join(PER_SYMBOL_STRATEGIES)}")
+            out[sym.upper()] = name
+        return out
 
     @field_validator("exchange")
     @classmethod

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -49,6 +49,9 @@ class VolState(StrEnum):
     DIGESTING = "DIGESTING"
     PANIC = "PANIC"
 
+
+OrderType = Literal["limit", "stop_market"]
+OrderSide = Literal["buy", "sell"]
 
 TIMEFRAMES: tuple[str, ...] = ("1h", "4h", "1d")
 CANDLE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -280,3 +283,52 @@ class PositionEvent:
     reason: str = ""
     old_stop: float | None = None
     new_stop: float | None = None
+
+
+@dataclass(frozen=True)
+class RestingOrder:
+    """A resting order (ccxt unified fields: clientOrderId, symbol, type, side, amount, price,
+    triggerPrice, reduceOnly).
+
+    - an OPENING order (`reduce_only=False`) opens a position of `amount` at `price` when it fills;
+      `stop` and `take_profit` are the protective orders attached to it (ccxt `stopLoss` /
+      `takeProfit` params): when it fills they are placed as reduce-only orders of that position;
+    - a reduce-only order closes `amount` of `position_id`; `type="limit"` is a take-profit (maker),
+      `type="stop_market"` a stop (taker, triggered when a bar trades through `price`).
+    """
+
+    id: str  # client order id, unique per account
+    symbol: str
+    type: OrderType
+    side: OrderSide
+    amount: Decimal
+    price: float  # limit price, or trigger price of a stop_market
+    reduce_only: bool = False
+    position_id: str | None = None  # reduce-only: the position it closes
+    leverage: int = 1
+    stop: float | None = None  # opening order: the stop of the position it opens
+    take_profit: float | None = None  # opening order: the take-profit of the position it opens
+    tag: str = ""  # the strategy's label (e.g. "grid:-2")
+    created_at: datetime | None = None
+
+    @property
+    def position_side(self) -> Side:
+        """Side of the position this order opens or closes."""
+        opens_long = self.side == "buy"
+        return Side.LONG if opens_long != self.reduce_only else Side.SHORT
+
+    def to_ccxt(self) -> dict[str, Any]:
+        """Arguments of ccxt `create_order(symbol, type, side, amount, price, params)`."""
+        params: dict[str, Any] = {"clientOrderId": self.id, "reduceOnly": self.reduce_only}
+        if self.type == "stop_market":
+            params["triggerPrice"] = self.price
+            typ, price = "market", None
+        else:
+            typ, price = "limit", self.price
+            params["postOnly"] = not self.reduce_only
+        if self.stop is not None:
+            params["stopLoss"] = {"triggerPrice": self.stop}
+        if self.take_profit is not None:
+            params["takeProfit"] = {"triggerPrice": self.take_profit, "price": self.take_profit, "type": "limit"}
+        return {"symbol": self.symbol, "type": typ, "side": self.side, "amount": float(self.amount),
+                "price": price, "params": params}

@@ -152,10 +152,10 @@ class CcxtSource:
             exchange_id = client.id
             if options:
                 client.options.update(options)
-        if api_base:
-            base = api_base.rstrip("/")
-            api = client.urls.get("api")
-            client.urls["api"] = {k: base for k in api} if isinstance(api, dict) else base
+        if api_base:  # keeps each endpoint's path (Binance's /fapi/v1 lives in the URL, Bybit's in the request)
+            from exchange.live_client import point_api_at
+
+            point_api_at(client, api_base)
         self.client = client
         self.exchange_id: str = exchange_id
         self.name: str = f"ccxt:{exchange_id}"

@@ -1,10 +1,15 @@
-"""Build the configured market-data source."""
+"""Build the configured market-data source and the configured broker."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from core.errors import ConfigError
 from core.settings import Settings
 from exchange.base import MarketDataSource
+from exchange.broker import Broker
 
 
 def build_source(settings: Settings) -> MarketDataSource:
@@ -18,3 +23,20 @@ def build_source(settings: Settings) -> MarketDataSource:
 
         return CcxtSource(settings.exchange, api_base=settings.exchange_api_base)
     raise ConfigError(f"setting 'data_source' = {settings.data_source!r}: allowed replay, ccxt")
+
+
+def build_broker(settings: Settings, factory: Any, *, paper_account: Any = None, source: MarketDataSource | None = None,
+                 now: Callable[[], datetime] | None = None, client: Any = None) -> Broker:
+    """The broker for settings.mode: the paper broker over `paper_account` (fills at `source.price_after`),
+    or the ccxt live broker (keys, confirmation and caps from settings; `client` for tests). The one place
+    that looks at the mode: everything else holds a `Broker`."""
+    if settings.mode == "live":
+        from exchange.live_broker import LiveBroker
+
+        return LiveBroker.from_settings(settings, factory, client=client)
+    from exchange.paper_broker import PaperBroker
+
+    if paper_account is None or source is None:
+        raise ConfigError("the paper broker needs the paper account and a market-data source")
+    return PaperBroker(paper_account, source.price_after, now=now,
+                       qty_step=lambda sym: source.market_rules(sym).qty_step)

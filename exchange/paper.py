@@ -37,24 +37,9 @@ from typing import Any
 
 from core.errors import OrderRejected
 from core.settings import PaperSettings
-from core.types import Fill, Position, PositionEvent, Side, TradePlan
-
-MONEY_Q = Decimal("0.00000001")
-PRICE_Q = Decimal("0.00000001")
-BPS = Decimal(10_000)
-
-
-def D(x: Any) -> Decimal:
-    """Decimal from Decimal, int, str, float or a numpy scalar (floats by their shortest repr)."""
-    if isinstance(x, Decimal):
-        return x
-    if isinstance(x, int | str):
-        return Decimal(str(x))
-    return Decimal(repr(float(x)))
-
-
-def _q(x: Decimal) -> Decimal:
-    return x.quantize(MONEY_Q)
+from core.types import Fill, Position, PositionEvent, RestingOrder, Side, TradePlan
+from exchange.money import BPS, MONEY_Q, PRICE_Q, D, _q  # noqa: F401 - D is part of this module's API
+from exchange.orders import RestingOrders, order_from_dict, order_to_dict
 
 
 def liquidation_price_d(entry: Decimal, side: Side, leverage: int, mmr: Decimal) -> Decimal:
@@ -80,7 +65,7 @@ class _Ledger:
 
 
 @dataclass
-class PaperAccount:
+class PaperAccount(RestingOrders):
     starting_balance: Decimal
     taker_fee: Decimal = Decimal("0.0005")
     maker_fee: Decimal = Decimal("0.0002")
@@ -97,6 +82,12 @@ class PaperAccount:
     _ledger: dict[str, _Ledger] = field(default_factory=dict, repr=False)
     # ids of the open positions in opening order (an index; `positions` keeps closed ones too)
     _open: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
+    orders: dict[str, RestingOrder] = field(default_factory=dict)  # resting (open) orders by client id
+    order_log: list[dict[str, Any]] = field(default_factory=list)  # final states: filled, canceled, rejected
+    _order_ids: set[str] = field(default_factory=set, repr=False, compare=False)  # every id ever placed
+    _fill_pids: list[str] = field(default_factory=list, repr=False, compare=False)  # position id per order fill
+    orders_checked: dict[str, datetime] = field(default_factory=dict)  # symbol -> resting orders matched until
+    strategy_state: dict[str, Any] = field(default_factory=dict)  # symbol -> a strategy's state (plain data)
 
     def __post_init__(self) -> None:
         self.starting_balance = D(self.starting_balance)
@@ -274,6 +265,8 @@ class PaperAccount:
         self.positions[pos.id] = pos.with_(**changes)
         if left == 0:
             self._open.pop(pos.id, None)
+            for oid in [o.id for o in self.orders.values() if o.position_id == pos.id]:
+                self.cancel_order(oid, ts, "position closed")
         fill = Fill(pos.symbol, pos.side, "close", q, px, fee, ts, reason=reason)
         self.fills.append(fill)
         r = abs(pos.entry - pos.initial_stop)
@@ -336,6 +329,39 @@ class PaperAccount:
                                   fee_rate, maker=o.maker, kind=o.kind))
         return out
 
+    def add(self, position_id: str, qty: Any, price: Any, ts: datetime, fee_rate: Any | None = None,
+            slippage_bps: Any | None = None, reason: str = "add") -> Fill:
+        """Add `qty` to an open position at `price` (+ slippage): entry becomes the quantity-weighted
+        average, margin grows by the added notional / leverage."""
+        pos = self.get(position_id)
+        if not pos.is_open:
+            raise OrderRejected(f"position {position_id} is closed: nothing to add to")
+        q = D(qty)
+        if q <= 0:
+            raise OrderRejected(f"add qty {q} is not positive")
+        led = self._ledger[pos.id]
+        px = self._fill_price(price, buy=pos.side is Side.LONG, slippage_bps=slippage_bps, maker=False)
+        rate = D(fee_rate) if fee_rate is not None else self.taker_fee
+        margin = _q(px * q / Decimal(pos.leverage))
+        fee = _q(px * q * rate)
+        if margin + fee > self.balance:
+            raise OrderRejected(f"{pos.symbol}: margin {margin} + fee {fee} exceeds free balance {self.balance}")
+        self.balance -= margin + fee
+        self.fees_paid += fee
+        total = pos.qty_open + q
+        led.entry = ((led.entry * pos.qty_open + px * q) / total).quantize(PRICE_Q)
+        led.margin += margin
+        led.fees += fee
+        liq = liquidation_price_d(led.entry, pos.side, pos.leverage, self.maintenance_margin_rate)
+        self.positions[pos.id] = pos.with_(entry=float(led.entry), qty_initial=pos.qty_initial + q, qty_open=total,
+                                           margin=float(led.margin), fees_paid=float(led.fees),
+                                           liquidation_price=float(liq))
+        fill = Fill(pos.symbol, pos.side, "open", q, px, fee, ts, reason=reason[:200])
+        self.fills.append(fill)
+        self.events.append(PositionEvent(pos.id, pos.symbol, "added", ts, float(px), q, 0.0, 0.0,
+                                         f"added {q} @ {px}; entry now {led.entry}"))
+        return fill
+
     # ---------------------------------------------------------------------------- serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,6 +381,11 @@ class PaperAccount:
             "ledger": {pid: led.to_dict() for pid, led in self._ledger.items()},
             "fills": [fill_to_dict(f) for f in self.fills],
             "events": [event_to_dict(e) for e in self.events],
+            **({"orders": [order_to_dict(o) for o in self.orders.values()]} if self.orders else {}),
+            **({"order_log": list(self.order_log)} if self.order_log else {}),
+            **({"orders_checked": {k: v.isoformat() for k, v in self.orders_checked.items()}}
+               if self.orders_checked else {}),
+            **({"strategy_state": dict(self.strategy_state)} if self.strategy_state else {}),
         }
 
     def compact_dict(self) -> dict[str, Any]:
@@ -362,8 +393,11 @@ class PaperAccount:
         no fills or events (they are stored as rows when they happen)."""
         state = self.to_dict()
         open_ids = set(self._open)
-        return {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
-                "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+        out = {**state, "positions": [p for p in state["positions"] if p["id"] in open_ids],
+               "ledger": {k: v for k, v in state["ledger"].items() if k in open_ids}, "fills": [], "events": []}
+        if "order_log" in out:  # final order states: the recent ones (their ids stay unique), not all history
+            out["order_log"] = out["order_log"][-500:]
+        return out
 
     def settled(self) -> PaperAccount:
         """The account as it reads back after `compact_dict()` was stored (no reload needed)."""
@@ -391,6 +425,11 @@ class PaperAccount:
         acct._ledger = {pid: _Ledger.from_dict(v) for pid, v in d["ledger"].items()}
         acct.fills = [fill_from_dict(f) for f in d["fills"]]
         acct.events = [event_from_dict(e) for e in d["events"]]
+        acct.orders = {o["id"]: order_from_dict(o) for o in d.get("orders", [])}
+        acct.order_log = [dict(r) for r in d.get("order_log", [])]
+        acct._order_ids = set(acct.orders) | {r["id"] for r in acct.order_log}
+        acct.orders_checked = {k: datetime.fromisoformat(v) for k, v in d.get("orders_checked", {}).items()}
+        acct.strategy_state = dict(d.get("strategy_state", {}))
         return acct
 
 

@@ -23,7 +23,8 @@ from backtest.run import execute
 @flow(name="backtest", log_prints=False, retries=0)
 def backtest(start: str = "2025-01-01", end: str = "2025-05-31", panel: str = "math",
              symbols: list[str] | None = None, out_dir: str = "reports", train_days: int | None = None,
-             test_days: int | None = None, progress: bool = True) -> dict[str, Any]:
+             test_days: int | None = None, progress: bool = True, strategy: str | None = None) -> dict[str, Any]:
     """Replay [start, end] through the live cycle's functions (one flow run), write the HTML/JSON
     report under `out_dir` and attach the metrics table, the report link and the leaderboard."""
-    return execute(start, end, panel, symbols, out_dir, train_days, test_days, progress, publish=True)
+    return execute(start, end, panel, symbols, out_dir, train_days, test_days, progress, publish=True,
+                   strategy=strategy)

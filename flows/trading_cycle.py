@@ -18,13 +18,14 @@ from prefect.context import get_run_context
 from core.errors import ConfigError
 from core.faults import pause_point
 from core.settings import Settings, load_settings
-from core.types import Action, NewsReport, Score, Vote
+from core.types import Action, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
 from pipeline import record
 from pipeline.account import account_summary, check_clock, load
 from pipeline.account import decision_time as resolve_decision_time
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
+from pipeline.strategy_cycle import check_cycle_strategy
 from store.db import get_session_factory
 from store.lock import account_lock
 from tasks import fanout
@@ -34,8 +35,10 @@ from tasks.cycle import (
     collect_task,
     execute_task,
     monitor_task,
+    rebalance_task,
     risk_task,
     score_task,
+    strategy_task,
     tickers_task,
 )
 
@@ -100,6 +103,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     time: the cycle holds the account's lock (store/lock.py) from its first read to its last write."""
     logger = get_run_logger()
     settings = load_settings()
+    check_cycle_strategy(settings)
     if settings.mode == "live" and not settings.live_trading_confirmed:
         raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
     timings: dict[str, float] = {}
@@ -180,6 +184,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
     decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
+    # a symbol run by another strategy than trend: its decision is an input of that strategy, whose
+    # intents the risk manager checks in the strategy step (step 5b)
+    verdicts = {s: v if settings.strategy_for(s) == "trend" else
+                RiskVerdict(s, False, (f"strategy {settings.strategy_for(s)}: intents checked in the strategy step",))
+                for s, v in verdicts.items()}
     timings["decide+risk"] = time.perf_counter() - t1
     for sym in scores:
         dec, ver = decisions[sym], verdicts[sym]
@@ -192,6 +201,12 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     prices = {s: snap.last for s, snap in snapshots.items()}
     acct, executed = execute_task(factory, source, settings, cycle_id, decision_time, candidates, scores, news,
                                   votes, decisions, verdicts, prices, acct)
+    strategy_out: dict[str, Any] = {}
+    if any(settings.strategy_for(s) not in ("trend", "rebalance") for s in scores):
+        acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
+                                           decisions, news, acct)
+    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
+                     if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
     logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()
                                            for sym, ex in executed.items() if ex) or "no order")
@@ -229,9 +244,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                 "decision": record.decision_dict(decisions[s]),
                 "risk": record.verdict_dict(verdicts[s]),
                 "execution": executed.get(s),
+                **({"strategy": strategy_out[s]} if s in strategy_out else {}),
             }
             for s in scores
         ],
+        **({"rebalance": rebalance_out} if rebalance_out is not None else {}),
         "monitor": monitor,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),

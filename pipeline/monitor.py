@@ -40,7 +40,9 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
     still managed."""
     acct = acct if acct is not None else load(factory, settings)
     summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}}
-    for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))]:
+    # positions whose exits are resting orders (a grid level) are walked by pipeline.strategy_cycle.sync_orders
+    for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))
+                if p.extra.get("managed") != "orders"]:
         pos = acct.get(pid)
         if pos.symbol in summary["quarantined"]:
             continue

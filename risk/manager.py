@@ -221,8 +221,8 @@ def _deny(symbol: str, reasons: list[str], profile: str) -> RiskVerdict:
     return RiskVerdict(symbol=symbol, approved=False, reasons=tuple(reasons), plan=None, profile=profile)
 
 
-def _account_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list[str]) -> None:
-    acct = inp.account
+def breaker_checks(acct: AccountState, prof: RiskProfile, reasons: list[str]) -> None:
+    """Halts and loss breakers: any of them stops new exposure (entries, resting entries, adds)."""
     now = _utc(acct.now)
     if acct.halted and (acct.halted_until is None or now < _utc(acct.halted_until)):
         until = acct.halted_until.isoformat() if acct.halted_until else "a manual resume"
@@ -242,6 +242,9 @@ def _account_checks(inp: RiskInput, prof: RiskProfile, side: Side, reasons: list
     if acct.equity <= 0:
         reasons.append(f"equity {acct.equity:.2f} is not positive")
 
+
+def _position_checks(inp: RiskInput, prof: RiskProfile, reasons: list[str]) -> None:
+    acct = inp.account
     open_pos = acct.open_positions
     limit = prof.position_limit(acct.equity)
     if len(open_pos) >= limit:
@@ -355,7 +358,8 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
     notes: list[str] = []
     if inp.score.symbol != sym:
         reasons.append(f"score is for {inp.score.symbol}, decision for {sym}")
-    _account_checks(inp, prof, side, reasons)
+    breaker_checks(inp.account, prof, reasons)
+    _position_checks(inp, prof, reasons)
     _market_checks(inp, prof, side, reasons)
 
     acct = inp.account

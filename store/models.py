@@ -230,3 +230,56 @@ class HaltRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BrokerOrderRow(Base):
+    """The live broker's order-intent journal: one row per order Quorum means to place, written BEFORE it is
+    sent. `client_id` is deterministic (account, decision time, symbol, intent, sequence), so a restart finds
+    the row again and looks the order up by it instead of sending a second one.
+
+    state: intent (committed, outcome of sending unknown to this row) → open (resting on the exchange) |
+    filled | cancelled | rejected | unknown (sent, answer lost: looked up before anything is resent)."""
+
+    __tablename__ = "broker_orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account: Mapped[str] = mapped_column(String(32), index=True)
+    exchange: Mapped[str] = mapped_column(String(24))
+    position_id: Mapped[str] = mapped_column(String(64), index=True)
+    symbol: Mapped[str] = mapped_column(String(40))
+    intent: Mapped[str] = mapped_column(String(8))  # entry | stop | tp1 | tp2 | close
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    side: Mapped[str] = mapped_column(String(4))  # buy | sell
+    qty: Mapped[Decimal] = mapped_column(MONEY)
+    trigger_price: Mapped[Decimal | None] = mapped_column(MONEY, nullable=True)
+    reduce_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(12), default="intent", index=True)
+    exchange_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    filled: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    avg_price: Mapped[Decimal | None] = mapped_column(MONEY, nullable=True)
+    fee: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    decision_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BrokerFillRow(Base):
+    """An exchange trade, attached to the journal order whose exchange id it carries (never by symbol)."""
+
+    __tablename__ = "broker_fills"
+    __table_args__ = (UniqueConstraint("account", "trade_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(32))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("broker_orders.client_id"), index=True)
+    exchange_order_id: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(40))
+    side: Mapped[str] = mapped_column(String(4))
+    qty: Mapped[Decimal] = mapped_column(MONEY)
+    price: Mapped[Decimal] = mapped_column(MONEY)
+    fee: Mapped[Decimal] = mapped_column(MONEY)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -45,8 +45,14 @@ def score_task(snapshot: MarketSnapshot, signal: SignalSettings, news: NewsRepor
 @task(name="monitor", cache_policy=NO_CACHE)
 def monitor_task(factory, source, settings, until: datetime, acct=None):  # type: ignore[no-untyped-def]
     from pipeline.monitor import sync_positions
+    from pipeline.strategy_cycle import sync_orders
 
-    return sync_positions(factory, source, settings, until, acct)
+    acct, orders = sync_orders(factory, source, settings, until, acct)
+    acct, summary = sync_positions(factory, source, settings, until, acct)
+    if orders["symbols"] or orders["quarantined"]:
+        summary["orders"] = {k: v for k, v in orders.items() if k != "events"}
+        summary["events"] = orders["events"] + summary["events"]
+    return acct, summary
 
 
 @task(name="risk", cache_policy=NO_CACHE)
@@ -64,6 +70,22 @@ def execute_task(factory, source, settings, cycle_id: str, decision_time: dateti
 
     return execute_and_persist(factory, source, settings, cycle_id, decision_time, candidates, scores, news, votes,
                                decisions, verdicts, prices, acct)
+
+
+@task(name="strategy", cache_policy=NO_CACHE)
+def strategy_task(factory, source, settings, cycle_id: str, decision_time: datetime, snapshots, scores,  # type: ignore[no-untyped-def]
+                  decisions, news, acct):
+    from pipeline.strategy_cycle import run_strategies
+
+    return run_strategies(factory, source, settings, cycle_id, decision_time, snapshots, scores, decisions, news,
+                          acct)
+
+
+@task(name="rebalance", cache_policy=NO_CACHE)
+def rebalance_task(factory, source, settings, decision_time: datetime, decisions):  # type: ignore[no-untyped-def]
+    from pipeline.rebalance import run_rebalance
+
+    return run_rebalance(factory, source, settings, decision_time, decisions)
 
 
 @task(name="broadcast", cache_policy=NO_CACHE)

@@ -1,0 +1,29 @@
+"""A Quorum process for the crash tests: `python -m tests.fakes.live_run` builds the live broker from the
+QUORUM_* environment (keys, QUORUM_EXCHANGE_API_BASE, database), reconciles, then opens the standard
+test plan for the decision time in QUORUM_TEST_DECISION, like a cycle does. QUORUM_CRASH_AT kills it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+
+from core.settings import load_settings
+from exchange.broker import OpenRequest
+from exchange.live_broker import LiveBroker
+from store.db import get_session_factory
+from tests.fakes.live_setup import plan
+
+
+def main() -> int:
+    settings = load_settings()
+    broker = LiveBroker.from_settings(settings, get_session_factory(settings))
+    findings = broker.reconcile()
+    res = broker.open_position(OpenRequest(plan(), datetime.fromisoformat(os.environ["QUORUM_TEST_DECISION"])))
+    print(json.dumps({"status": res.status, "note": res.note, "findings": [f.kind for f in findings]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
