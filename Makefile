@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DB := var/demo.db
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean browser
 
 setup: $(STAMP)
 
@@ -23,8 +23,17 @@ demo: $(STAMP)
 	@rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	QUORUM_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(BIN)/quorum demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Debian's chromium for the dashboard's browser tests (playwright drives it; `playwright install`
+# cannot download here). Idempotent: skipped when present; installs only as root (CI).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (apt) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: /usr/bin/chromium missing (sudo make browser); the browser tests will skip (fail under CI=true)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cycle.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/prefect_overhead.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

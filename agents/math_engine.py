@@ -27,6 +27,7 @@ DIGESTING (settings); a critical news event raises the regime to at least DIGEST
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -226,12 +227,42 @@ def finalize(row_tech: float, tech_weight: float, tech_1d: float, oi: float, new
              signal: SignalSettings) -> tuple[float, bool]:
     """Final score from the blended technical score and the symbol-level components."""
     w = WEIGHTS[_TREND_CODE[int(state4)]]
-    final = float(np.clip(tech_weight * row_tech + w["open_interest"] * oi + w["news"] * news, -1, 1))
-    veto = bool(np.isfinite(tech_1d) and abs(tech_1d) >= VETO_MIN and np.sign(tech_1d) == -np.sign(final))
+    final = _clip(tech_weight * row_tech + w["open_interest"] * oi + w["news"] * news, -1.0, 1.0)
+    veto = bool(math.isfinite(tech_1d) and abs(tech_1d) >= VETO_MIN and _sign(tech_1d) == -_sign(final))
     if veto:
         cap_hi, cap_lo = signal.long_threshold - 0.01, signal.short_threshold + 0.01
-        final = float(np.clip(final, cap_lo, cap_hi))
+        final = _clip(final, cap_lo, cap_hi)
     return final, veto
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """np.clip of one float (NaN stays NaN), without numpy's per-call overhead."""
+    return float(min(max(x, lo), hi))
+
+
+def _sign(x: float) -> float:
+    """np.sign of one float (0 for 0, NaN for NaN)."""
+    return 1.0 if x > 0 else -1.0 if x < 0 else x * 0.0
+
+
+def finalize_arrays(tech: np.ndarray, tech_weight: np.ndarray, tech_1d: np.ndarray, state4: np.ndarray,
+                    signal: SignalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """`finalize` (with no OI and no news) and `signal_of` over arrays: the backtest's math pre-screen.
+    The same IEEE operations in the same order, so each element equals the scalar function's result
+    (tested)."""
+    tk = np.where(np.isfinite(tech), tech, 0.0)
+    codes = np.asarray(state4, dtype=int)
+    w_oi = np.array([WEIGHTS[_TREND_CODE[c]]["open_interest"] for c in (-1, 0, 1)])[codes + 1]
+    w_news = np.array([WEIGHTS[_TREND_CODE[c]]["news"] for c in (-1, 0, 1)])[codes + 1]
+    raw = tech_weight * tk + w_oi * 0.0 + w_news * 0.0
+    final = np.minimum(np.maximum(raw, -1.0), 1.0)
+    final = np.where(np.isnan(raw), raw, final)
+    with np.errstate(invalid="ignore"):
+        veto = np.isfinite(tech_1d) & (np.abs(tech_1d) >= VETO_MIN) & (np.sign(tech_1d) == -np.sign(final))
+    cap_hi, cap_lo = signal.long_threshold - 0.01, signal.short_threshold + 0.01
+    final = np.where(veto, np.minimum(np.maximum(final, cap_lo), cap_hi), final)
+    sig = np.where(final > signal.long_threshold, 1, np.where(final < signal.short_threshold, -1, 0)).astype(np.int8)
+    return final, sig
 
 
 def signal_of(final: float, signal: SignalSettings) -> Action:
@@ -288,9 +319,9 @@ def score_from_row(symbol: str, row: pd.Series, oi: float, oi_flags: tuple[str, 
     flags = list(oi_flags)
     if news is None or not news.available:
         flags.append("news_unavailable")
-    tech = float(row["tech"]) if np.isfinite(row["tech"]) else 0.0
+    tech = float(row["tech"]) if math.isfinite(row["tech"]) else 0.0
     tech_1d = float(row.get("tech_1d", np.nan))
-    if not np.isfinite(tech_1d):
+    if not math.isfinite(tech_1d):
         flags.append("daily_history_short")
     state4 = int(row["state_4h"])
     final, veto = finalize(tech, float(row["tech_weight"]), tech_1d, oi, news_val, state4, signal)
@@ -298,22 +329,22 @@ def score_from_row(symbol: str, row: pd.Series, oi: float, oi_flags: tuple[str, 
     comps: dict[str, float] = {}
     for k in TECH:
         vals = [(signal.tf_weights[tf], row.get(f"{k}_{tf}", np.nan)) for tf in TIMEFRAMES]
-        num = sum(wt * v for wt, v in vals if np.isfinite(v))
+        num = sum(wt * v for wt, v in vals if math.isfinite(v))
         comps[k] = round(float(num), 4)
     comps["open_interest"] = round(oi, 4)
     comps["news"] = round(float(news_val), 4)
     tfs = {}
     for tf in TIMEFRAMES:
         s = row.get(f"tech_{tf}", np.nan)
-        if np.isfinite(s):
+        if math.isfinite(s):
             tfs[tf] = TimeframeScore(
-                tf, round(float(s), 4), {k: round(float(row[f"{k}_{tf}"]), 4) for k in TECH if np.isfinite(row[f"{k}_{tf}"])},
+                tf, round(float(s), 4), {k: round(float(row[f"{k}_{tf}"]), 4) for k in TECH if math.isfinite(row[f"{k}_{tf}"])},
                 _TREND_CODE[int(row[f"state_{tf}"])], round(float(row[f"rsi_{tf}"]), 2), round(float(row[f"atrpct_{tf}"]), 4))
-    ratio = float(row["vol_ratio"]) if np.isfinite(row["vol_ratio"]) else float("nan")
+    ratio = float(row["vol_ratio"]) if math.isfinite(row["vol_ratio"]) else float("nan")
     return Score(
         symbol=symbol, as_of=row.name.to_pydatetime(), final=round(final, 4), signal=signal_of(final, signal),
         timeframes=tfs, components=comps, weights=dict(w), trend=_TREND_CODE[state4],
-        vol_state=vol_state(ratio, signal, news), vol_ratio=round(ratio, 3) if np.isfinite(ratio) else float("nan"),
-        atr_pct=round(float(row["atr_pct"]), 4) if np.isfinite(row["atr_pct"]) else float("nan"),
+        vol_state=vol_state(ratio, signal, news), vol_ratio=round(ratio, 3) if math.isfinite(ratio) else float("nan"),
+        atr_pct=round(float(row["atr_pct"]), 4) if math.isfinite(row["atr_pct"]) else float("nan"),
         daily_veto=veto, flags=tuple(flags),
     )

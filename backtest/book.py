@@ -17,7 +17,7 @@ from core.types import RiskVerdict
 from exchange.paper import PaperAccount
 from pipeline import positions as pos_fns
 from risk.breakers import account_state_from_history
-from risk.manager import AccountState
+from risk.manager import AccountState, TrackRecord
 from risk.profiles import RiskProfile
 
 # ------------------------------------------------------------------------------------------------
@@ -69,6 +69,9 @@ class EquityHistory:
         return sorted(old.items()) + self.recent
 
 
+HOUR = timedelta(hours=1)
+
+
 def _week_start(t: datetime) -> datetime:
     m = t.replace(hour=0, minute=0, second=0, microsecond=0)
     return m - timedelta(days=m.weekday())
@@ -93,21 +96,42 @@ class Book:
         for pos in self.acct.open_positions():
             sd = data[pos.symbol]
             j, stop = self.next_bar[pos.id], int(sd.n_closed[k])
+            if j >= stop:
+                continue
             fp = self.next_funding[pos.id]
+            opens, o, h, lo, c, atr, f_dt, f_rate = sd.py_bars()
+            n_fund = len(f_dt)
             while j < stop:
                 if not self.acct.get(pos.id).is_open:
                     break
-                close_ns = sd.open_ns[j] + H1_NS
+                t_open = opens[j]
+                t_close = t_open + HOUR
                 due = []
-                while fp < len(sd.funding_ns) and sd.funding_ns[fp] <= close_ns:
-                    due.append((sd.funding_ts[fp], float(sd.funding_rate[fp])))
+                while fp < n_fund and f_dt[fp] <= t_close:
+                    due.append((f_dt[fp], f_rate[fp]))
                     fp += 1
-                t_open = pd.Timestamp(int(sd.open_ns[j]), tz="UTC")
-                pos_fns.monitor_bar(self.acct, pos.id, t_open, float(sd.o[j]), float(sd.h[j]),
-                                      float(sd.lo[j]), float(sd.c[j]), due, self.profile,
-                                      atr=float(sd.atr[j]), qty_step=sd.limits.qty_step)
+                pos_fns.monitor_bar(self.acct, pos.id, t_open, o[j], h[j], lo[j], c[j], due, self.profile,
+                                    atr=atr[j], qty_step=sd.limits.qty_step)
                 j += 1
             self.next_bar[pos.id], self.next_funding[pos.id] = j, fp
+
+    def close_ended(self, data: Mapping[str, SymbolData], k: int) -> None:
+        """Close, at the last close of its history (a market order: slippage and taker fee), every open
+        position whose symbol's history has ended by decision k, once its last bar has been walked."""
+        for pos in self.acct.open_positions():
+            sd = data[pos.symbol]
+            if sd.has_fill[k] or self.next_bar[pos.id] < len(sd.open_ns):
+                continue
+            ts = pd.Timestamp(int(sd.open_ns[-1]) + H1_NS, tz="UTC").to_pydatetime()
+            self.acct.close(pos.id, pos.qty_open, float(sd.c[-1]), ts,
+                            reason=f"history of {pos.symbol} ends at {ts.isoformat()}", kind="data_end")
+
+    def track_record(self, t: datetime) -> TrackRecord | None:
+        """The Kelly track record at t (the profile's rolling window), as the live cycle reads it."""
+        if self.profile.sizing != "kelly":
+            return None  # only Kelly sizing reads it
+        return pos_fns.track_record_from([p for p in self.acct.positions.values() if not p.is_open], t,
+                                         self.profile)
 
     def marks(self, data: Mapping[str, SymbolData], k: int) -> dict[str, float]:
         out = {}
@@ -118,9 +142,10 @@ class Book:
         return out
 
     def account_state(self, t: datetime, equity: float) -> AccountState:
+        # the compressed history is in time order and in UTC, t is after all of it: used as given
         return account_state_from_history(
             self.history.points() + [(t, equity)], equity=equity, balance=float(self.acct.balance),
-            positions=self.acct.open_positions(), now=t, profile=self.profile)
+            positions=self.acct.open_positions(), now=t, profile=self.profile, presorted=True)
 
     def open(self, verdict: RiskVerdict, sd: SymbolData, k: int, t: datetime, cycle_id: str) -> dict[str, Any]:
         i = int(np.searchsorted(sd.open_ns, pd.Timestamp(t).as_unit("ns").value, side="left"))  # price_after(symbol, t)

@@ -23,7 +23,8 @@ close. Per decision time, in the live cycle's order (flows/trading_cycle.py):
    token budget that stops the run cleanly when spent (the result says where);
 5. consensus + daily veto `pipeline.stages.decide`, risk `pipeline.stages.risk_verdict` (a light snapshot with
    bid/ask/funding/last of time t, which is all the risk step reads from a snapshot), BTC 4 h change
-   via `pipeline.stages.btc_change_4h_pct`, account state via `risk.manager.account_state_from_history`
+   as `pipeline.stages.btc_change_4h_pct` computes it (`backtest.data.change_4h_pct`, over arrays, tested
+   equal), account state via `risk.manager.account_state_from_history`
    from the per-step equity snapshots (breakers exactly as live; the history is compressed to an
    equivalent subsequence so a year stays fast, see `EquityHistory`), later candidates see planned
    positions (`pipeline.positions.with_planned`);
@@ -55,12 +56,12 @@ import numpy as np
 import pandas as pd
 
 from backtest.book import Book
-from backtest.data import H1_NS, SymbolData, decision_times, load_symbol
-from backtest.panel import member_decision, no_news_note_for, panel_votes
+from backtest.data import H1_NS, NoDecisionTime, SymbolData, change_4h_pct, decision_times, load_symbol
+from backtest.panel import no_news_note_for, panel_votes
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo
 from core.errors import DataError
-from core.frames import TF_DELTA
+from core.frames import TF_DELTA, to_utc
 from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, leaderboard
 from core.metrics import TradeRecord, compute_metrics, trade_records_from_positions
 from core.settings import PanelMember, Settings
@@ -68,11 +69,12 @@ from core.types import Action, Decision, MarketSnapshot, NewsReport, Position, S
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
 from pipeline import positions as pos_fns
-from pipeline.stages import BTC, btc_change_4h_pct, daily_veto, decide, risk_verdict, select_candidates
+from pipeline.stages import BTC, daily_veto, decide, member_decision, risk_verdict, select_candidates
 from risk.manager import AccountState
 from risk.profiles import get_profile
 
 PanelMode = str  # "math" | "cache" | "live"
+WAIT_REASONS = ("decision is WAIT",)
 PANEL_MODES = ("math", "cache", "live")
 
 __all__ = ["PANEL_MODES", "run_backtest"]
@@ -142,19 +144,23 @@ def run_backtest(
         universe = [s for s in settings.symbols if s in known]
     else:
         universe = list(known)
-    ranges = [source.data_range(s) for s in universe]
-    # from the first symbol with a futures bar (a symbol without data yet is simply not a candidate)
-    # to the last bar all symbols share (every decision has a fill bar)
-    lo, hi = min(r[0] for r in ranges), min(r[1] for r in ranges)
+    ranges = {s: source.data_range(s) for s in universe}
+    # from the first symbol with a futures bar (a symbol without data yet is simply not a candidate) to
+    # the last bar of the longest history: each symbol runs to its own end (after its last bar it is no
+    # longer a candidate and a position in it is closed at its last close), and the run says so
+    lo, hi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
     last_close = hi + TF_DELTA["1h"]
+    req_start, req_end = (times[0], times[-1]) if len(times) else (to_utc(start), to_utc(end))
     times = times[(times >= lo) & (times <= hi)]  # hi: the last bar's open, so every decision has a fill bar
     if len(times) == 0:
-        raise DataError(f"no decision time between {start} and {end} inside the replay data of "
-                        f"{', '.join(universe)} ({lo.isoformat()} .. {last_close.isoformat()})")
+        raise NoDecisionTime(f"no decision time between {req_start.isoformat()} and {req_end.isoformat()} inside "
+                             f"the replay data of {', '.join(universe)} ({lo.isoformat()} .. {last_close.isoformat()})")
+    range_notes = _range_notes(req_start, req_end, times, ranges)
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
 
+    btc4h_at = change_4h_pct(data[BTC]) if BTC in data else [None] * len(times)
     prof = get_profile(settings.risk_profile)
     mm = prof.maintenance_margin_rate
     main = Book(CONSENSUS_ID, PaperAccount.from_settings(settings.paper, mm), prof)
@@ -192,6 +198,7 @@ def run_backtest(
     deny_reasons: dict[str, int] = {}
     stopped: str | None = None
     spread = float(getattr(source, "spread_pct", settings.replay_spread_pct))
+    cand_at = fixed_candidates(settings, universe, data, spread, requested)
     py_times = list(times.to_pydatetime())
     prog = _progress(progress, len(times), f"backtest {panel_mode}")
     t_loop = time.perf_counter()
@@ -207,33 +214,38 @@ def run_backtest(
                            f"before {t.isoformat()}")
                 break
             counters["decision_times"] += 1
-            # 1. monitor
+            # 1. monitor (a position whose symbol's history has ended is closed at its last close)
             for b in books:
                 b.monitor(data, k)
+                b.close_ended(data, k)
             # 2. candidates from point-in-time tickers
-            tickers: dict[str, TickerInfo] = {}
-            for s in universe:
-                sd = data[s]
-                n = int(sd.n_closed[k])
-                if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns:
-                    continue  # no futures bar closed yet (spot warm-up only): not tradable at t
-                last = float(sd.c[n - 1])
-                half = last * spread / 200
-                tickers[s] = TickerInfo(s, last, last - half, last + half, float(sd.vol24[k]))
-            cands, _dropped, _note = select_candidates(settings, tickers, known, requested)
-            counters["candidates"] += len(cands)
+            if cand_at is not None:  # a fixed universe: precomputed, equal to select_candidates (tested)
+                cand_syms = cand_at[k]
+            else:
+                tickers: dict[str, TickerInfo] = {}
+                for s in universe:
+                    sd = data[s]
+                    # None: no futures bar closed yet (spot warm-up only), or its history has ended (no bar
+                    # to fill at): not a candidate at t
+                    last = sd.ticker_last[k]
+                    if last is None:
+                        continue
+                    half = last * spread / 200
+                    tickers[s] = TickerInfo(s, last, last - half, last + half, sd.vol24_l[k])
+                cand_syms = [c.symbol for c in select_candidates(settings, tickers, known, requested)[0]]
+            counters["candidates"] += len(cand_syms)
             # 3. scores
             scores: dict[str, Score] = {}
-            for c in cands:
-                sd = data[c.symbol]
+            for sym in cand_syms:
+                sd = data[sym]
                 if sd.frame is None:
                     continue
                 if panel_mode == "math" and sd.pre_signal[k] == 0:
-                    decisions.append(DecisionRecord(t, c.symbol, "WAIT", round(float(sd.pre_final[k]), 4),
-                                                    round(float(sd.pre_final[k]), 4), 0, False, ("decision is WAIT",)))
-                    cons_calls.append((k, c.symbol, Action.WAIT, 0.0))
+                    f4 = sd.pre_final_r4[k]
+                    decisions.append(DecisionRecord(t, sym, "WAIT", f4, f4, 0, False, WAIT_REASONS))
+                    cons_calls.append((k, sym, Action.WAIT, 0.0))
                     continue
-                scores[c.symbol] = sd.score(k, settings.signal)
+                scores[sym] = sd.score(k, settings.signal)
             counters["scored"] += len(scores)
             # 4. panel
             votes: list[Vote] = []
@@ -267,15 +279,15 @@ def run_backtest(
             # 5. consensus -> risk -> fills, for the consensus book then each shadow
             sym_decisions = {s: decide(s, t, [v for v in votes if v.symbol == s], sc, settings)
                              for s, sc in scores.items()}
-            _trade_book(main, sym_decisions, scores, data, k, t, settings, spread, decisions, counters,
+            _trade_book(main, sym_decisions, scores, data, k, t, settings, spread, btc4h_at[k], decisions, counters,
                         deny_reasons, record=True)
             for d in sym_decisions.values():
                 cons_calls.append((k, d.symbol, d.action, d.confidence))
             for mid, book in shadows.items():
                 mine = {v.symbol: v for v in votes if v.member_id == mid}
                 md = {s: daily_veto(member_decision(mine[s], scores[s]), scores[s]) for s in scores if s in mine}
-                _trade_book(book, md, scores, data, k, t, settings, spread, member_decisions[mid], None, None,
-                            record=True)
+                _trade_book(book, md, scores, data, k, t, settings, spread, btc4h_at[k], member_decisions[mid], None,
+                            None, record=True)
             if prog is not None and (k % 24 == 0 or k == len(times) - 1):
                 prog.update(prog.task_ids[0], completed=k + 1,
                             info=f"{t:%Y-%m-%d %H:%M} equity {main.curve[-1][1]:,.0f} "
@@ -310,7 +322,11 @@ def run_backtest(
         return eq, trades, open_end
 
     equity, trades, open_end = finish(main)
-    metrics = compute_metrics(equity, trades, start_used, end_used, main.acct.open_positions())
+    # the metrics window opens at the curve's opening point (the starting balance one interval before
+    # the first decision): the point AT the first decision is already after its fills, so a window
+    # from it would drop the first entry's fees and slippage and start from the wrong equity
+    metrics_start = opening[0]
+    metrics = compute_metrics(equity, trades, metrics_start, end_used, main.acct.open_positions())
     mc = monte_carlo([tr.pnl for tr in trades], settings.paper.starting_balance, runs=mc_runs, seed=seed)
     bh = {}
     for s in universe:
@@ -333,7 +349,7 @@ def run_backtest(
         vo = [VoteOutcome.from_vote(v, vt, *fwd(k_of[vt], v.symbol)) for vt, v in member_outcomes.get(mid, [])]
         results[mid] = MemberResult(mid, eq_m, tr_m, vo)
         member_positions[mid] = list(book.acct.positions.values())
-    board = leaderboard(list(results.values()), start_used, end_used, runs=leaderboard_runs, seed=seed)
+    board = leaderboard(list(results.values()), metrics_start, end_used, runs=leaderboard_runs, seed=seed)
     timings["post"] = time.perf_counter() - t_post
     timings["total"] = time.perf_counter() - t0
     notes = [
@@ -341,7 +357,7 @@ def run_backtest(
         f"replay: spread is an estimate ({spread:g}%), fills at the next bar's open with "
         f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee",
     ]
-    notes += run_notes
+    notes += range_notes + run_notes
     if open_end:
         notes.append(f"{len(open_end)} position(s) still open at the end: marked to market at the last close, "
                      "not closed (not in the trade list)")
@@ -362,26 +378,73 @@ def run_backtest(
     )
 
 
-def _light_snapshot(sd: SymbolData, k: int, t: datetime, spread: float, with_candles: int = 0) -> MarketSnapshot:
+def fixed_candidates(settings: Settings, universe: Sequence[str], data: Mapping[str, SymbolData], spread: float,
+                     requested: Sequence[str] | None) -> list[list[str]] | None:
+    """Per decision time, the candidate symbols of a fixed universe (the configured one, or --symbols):
+    what `pipeline.stages.select_candidates` returns on the point-in-time tickers (the universe's order,
+    tradable at t, 24 h volume >= the minimum, spread <= the maximum; `agents.scanner.liquidity_reason`
+    with the same float operations), over arrays. None for the volume scanner (ranked per time)."""
+    if requested:
+        order = list(requested)
+    elif settings.universe == "fixed":
+        order = [s for s in settings.symbols if s in data]
+    else:
+        return None
+    n = len(next(iter(data.values())).ticker_last or [])
+    ok_by_sym = []
+    for s in order:
+        if s not in universe:
+            continue
+        sd = data[s]
+        last = np.array([np.nan if x is None else x for x in sd.ticker_last], dtype=float)
+        half = last * spread / 200
+        bid, ask = last - half, last + half
+        mid = (bid + ask) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sp = np.where(mid <= 0, 0.0, (ask - bid) / mid * 100.0)
+        vol = np.asarray(sd.vol24_l, dtype=float)
+        ok = ~np.isnan(last) & ~(vol < settings.min_volume_usd) & ~(sp > settings.max_spread_pct)
+        ok_by_sym.append((s, ok.tolist()))
+    return [[s for s, ok in ok_by_sym if ok[k]] for k in range(n)]
+
+
+def _range_notes(req_start: pd.Timestamp, req_end: pd.Timestamp, times: pd.DatetimeIndex,
+                 ranges: Mapping[str, tuple[pd.Timestamp, pd.Timestamp]]) -> list[str]:
+    """What the run did with the requested range and each symbol's own history (said, never silent)."""
+    notes = []
+    first, last = times[0], times[-1]
+    if req_start < first:
+        notes.append(f"--from {req_start.isoformat()} is before the data: the first decision is at {first.isoformat()}")
+    if req_end > last:
+        notes.append(f"--to {req_end.isoformat()} is beyond the data: the last bar opens at {last.isoformat()}, "
+                     f"so the last decision is at {last.isoformat()}")
+    for sym, (s_lo, s_hi) in ranges.items():
+        if s_hi < last:
+            notes.append(f"{sym}: history ends at {(s_hi + TF_DELTA['1h']).isoformat()} (last bar opens at "
+                         f"{s_hi.isoformat()}): no candidate after it; a position still open is closed at its "
+                         "last close (reason data_end)")
+        if s_lo > first:
+            notes.append(f"{sym}: history starts later, first decision with a futures bar at {s_lo.isoformat()}")
+    return notes
+
+
+def _light_snapshot(sd: SymbolData, k: int, t: datetime, spread: float) -> MarketSnapshot:
     """What the risk step reads of a snapshot at t: last close, bid/ask (estimated spread), funding."""
     n = int(sd.n_closed[k])
     last = float(sd.c[n - 1])
     half = last * spread / 200
     f = float(sd.funding_at[k])
-    candles = {"1h": sd.h1.iloc[max(0, n - with_candles):n]} if with_candles else {}
-    return MarketSnapshot(symbol=sd.symbol, as_of=t, candles=candles, last=last, bid=last - half, ask=last + half,
+    return MarketSnapshot(symbol=sd.symbol, as_of=t, candles={}, last=last, bid=last - half, ask=last + half,
                           volume_24h_quote=float(sd.vol24[k]), funding_rate=f if math.isfinite(f) else None)
 
 
 def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mapping[str, Score],
                 data: Mapping[str, SymbolData], k: int, t: datetime, settings: Settings, spread: float,
-                decisions: list[DecisionRecord] | None, counters: dict[str, Any] | None,
+                btc4h: float | None, decisions: list[DecisionRecord] | None, counters: dict[str, Any] | None,
                 deny_reasons: dict[str, int] | None, *, record: bool) -> None:
     """Risk and fills of one book at decision time t, then its equity snapshot (as the live cycle)."""
     prices_pre = book.marks(data, k)
     account: AccountState | None = None
-    btc4h: float | None = None
-    btc_done = False
     cycle_id = f"backtest-{book.name}-{t:%Y%m%dT%H%M}"
     for sym, d in sym_decisions.items():
         if d.action is Action.WAIT:
@@ -393,13 +456,9 @@ def _trade_book(book: Book, sym_decisions: Mapping[str, Decision], scores: Mappi
         if account is None:
             equity_now = float(book.acct.equity(prices_pre))
             account = book.account_state(t, equity_now)
-        if not btc_done:
-            btc_done = True
-            if BTC in data and data[BTC].n_closed[k] > 0:
-                btc4h = btc_change_4h_pct({BTC: _light_snapshot(data[BTC], k, t, spread, with_candles=5)}, None, t)
         snap = _light_snapshot(data[sym], k, t, spread)
         v = risk_verdict(d, scores[sym], snap, account, data[sym].limits, settings, btc4h, None,
-                         pos_fns.track_record_from([p for p in book.acct.positions.values() if not p.is_open]))
+                         book.track_record(t))
         filled = False
         if v.approved and v.plan is not None:
             res = book.open(v, data[sym], k, t, cycle_id)

@@ -2,8 +2,15 @@
 
 All functions take already-loaded plain data (:class:`core.metrics.TradeRecord` s and
 :class:`AuditRow` s); the CLI / API layer loads them from the database. Output is deterministic:
-fixed column order, rows sorted by time, floats written with ``repr`` (round-trip exact), datetimes in
-ISO 8601 UTC, nan/inf written as empty cells (CSV) or ``null`` (JSON).
+fixed column order, rows sorted by time, datetimes in ISO 8601 UTC, nan/inf written as empty cells
+(CSV) or ``null`` (JSON).
+
+Trade rows (:func:`trade_row`) have the field names of ``TradeRecord.to_dict()`` -- the same as
+``quorum trades --json`` -- and are rounded by kind (:data:`MONEY_DP`): P&L, proceeds, cost basis and
+gain to the cent, fees and funding to 6 dp (often fractions of a cent on small trades), prices at the
+market's tick when known (else 8 significant digits), quantities at the market's step when known,
+R multiples and holding days to 4 dp. The tax gain is rounded from the unrounded values, so it equals
+the rounded net pnl.
 
 Tax CSV convention (one row per closed position; fees and funding are separate columns and the gain is
 net of both):
@@ -27,6 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -47,6 +55,7 @@ __all__ = [
     "export_to_string",
     "export_trades",
     "tax_rows",
+    "trade_row",
     "trades_to_csv",
     "trades_to_json",
 ]
@@ -54,6 +63,7 @@ __all__ = [
 ExportFormat = Literal["json", "csv", "tax", "audit"]
 
 TRADE_COLUMNS: tuple[str, ...] = (
+    "position_id",
     "symbol",
     "side",
     "opened_at",
@@ -66,7 +76,11 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "funding",
     "r_multiple",
     "reason",
+    "outcome",
 )
+# decimals of money fields by kind (quote currency, USDT)
+MONEY_DP: Mapping[str, int] = {"pnl": 2, "proceeds": 2, "cost_basis": 2, "gain": 2, "fees": 6, "funding": 6}
+RATIO_DP = 4  # r_multiple, holding_days
 TAX_COLUMNS: tuple[str, ...] = (
     "date_acquired",
     "date_sold",
@@ -226,35 +240,69 @@ def _write_text(out: str | Path | TextIO, text: str) -> None:
 # trades
 
 
-def trades_to_json(trades: Sequence[TradeRecord]) -> str:
+Precision = Mapping[str, tuple[Decimal | None, Decimal | None]]  # symbol -> (price tick, qty step)
+
+
+def _round_dp(x: Any, dp: int) -> float | None:
+    if x is None:
+        return None
+    f = float(x)
+    if not math.isfinite(f):
+        return None
+    r = round(f, dp)
+    return 0.0 if r == 0 else r  # no -0.0
+
+
+def _round_step(x: Any, step: Decimal | None, sig: int = 8) -> float | None:
+    """At the step (half-even) when known, else `sig` significant digits."""
+    if x is None:
+        return None
+    f = float(x)
+    if not math.isfinite(f):
+        return None
+    if step is not None and step > 0:
+        q = (Decimal(repr(f)) / step).quantize(Decimal(1), rounding=ROUND_HALF_EVEN) * step
+        return float(q.normalize())
+    return float(f"{f:.{sig}g}")
+
+
+def trade_row(t: TradeRecord, precision: Precision | None = None) -> dict[str, Any]:
+    """A closed trade as exported and as ``quorum trades`` prints it: the keys of
+    ``TradeRecord.to_dict()``, rounded by kind (see the module docstring)."""
+    tick, step = (precision or {}).get(t.symbol, (None, None))
+    d = t.to_dict()
+    d["entry"], d["exit"] = _round_step(t.entry, tick), _round_step(t.exit, tick)
+    d["qty"] = _round_step(t.qty, step, sig=12)
+    for k in ("pnl", "fees", "funding"):
+        d[k] = _round_dp(getattr(t, k), MONEY_DP[k])
+    d["r_multiple"] = _round_dp(t.r_multiple, RATIO_DP)
+    return d
+
+
+def trades_to_json(trades: Sequence[TradeRecord], precision: Precision | None = None) -> str:
     """``{"trades": [...], "count": n}``, sorted keys, 2-space indent, trades sorted by close time."""
-    doc = {"count": len(trades), "trades": [t.to_dict() for t in _sorted(trades)]}
+    doc = {"count": len(trades), "trades": [trade_row(t, precision) for t in _sorted(trades)]}
     return json.dumps(doc, sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
-def _trade_cells(t: TradeRecord) -> list[str]:
-    return [
-        t.symbol,
-        _side(t.side),
-        _iso(t.opened_at),
-        _iso(t.closed_at),
-        _num(t.entry),
-        _num(t.exit),
-        _num(t.qty),
-        _num(t.pnl),
-        _num(t.fees),
-        _num(t.funding),
-        _num(t.r_multiple),
-        t.reason,
-    ]
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return _num(v)
+    return str(v)
 
 
-def trades_to_csv(trades: Sequence[TradeRecord], out: str | Path | TextIO) -> None:
-    _write_csv(out, TRADE_COLUMNS, [_trade_cells(t) for t in _sorted(trades)])
+def trades_to_csv(trades: Sequence[TradeRecord], out: str | Path | TextIO,
+                  precision: Precision | None = None) -> None:
+    rows = [trade_row(t, precision) for t in _sorted(trades)]
+    _write_csv(out, TRADE_COLUMNS, [[_cell(r[c]) for c in TRADE_COLUMNS] for r in rows])
 
 
-def tax_rows(trades: Sequence[TradeRecord]) -> list[dict[str, Any]]:
-    """One dict per trade with :data:`TAX_COLUMNS` (numbers as floats); see the module docstring."""
+def tax_rows(trades: Sequence[TradeRecord], precision: Precision | None = None,
+             rounded: bool = False) -> list[dict[str, Any]]:
+    """One dict per trade with :data:`TAX_COLUMNS` (numbers as floats; `rounded`: as exported);
+    see the module docstring."""
     rows = []
     for t in _sorted(trades):
         buy, sell = t.entry * t.qty, t.exit * t.qty
@@ -279,11 +327,17 @@ def tax_rows(trades: Sequence[TradeRecord]) -> list[dict[str, Any]]:
                 / 86400.0,
             }
         )
+        if rounded:
+            r = rows[-1]
+            r["quantity"] = _round_step(t.qty, (precision or {}).get(t.symbol, (None, None))[1], sig=12)
+            for k in ("proceeds", "cost_basis", "fees", "funding", "gain"):
+                r[k] = _round_dp(r[k], MONEY_DP[k])
+            r["holding_days"] = _round_dp(r["holding_days"], RATIO_DP)
     return rows
 
 
-def _tax_csv(trades: Sequence[TradeRecord], out: str | Path | TextIO) -> None:
-    rows = [[r[c] if isinstance(r[c], str) else _num(r[c]) for c in TAX_COLUMNS] for r in tax_rows(trades)]
+def _tax_csv(trades: Sequence[TradeRecord], out: str | Path | TextIO, precision: Precision | None = None) -> None:
+    rows = [[_cell(r[c]) for c in TAX_COLUMNS] for r in tax_rows(trades, precision, rounded=True)]
     _write_csv(out, TAX_COLUMNS, rows)
 
 
@@ -369,18 +423,20 @@ def export_trades(
     out: str | Path | TextIO,
     *,
     audit_rows: Sequence[AuditRow] | None = None,
+    precision: Precision | None = None,
 ) -> None:
     """Write ``trades`` as ``json`` / ``csv`` / ``tax`` CSV to ``out`` (a path or an open text stream).
+    ``precision`` maps a symbol to its (price tick, qty step) for the rounding of prices and quantities.
 
     ``fmt="audit"`` writes the decision audit trail instead and needs ``audit_rows`` (``trades`` is
     ignored then; pass ``[]``).
     """
     if fmt == "json":
-        _write_text(out, trades_to_json(trades))
+        _write_text(out, trades_to_json(trades, precision))
     elif fmt == "csv":
-        trades_to_csv(trades, out)
+        trades_to_csv(trades, out, precision)
     elif fmt == "tax":
-        _tax_csv(trades, out)
+        _tax_csv(trades, out, precision)
     elif fmt == "audit":
         if audit_rows is None:
             raise ValueError("fmt='audit' needs audit_rows")
@@ -390,9 +446,10 @@ def export_trades(
 
 
 def export_to_string(
-    trades: Sequence[TradeRecord], fmt: ExportFormat, *, audit_rows: Sequence[AuditRow] | None = None
+    trades: Sequence[TradeRecord], fmt: ExportFormat, *, audit_rows: Sequence[AuditRow] | None = None,
+    precision: Precision | None = None,
 ) -> str:
     """Same as :func:`export_trades` into a string (for an API response or a Prefect artifact)."""
     buf = io.StringIO()
-    export_trades(trades, fmt, buf, audit_rows=audit_rows)
+    export_trades(trades, fmt, buf, audit_rows=audit_rows, precision=precision)
     return buf.getvalue()

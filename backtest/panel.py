@@ -1,5 +1,5 @@
 """The panel inside the bar loop: cached or live votes, the same prompt and cache key as the live
-cycle, and a member's own decision for its shadow account."""
+cycle (a member's own decision for its shadow account is `pipeline.stages.member_decision`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from core.settings import PanelMember, Settings
-from core.types import Action, Decision, Score, Vote
+from core.types import Vote
 
 # ------------------------------------------------------------------------------------------------
 # the panel in the loop
@@ -54,14 +54,3 @@ def no_news_note_for(settings: Settings) -> str:
         return f"news analyst off: {member_status(news_member(settings)).reason}"
     except Exception:  # noqa: BLE001 - the panel tasks module is optional here
         return "news analyst off"
-
-
-def member_decision(vote: Vote, score: Score) -> Decision:
-    """A member's own call as a Decision (its shadow account trades it through the same risk)."""
-    action = vote.action if vote.valid and vote.action is not None else Action.WAIT
-    return Decision(symbol=vote.symbol, as_of=score.as_of, action=action, confidence=float(vote.confidence),
-                    math_score=score.final, combined_score=score.final, votes_valid=int(vote.valid),
-                    votes_total=1, tally={}, dissent=(), fallback_to_math=False,
-                    reason=f"shadow account of {vote.member_id}: its own vote {action.value}")
-
-

@@ -58,8 +58,10 @@ _METRIC_LABELS: dict[str, tuple[str, str]] = {
     "max_drawdown_recovered": ("Recovered", "text"),
     "n_trades": ("Trades", "int"),
     "wins": ("Wins", "int"),
+    "draws": ("Draws (scratches, |R| < 0.1)", "int"),
     "losses": ("Losses", "int"),
-    "win_rate": ("Win rate", "pct"),
+    "win_rate": ("Win rate (draws are not wins)", "pct"),
+    "win_rate_ex_draws": ("Win rate without scratches", "pct"),
     "profit_factor": ("Profit factor", "num"),
     "expectancy": ("Expectancy per trade", "+money"),
     "expectancy_r": ("Expectancy (R)", "num"),
@@ -75,7 +77,7 @@ _METRIC_LABELS: dict[str, tuple[str, str]] = {
     "net_pnl": ("Net PnL", "+money"),
 }
 
-_SYMBOL_COLS = ("n_trades", "wins", "win_rate", "net_pnl", "avg_r", "fees", "funding", "buy_and_hold")
+_SYMBOL_COLS = ("n_trades", "wins", "draws", "losses", "win_rate", "net_pnl", "avg_r", "fees", "funding", "buy_and_hold")
 
 _MC_LABELS: dict[str, tuple[str, str]] = {
     "method": ("Method", "text"),
@@ -139,10 +141,14 @@ def per_symbol_stats(
         rs = np.array([t.r_multiple for t in ts], dtype=float)
         rs = rs[np.isfinite(rs)]
         n = len(ts)
+        outcomes = [t.outcome for t in ts]
+        wins = outcomes.count("win")
         out[sym] = {
             "n_trades": n,
-            "wins": int((pnls > 0).sum()),
-            "win_rate": float((pnls > 0).sum()) / n if n else math.nan,
+            "wins": wins,
+            "draws": outcomes.count("draw"),
+            "losses": outcomes.count("loss"),
+            "win_rate": wins / n if n else math.nan,
             "net_pnl": float(pnls.sum()),
             "fees": float(sum(t.fees for t in ts)),
             "funding": float(sum(t.funding for t in ts)),
@@ -295,7 +301,7 @@ def render_html(data: dict[str, Any]) -> str:
     cols: list[str] = [c for c in _SYMBOL_COLS if c in present] + sorted(present - set(_SYMBOL_COLS))
     pct_cols = {"win_rate", "buy_and_hold"}
     money_cols = {"fees", "funding"}
-    int_cols = {"n_trades", "wins", "losses"}
+    int_cols = {"n_trades", "wins", "draws", "losses"}
 
     def kind(c: str) -> str:
         if c == "net_pnl":
@@ -353,6 +359,7 @@ def render_html(data: dict[str, Any]) -> str:
         ("fees", "money"),
         ("funding", "money"),
         ("r_multiple", "num"),
+        ("outcome", "text"),
         ("reason", "text"),
     ]
     parts.append(

@@ -42,7 +42,7 @@ from agents.strategies import build
 from agents.strategies.base import AccountView, Facts, Open
 from agents.strategies.rebalance import PortfolioFacts, weights
 from backtest.book import Book
-from backtest.data import H1_NS, decision_times, load_symbol
+from backtest.data import H1_NS, change_4h_pct, decision_times, load_symbol
 from backtest.engine import _light_snapshot, run_backtest
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
@@ -58,7 +58,7 @@ from exchange.paper import PaperAccount
 from exchange.spot import SpotAccount
 from pipeline import positions as execution
 from pipeline.rebalance import execute_rebalance
-from pipeline.stages import BTC, btc_change_4h_pct, decide, select_candidates
+from pipeline.stages import BTC, decide, select_candidates
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.intents import check_rebalance
 from risk.profiles import get_profile
@@ -113,6 +113,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
+    btc4h_at = change_4h_pct(data[BTC]) if BTC in data else [None] * len(times)
     strat = build(strategy, settings)
     feats: dict[str, dict[str, np.ndarray]] = {}
     if strategy == "volatility":
@@ -220,11 +221,10 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
             if has_open and not btc_done:
                 btc_done = True
                 if BTC in data and data[BTC].n_closed[k] > 0:
-                    btc4h = btc_change_4h_pct({BTC: _light_snapshot(data[BTC], k, t, spread, with_candles=5)}, None, t)
+                    btc4h = btc4h_at[k]  # as pipeline.stages.btc_change_4h_pct (backtest.data.change_4h_pct)
             ctx = ExecContext(t, strategy, account, sd.limits, prof, settings, fill_ts=fill[0], fill_price=fill[1],
                               score=score, snapshot=_light_snapshot(sd, k, t, spread), btc_4h=btc4h,
-                              track=execution.track_record_from([p for p in acct.positions.values() if not p.is_open])
-                              if has_open else None, allow_entries=s in allowed)
+                              track=book.track_record(t) if has_open else None, allow_entries=s in allowed)
             for r in execute_intents(acct, st.intents, ctx):
                 key = f"{type(r.intent).__name__.lower()}_{r.status}"
                 counters["intents"][key] = counters["intents"].get(key, 0) + 1
@@ -278,14 +278,15 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
                  "unrealised": float((marks.get(p.symbol, p.entry) - p.entry) * float(p.qty_open) * p.side.sign),
                  "opened_at": p.opened_at, "note": "still open at the end: marked to market, not closed"}
                 for p in book.acct.open_positions()]
-    metrics = compute_metrics(equity, trades, start_used, end_used, book.acct.open_positions())
+    # the window opens at the curve's opening point (the starting balance before the first decision's fills)
+    metrics = compute_metrics(equity, trades, opening[0], end_used, book.acct.open_positions())
     mc = monte_carlo([tr.pnl for tr in trades], settings.paper.starting_balance, runs=mc_runs, seed=seed)
     bh = {}
     for s in universe:
         sd = data[s]
         close = pd.Series(sd.c, index=pd.DatetimeIndex(sd.open_ns + H1_NS, tz="UTC"))
         bh[s] = buy_and_hold(close[close.index >= pd.Timestamp(sd.futures_start_ns, tz="UTC")], start_used, end_used)
-    board = leaderboard([MemberResult(CONSENSUS_ID, equity, trades, [])], start_used, end_used,
+    board = leaderboard([MemberResult(CONSENSUS_ID, equity, trades, [])], opening[0], end_used,
                         runs=leaderboard_runs, seed=seed)
     fills = [{"time": f.ts, "symbol": f.symbol, "side": f.side.value, "kind": f.kind, "fill_price": float(f.price),
               "qty": str(f.qty), "fee": float(f.fee), "reason": f.reason} for f in book.acct.fills]
@@ -432,7 +433,7 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
     w = pd.DataFrame(wrows, index=pd.DatetimeIndex([t for t, _ in curve]))
     te_target = tracking_error_vs_target(w.iloc[1:] if len(w) > 1 else w, cfg.targets)
     te_bh = tracking_error_vs_benchmark(equity.loc[bench.index] if len(bench) else equity, bench)
-    metrics = compute_metrics(equity, [], start_used, end_used)
+    metrics = compute_metrics(equity, [], opening[0], end_used)
     mc = monte_carlo([], settings.paper.starting_balance, runs=mc_runs, seed=seed)
     bh: dict[str, float] = {}
     for a in assets:
@@ -441,7 +442,7 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
     counters["tracking_error_vs_target"] = te_target
     counters["tracking_error_vs_buy_and_hold"] = te_bh
     counters["return_vs_buy_and_hold"] = (float(equity.iloc[-1] / bench.iloc[-1] - 1) if len(bench) else math.nan)
-    board = leaderboard([MemberResult(CONSENSUS_ID, equity, [], [])], start_used, end_used, runs=leaderboard_runs,
+    board = leaderboard([MemberResult(CONSENSUS_ID, equity, [], [])], opening[0], end_used, runs=leaderboard_runs,
                         seed=seed)
     spot_end = {a: h.futures_start for a, h in hist.items()}
     notes = [f"strategy rebalance: {_describe('rebalance', settings)}",

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
+from backtest.data import NoDecisionTime
 from backtest.engine import run_backtest
 from backtest.result import BacktestResult
+from core.errors import DataError
 from core.frames import to_utc
-from core.metrics import (
-    json_safe,
-)
+from core.metrics import json_safe
 from core.settings import Settings
 
 # ------------------------------------------------------------------------------------------------
@@ -25,9 +25,10 @@ class WalkForwardResult:
     windows: list[dict[str, Any]]  # per test window: train (warm-up) range, test range, metrics
     results: list[BacktestResult]
     note: str
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # windows without a decision time in the data
 
     def summary(self) -> dict[str, Any]:
-        return json_safe({"note": self.note, "windows": self.windows})
+        return json_safe({"note": self.note, "windows": self.windows, "skipped": self.skipped})
 
 
 WALK_FORWARD_NOTE = (
@@ -44,11 +45,20 @@ def walk_forward(settings: Settings, source: Any, start: datetime | str, end: da
     if train_days < 0 or test_days <= 0:
         raise ValueError("train days must be >= 0 and test days > 0")
     s, e = to_utc(start), to_utc(end)
-    windows, results = [], []
+    windows: list[dict[str, Any]] = []
+    results: list[BacktestResult] = []
+    skipped: list[dict[str, Any]] = []
     cur = s + pd.Timedelta(days=train_days)
     while cur < e:
         t_end = min(cur + pd.Timedelta(days=test_days) - pd.Timedelta(minutes=settings.cycle_interval_minutes), e)
-        res = run_backtest(settings, source, cur, t_end, **kwargs)
+        try:
+            res = run_backtest(settings, source, cur, t_end, **kwargs)
+        except NoDecisionTime as exc:
+            # a window outside the data (typically past the end of the history) is reported as
+            # skipped; the windows already finished are kept
+            skipped.append({"test_start": cur, "test_end": t_end, "reason": str(exc)})
+            cur = cur + pd.Timedelta(days=test_days)
+            continue
         results.append(res)
         m = res.metrics
         windows.append({"train_start": cur - pd.Timedelta(days=train_days), "train_end": cur,
@@ -57,4 +67,8 @@ def walk_forward(settings: Settings, source: Any, start: datetime | str, end: da
                         "win_rate": m.win_rate, "profit_factor": m.profit_factor,
                         "open_at_end": len(res.open_at_end)})
         cur = cur + pd.Timedelta(days=test_days)
-    return WalkForwardResult(windows, results, WALK_FORWARD_NOTE)
+    if not results:
+        raise DataError("walk-forward: no test window has a decision time inside the data; "
+                        + (skipped[0]["reason"] if skipped else f"the range {s.isoformat()} .. {e.isoformat()} is "
+                           f"shorter than the {train_days} train day(s)"))
+    return WalkForwardResult(windows, results, WALK_FORWARD_NOTE, skipped)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 import warnings
+from typing import Annotated
 
 import typer
 
@@ -13,12 +16,35 @@ from core.errors import QuorumError
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="Quorum: an autonomous crypto-futures trading cycle (paper by default).")
+
+
+def version_string() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"quorum {version('quorum')}"
+    except PackageNotFoundError:  # run from a source tree without an install
+        return "quorum (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_string())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="print the version and exit")] = False) -> None:
+    """Quorum: an autonomous crypto-futures trading cycle (paper by default)."""
 
 
 def _register() -> None:
     from cli import backtest as cli_backtest
+    from cli import dashboard as cli_dashboard
     from cli import data as cli_data
     from cli import doctor as cli_doctor
     from cli import outbox as cli_outbox
@@ -29,25 +55,44 @@ def _register() -> None:
     app.add_typer(cli_data.app, name="data")
     app.add_typer(cli_outbox.app, name="outbox")
     app.registered_commands += cli_backtest.app.registered_commands  # backtest, leaderboard, export
+    app.registered_commands += cli_dashboard.app.registered_commands  # dashboard
 
 
 _register()
 
 
 def main() -> None:
+    from cli import lifecycle
+
+    lifecycle.handle_termination()  # SIGTERM/SIGHUP unwind like Ctrl-C
     try:
         app()
     except QuorumError as exc:
+        if os.environ.get("QUORUM_DEBUG"):
+            traceback.print_exc()
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
+    except lifecycle.Terminated as exc:
+        err.print(f"terminated ({exc}): stopped cleanly", highlight=False)
+        lifecycle.exit_now(128 + exc.signum)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        lifecycle.exit_now(130)
+    except SystemExit as exc:
+        if lifecycle.interrupted(exc):
+            err.print("interrupted")
+            lifecycle.exit_now(130)
+        raise
     except Exception as exc:  # noqa: BLE001 - one clear line; QUORUM_DEBUG=1 shows the traceback
-        import os
-
         if os.environ.get("QUORUM_DEBUG"):
             raise
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, DBAPIError):  # a database error outside a unit of work: same one line
+            from store.db import storage_error
+
+            err.print(f"[red]error:[/red] {storage_error(exc)}", highlight=False, markup=True)
+            sys.exit(2)
         err.print(f"[red]error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                   "(set QUORUM_DEBUG=1 for the traceback)", highlight=False)
         sys.exit(1)

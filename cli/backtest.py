@@ -9,20 +9,17 @@ import json
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from core.errors import QuorumError
+from cli.common import err, out, print_table
+from core.errors import ConfigError, QuorumError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Backtests, the model leaderboard and exports.")
-out = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -47,38 +44,47 @@ def _num(x: Any, fmt: str = ".3f") -> str:
 # ---- backtest ---------------------------------------------------------------------------------
 @app.command("backtest")
 def backtest_cmd(
-    start: Annotated[str, typer.Option("--from", help="first decision day/time (UTC)")] = "2025-01-01",
-    end: Annotated[str, typer.Option("--to", help="last decision day (a date means through 23:00 UTC)")] = "2025-05-31",
-    panel: Annotated[str, typer.Option("--panel", help="math | cache | live")] = "math",
-    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
-    out_dir: Annotated[str, typer.Option("--out", help="report directory")] = "reports",
-    train_days: Annotated[int | None, typer.Option("--train-days", "--train", help="walk-forward: warm-up days per window")] = None,
-    test_days: Annotated[int | None, typer.Option("--test-days", "--test", help="walk-forward: test days per window")] = None,
+    start: Annotated[str, typer.Option("--from", metavar="DATE", help="first decision day/time (UTC)")] = "2025-01-01",
+    end: Annotated[str, typer.Option("--to", metavar="DATE", help="last decision day (a date means through 23:00 UTC)")] = "2025-05-31",
+    panel: Annotated[str, typer.Option("--panel", metavar="math|cache|live", help="who decides: the math score alone, the cached panel answers, or live model calls")] = "math",
+    symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    out_dir: Annotated[str, typer.Option("--out", metavar="DIR", help="report directory")] = "reports",
+    train_days: Annotated[int | None, typer.Option("--train-days", "--train", metavar="DAYS", help="walk-forward: warm-up days per window")] = None,
+    test_days: Annotated[int | None, typer.Option("--test-days", "--test", metavar="DAYS", help="walk-forward: test days per window")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect",
                                           help="run as one Prefect flow run with artifacts (default) or plain")] = True,
     strategy: Annotated[str | None, typer.Option(
-        "--strategy", help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
+        "--strategy", metavar="NAME",
+        help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="every risk profile x symbol set x walk-forward window, "
                                         "fanned out on a Dask cluster (QUORUM_DASK_ADDRESS, else a local one)")] = False,
-    profiles: Annotated[str, typer.Option("--profiles", help="sweep: comma-separated risk profiles")] =
+    profiles: Annotated[str, typer.Option("--profiles", metavar="NAMES", help="sweep: comma-separated risk profiles")] =
         "default,conservative,kelly",
-    symbol_sets: Annotated[str | None, typer.Option("--symbol-sets", help="sweep: sets separated by ';', e.g. "
-                                                    "'BTC/USDT:USDT,ETH/USDT:USDT;SOL/USDT:USDT'")] = None,
+    symbol_sets: Annotated[str | None, typer.Option("--symbol-sets", metavar="SETS", help="sweep: sets separated by "
+                                                    "';', e.g. 'BTC/USDT:USDT,ETH/USDT:USDT;SOL/USDT:USDT'")] = None,
 ) -> None:
     """Replay a date range through the live cycle's functions; print the metrics and the report path."""
     t0 = time.perf_counter()
     try:
         from core.settings import load_settings
 
-        load_settings()  # fail fast on bad settings
+        load_settings()  # fail fast on bad settings, --panel and the range (before Prefect starts)
+        from backtest.run import PANEL_MODES, parse_range
+
+        if panel not in PANEL_MODES:
+            raise ConfigError(f"--panel {panel!r}: expected one of {', '.join(PANEL_MODES)}")
+        parse_range(start, end)
         if sweep:
             _sweep(start, end, panel, profiles, symbol_sets or symbols, out_dir, train_days, test_days, as_json, t0)
             return
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
                   train_days=train_days, test_days=test_days, progress=not as_json, strategy=strategy)
         if prefect:
+            from cli.lifecycle import before_flow
             from flows.backtest import backtest
+
+            before_flow()
 
             summary = backtest(**kw)
         else:
@@ -140,13 +146,13 @@ def _render_backtest(s: dict[str, Any]) -> None:
         t.add_row(f"Monte Carlo max DD p50 / p95 ({mc.get('runs')} runs)",
                   f"{_num(mc.get('max_dd_p50'), '.2%')} / {_num(mc.get('max_dd_p95'), '.2%')}")
         t.add_row("Risk of ruin (equity < 50%)", _num(mc.get("risk_of_ruin"), ".2%"))
-    out.print(t)
+    print_table(t, out)
     bh = Table(title="Buy and hold over the same window")
     bh.add_column("symbol")
     bh.add_column("return", justify="right")
     for sym, r in s.get("buy_and_hold", {}).items():
         bh.add_row(sym, _pct(r))
-    out.print(bh)
+    print_table(bh, out)
     c = s["counters"]
     out.print(f"decisions: {c['decision_times']} times, {c['non_wait_decisions']} non-WAIT, {c['approved']} approved, "
               f"{c['filled']} filled; votes {c['votes']} ({c['valid_votes']} valid, {c['cache_miss']} cache misses)")
@@ -175,13 +181,17 @@ def _render_walk_forward(s: dict[str, Any]) -> None:
         t.add_row(f"{w['test_start'][:16]} .. {w['test_end'][:16]}", _pct(w["total_return"]), _num(w["sharpe"], ".2f"),
                   _num(w["max_drawdown"], ".2%"), str(w["n_trades"]), str(w.get("open_at_end", 0)),
                   _num(w["win_rate"], ".1%"), rep["html"])
-    out.print(t)
+    print_table(t, out)
+    for sk in wf.get("skipped") or []:
+        out.print(f"[yellow]skipped window[/yellow] {sk['test_start'][:16]} .. {sk['test_end'][:16]}: {sk['reason']}",
+                  highlight=False)
     out.print(f"[dim]{wf['note']}[/dim]")
 
 
 def _render_board(rows: list[dict[str, Any]], title: str) -> None:
     t = Table(title=title)
-    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("return", "total_return", "+.2%"),
+    cols = [("rank", "rank", "d"), ("member", "member_id", ""), ("value $", "account_value", ",.2f"),
+            ("return", "total_return", "+.2%"),
             ("Sharpe", "sharpe", ".2f"), ("max DD", "max_drawdown", ".2%"), ("win", "win_rate", ".1%"),
             ("trades", "n_trades", "d"), ("hit 4h", "hit_rate_4h", ".1%"), ("hit 24h", "hit_rate_24h", ".1%"),
             ("Brier", "brier_24h", ".3f"), ("abstain", "abstention_rate", ".1%"),
@@ -195,7 +205,7 @@ def _render_board(rows: list[dict[str, Any]], title: str) -> None:
         cells.append("—" if lo is None else f"{_num(r.get('diff_vs_consensus_mean'), '+.2e')} [{lo:+.1e}, {hi:+.1e}]"
                      + (" *" if r.get("diff_vs_consensus_significant") else ""))
         t.add_row(*cells)
-    out.print(t)
+    print_table(t, out)
 
 
 # ---- leaderboard ------------------------------------------------------------------------------
@@ -206,16 +216,16 @@ def _latest_report(directory: Path) -> Path | None:
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    report: Annotated[str | None, typer.Option("--report", help="a backtest JSON report (default: the newest)")] = None,
-    reports_dir: Annotated[str, typer.Option("--dir", help="where to look for the newest report")] = "reports",
-    from_db: Annotated[bool, typer.Option("--db", help="rank from the votes stored by live cycles instead")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    report: Annotated[str | None, typer.Option("--report", metavar="FILE", help="a backtest JSON report (default: the newest)")] = None,
+    reports_dir: Annotated[str, typer.Option("--dir", metavar="DIR", help="where to look for the newest report")] = "reports",
+    from_db: Annotated[bool, typer.Option("--db", help="rank from the live record (shadow accounts and stored votes) instead")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Rank panel members and the consensus (return, Sharpe, drawdown, hit rate, Brier, abstention,
     latency, cost, bootstrap CI vs the consensus)."""
     try:
         if from_db:
-            rows, title = leaderboard_from_db(), "Model leaderboard (stored votes; no shadow equity)"
+            rows, title = leaderboard_from_db(), "Model leaderboard (live record: real account + shadow accounts)"
         else:
             path = Path(report) if report else _latest_report(Path(reports_dir))
             if path is None or not path.exists():
@@ -239,75 +249,37 @@ def leaderboard_cmd(
 
 
 def leaderboard_from_db() -> list[dict[str, Any]]:
-    """Leaderboard rows from the votes and decisions stored by live cycles: hit rates at 4 h / 24 h
-    against the replay history, Brier, abstention, latency and cost (no shadow equity: returns are
-    only known from a backtest)."""
-    import pandas as pd
-    from sqlalchemy import select
-
-    from core.leaderboard import CONSENSUS_ID, MemberResult, VoteOutcome, forward_return, leaderboard
+    """Leaderboard rows from the live record (pipeline.shadow.live_leaderboard): the real account as
+    the consensus and every member's shadow paper account (account value, return, Sharpe, drawdown),
+    hit rates of the stored votes at 4 h / 24 h, Brier, abstention, latency, cost and the bootstrap
+    interval against the consensus."""
     from core.settings import load_settings
-    from core.types import Action
     from exchange.factory import build_source
-    from store.db import get_session_factory, transaction
-    from store.models import CycleRow, DecisionRow, VoteRow
+    from pipeline.shadow import live_leaderboard
+    from store.db import get_session_factory
 
     settings = load_settings()
-    source = build_source(settings)
-    closes: dict[str, pd.Series] = {}
-
-    def fwd(sym: str, t: datetime) -> tuple[float | None, float | None]:
-        if sym not in closes:
-            try:
-                h1 = source.history(sym).h1
-                closes[sym] = pd.Series(h1["close"].to_numpy(), index=h1.index + pd.Timedelta(hours=1))
-            except Exception:  # noqa: BLE001 - a symbol the source does not have: no outcome
-                closes[sym] = pd.Series(dtype=float)
-        c = closes[sym]
-        return (forward_return(c, t, pd.Timedelta(hours=4)), forward_return(c, t, pd.Timedelta(hours=24)))
-
-    factory = get_session_factory(settings)
-    with transaction(factory) as s:
-        votes = list(s.scalars(select(VoteRow).order_by(VoteRow.as_of, VoteRow.symbol, VoteRow.member_id)))
-        decs = list(s.execute(select(DecisionRow, CycleRow.as_of).join(CycleRow, CycleRow.id == DecisionRow.cycle_id)
-                              .order_by(CycleRow.as_of, DecisionRow.symbol)))
-    by_member: dict[str, list[VoteOutcome]] = {}
-    times = []
-    for v in votes:
-        a = Action(v.action) if v.action and not v.abstain_reason else None
-        by_member.setdefault(v.member_id, []).append(
-            VoteOutcome(a, float(v.confidence), *fwd(v.symbol, v.as_of), latency_s=float(v.latency_s),
-                        cost_usd=float(v.cost_usd), symbol=v.symbol, as_of=v.as_of))
-        times.append(v.as_of)
-    cons = []
-    for d, as_of in decs:
-        cons.append(VoteOutcome(Action(d.action), float(d.confidence), *fwd(d.symbol, as_of), latency_s=None,
-                                symbol=d.symbol, as_of=as_of))
-        times.append(as_of)
-    if not times:
-        return []
-    empty = pd.Series(dtype=float)
-    results = [MemberResult(CONSENSUS_ID, empty, (), cons)] + [MemberResult(m, empty, (), vs)
-                                                                for m, vs in sorted(by_member.items())]
-    rows = leaderboard(results, min(times), max(times), sort_by="hit_rate_24h")
-    return [r.to_dict() for r in rows]
+    return live_leaderboard(get_session_factory(settings), build_source(settings), settings)
 
 
 # ---- export -----------------------------------------------------------------------------------
 @app.command("export")
 def export_cmd(
-    fmt: Annotated[str, typer.Option("--format", help="json | csv | tax | audit")] = "json",
-    out_file: Annotated[str | None, typer.Option("--out", help="file to write (default: stdout)")] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="json|csv|tax|audit", help="closed trades as json or csv, a tax CSV, or the decision audit trail (audit CSV)")] = "json",
+    out_file: Annotated[str | None, typer.Option("--out", metavar="FILE", help="file to write (default: stdout)")] = None,
 ) -> None:
     """Closed trades (json, csv, tax CSV) or the decision audit trail (audit CSV) from the database."""
     if fmt not in ("json", "csv", "tax", "audit"):
         _fail(f"--format {fmt!r}: expected json, csv, tax or audit")
     try:
         from backtest.export import export_trades
+        from cli.common import market_precision
+        from core.settings import load_settings
 
         trades, rows = load_export_data(audit=fmt == "audit")
+        precision = market_precision(load_settings(), [t.symbol for t in trades])
         target: Any = out_file if out_file else sys.stdout
-        export_trades(trades, fmt, target, audit_rows=rows)  # type: ignore[arg-type]
+        export_trades(trades, fmt, target, audit_rows=rows, precision=precision)  # type: ignore[arg-type]
     except QuorumError as exc:
         _fail(str(exc))
         return
@@ -317,66 +289,13 @@ def export_cmd(
 
 
 def load_export_data(audit: bool = False) -> tuple[list[Any], list[Any] | None]:
-    """Closed positions as TradeRecords, and (with audit=True) one AuditRow per cycle and symbol built
-    from the cycles, scores, votes, decisions, risk_verdicts, orders and fills tables."""
-    from sqlalchemy import select
-
-    from backtest.export import AuditFill, AuditOrder, AuditRow, AuditVote
-    from core.metrics import trade_records_from_positions
+    """Closed trades (and with audit=True the decision audit rows) of the configured account."""
+    from backtest.records import load_export_data as load
     from core.settings import load_settings
-    from store import repo
-    from store.db import get_session_factory, transaction
-    from store.models import CycleRow, DecisionRow, FillRow, OrderRow, RiskVerdictRow, ScoreRow, VoteRow
+    from store.db import get_session_factory
 
     settings = load_settings()
-    factory = get_session_factory(settings)
-    with transaction(factory) as s:
-        trades = trade_records_from_positions(repo.closed_positions(s, settings.mode))
-        if not audit:
-            return trades, None
-        cycles = {c.id: c for c in s.scalars(select(CycleRow).order_by(CycleRow.as_of, CycleRow.id))}
-        scores = list(s.scalars(select(ScoreRow)))
-        votes: dict[tuple[str, str], list[VoteRow]] = {}
-        for v in s.scalars(select(VoteRow).order_by(VoteRow.member_id)):
-            votes.setdefault((v.cycle_id, v.symbol), []).append(v)
-        decisions = {(d.cycle_id, d.symbol): d for d in s.scalars(select(DecisionRow))}
-        verdicts = {(r.cycle_id, r.symbol): r for r in s.scalars(select(RiskVerdictRow))}
-        orders: dict[tuple[str, str], list[OrderRow]] = {}
-        for o in s.scalars(select(OrderRow).where(OrderRow.cycle_id.is_not(None)).order_by(OrderRow.id)):
-            orders.setdefault((o.cycle_id or "", o.symbol), []).append(o)
-        fills: dict[int, list[FillRow]] = {}
-        for f in s.scalars(select(FillRow).order_by(FillRow.id)):
-            fills.setdefault(f.order_id, []).append(f)
-        rows = []
-        for sc in scores:
-            cyc = cycles.get(sc.cycle_id)
-            if cyc is None:
-                continue
-            key = (sc.cycle_id, sc.symbol)
-            d, rv = decisions.get(key), verdicts.get(key)
-            ords = orders.get(key, [])
-
-            def side(o: OrderRow) -> str:
-                buy = (o.side == "LONG") == (o.kind == "open")
-                return "buy" if buy else "sell"
-
-            rows.append(AuditRow(
-                cycle_id=sc.cycle_id, time=cyc.as_of, symbol=sc.symbol, math_score=sc.final,
-                math_components=dict(sc.components or {}),
-                votes=[AuditVote(v.member_id, v.action if not v.abstain_reason else None, v.confidence, v.rationale,
-                                 v.abstain_reason, v.model, v.latency_s, v.cost_usd) for v in votes.get(key, [])],
-                consensus_action=d.action if d else "WAIT", consensus_confidence=d.confidence if d else None,
-                dissent=list(d.dissent or []) if d else [],
-                risk_approved=None if rv is None or (d is not None and d.action == "WAIT") else rv.approved,
-                risk_reasons=list(rv.reasons or []) if rv else [],
-                orders=[AuditOrder(o.client_order_id, side(o), "market", float(o.qty), None, o.status, o.kind == "close")
-                        for o in ords],
-                fills=[AuditFill(f.ts, side(o), o.kind, float(f.qty), float(f.price), float(f.fee), o.reason)
-                       for o in ords for f in fills.get(o.id, [])],
-                note=d.reason if d else "",
-            ))
-    rows.sort(key=lambda r: (r.time, r.symbol, r.cycle_id))
-    return trades, rows
+    return load(get_session_factory(settings), settings.mode, audit=audit)
 
 
 def main() -> None:  # pragma: no cover - for `python -m cli.backtest`

@@ -9,9 +9,56 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-out = Console(width=None if sys.stdout.isatty() else 180)
-err = Console(stderr=True)
+PIPED_WIDTH = 180  # lines and rules when the output is not a terminal; tables take the width they need
+
+
+def console(stderr: bool = False) -> Console:
+    """stdout: the terminal's width, or PIPED_WIDTH when piped; stderr: an error is one line, never
+    wrapped (soft wrap), whatever its length."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH, soft_wrap=stderr)
+
+
+out = console()
+err = console(stderr=True)
+
+ATOMIC_MAX = 24  # a cell without spaces up to this long (a price, a symbol, a time) is never cut
+
+
+def _cell_len(cell: str) -> int:
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    try:
+        return Text.from_markup(cell).cell_len
+    except MarkupError:
+        return len(cell)
+
+
+def print_table(t: Table, to: Console | None = None) -> None:
+    """Print a table without cutting a value: columns of single words (prices, money, symbols,
+    times) never wrap or shrink, text columns wrap (and fold long words) instead; in a terminal
+    narrower than the table's minimum the table is printed at that minimum (the terminal wraps the
+    line, nothing is lost); piped, it takes its natural width (never wrapped at 80 or 180)."""
+    to = to or out
+    for col in t.columns:
+        cells = [c for c in col.cells if isinstance(c, str)]
+        if cells and len(cells) == len(list(col.cells)) and all(len(c) <= ATOMIC_MAX and not any(
+                ch.isspace() for ch in c) for c in cells):
+            col.no_wrap = True
+            col.min_width = max(_cell_len(c) for c in cells)
+        else:
+            col.overflow = "fold"
+    need = to.measure(t, options=to.options.update_width(100_000))
+    width = max(to.width, need.maximum if not to.is_terminal else need.minimum)
+    saved = to.width
+    to.width = width  # Console.print(width=) cannot exceed the console's own width
+    try:
+        to.print(t, crop=False)
+    finally:
+        to.width = saved
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -35,18 +82,30 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
     """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
+    from cli.lifecycle import before_flow
+    from core.errors import DataError, TransientError
+    from core.settings import require_live_confirmation
     from exchange.factory import build_source
     from pipeline.stages import check_symbols
     from store.db import open_database
 
     settings = settings_or_fail()
+    require_live_confirmation(settings)
+    before_flow()
     source = build_source(settings)
     if hasattr(source, "check_as_of") and as_of != "next":
         source.check_as_of(as_of)
+    known: list[str] | None = None
+    if not hasattr(source, "check_as_of"):  # a live exchange: is it reachable at all?
+        try:
+            known = source.symbols()
+        except TransientError as exc:
+            raise DataError(f"cannot reach the exchange {settings.exchange!r} ({exc}); check the network, "
+                            "or use data_source=replay (the bundled history)") from None
     if symbols:
-        check_symbols(symbols, source.symbols(), "--symbols")
+        check_symbols(symbols, known if known is not None else source.symbols(), "--symbols")
     elif trading and settings.universe == "fixed":
-        check_symbols(settings.symbols, source.symbols(), "QUORUM_SYMBOLS")
+        check_symbols(settings.symbols, known if known is not None else source.symbols(), "QUORUM_SYMBOLS")
     open_database(settings.database_url)
     if as_of == "next":
         return  # resolved by the flow under the account's lock (pipeline.account.decision_time)
@@ -98,3 +157,25 @@ def now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]
     return source.default_as_of().to_pydatetime()
 
 
+
+
+def market_precision(settings, symbols) -> dict:  # type: ignore[no-untyped-def]
+    """symbol -> (price tick, qty step) for rounding exported prices and quantities. From the replay
+    source's market rules; with a live source (which would need the network) nothing: the exports
+    then round prices to 8 significant digits."""
+    if settings.data_source != "replay":
+        return {}
+    from exchange.factory import build_source
+
+    try:
+        source = build_source(settings)
+    except Exception:  # noqa: BLE001 - precision is cosmetic; the export still works without it
+        return {}
+    out_: dict = {}
+    for sym in sorted(set(symbols)):
+        try:
+            r = source.market_rules(sym)
+        except Exception:  # noqa: BLE001 - a symbol the source does not have: no tick known
+            continue
+        out_[sym] = (r.price_tick, r.qty_step)
+    return out_

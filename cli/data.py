@@ -16,7 +16,7 @@ import typer
 from core.errors import ConfigError, DataError, QuorumError
 from core.settings import SUPPORTED_EXCHANGES
 
-app = typer.Typer(help="Market-history store: download exchange data for replay and backtests.",
+app = typer.Typer(rich_markup_mode=None, help="Market-history store: download exchange data for replay and backtests.",
                   no_args_is_help=True, add_completion=False)
 
 
@@ -47,14 +47,14 @@ def parse_symbols(value: str) -> list[str]:
 
 @app.command("download")
 def download(
-    exchange: str = typer.Option("bybit", "--exchange", "-e",
+    exchange: str = typer.Option("bybit", "--exchange", "-e", metavar="EXCHANGE",
                                  help=f"ccxt exchange id ({', '.join(SUPPORTED_EXCHANGES)})"),
-    symbols: str = typer.Option(..., "--symbols", "-s", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT"),
-    since: str = typer.Option(..., "--since", help="first bar, UTC (YYYY-MM-DD or ISO datetime)"),
-    until: str | None = typer.Option(None, "--until", help="end, UTC (default: now)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="store root (default: the data_dir setting)"),
+    symbols: str = typer.Option(..., "--symbols", "-s", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT"),
+    since: str = typer.Option(..., "--since", metavar="DATE", help="first bar, UTC (YYYY-MM-DD or ISO datetime)"),
+    until: str | None = typer.Option(None, "--until", metavar="DATE", help="end, UTC (default: now)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", metavar="DIR", help="store root (default: the data_dir setting)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
-    api_base: str | None = typer.Option(None, "--api-base", hidden=True, help="point every endpoint here (tests)"),
+    api_base: str | None = typer.Option(None, "--api-base", metavar="URL", hidden=True, help="point every endpoint here (tests)"),
 ) -> None:
     """Download 1h OHLCV, funding events and mark bars; resumes after what the store already has."""
     import ccxt

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Channel posts waiting in, or sent from, the outbox.", no_args_is_help=False)
+app = typer.Typer(rich_markup_mode=None, help="Channel posts waiting in, or sent from, the outbox.", no_args_is_help=False)
 
 # Injection points (tests, embedding): when set, used instead of settings / store.db.
 session_factory_provider: Callable[[Any], Callable[[], Any]] | None = None
@@ -48,21 +47,22 @@ def _sink(settings: Any) -> Any:
 def outbox(
     ctx: typer.Context,
     send: bool = typer.Option(False, "--send", help="Deliver pending posts to Telegram (token and channel must be set)."),
-    status: str | None = typer.Option(None, "--status", help="Only posts with this status: pending, in_flight, sent, failed, dead."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS", help="Only posts with this status: pending, in_flight, sent, failed, dead."),
     resend_in_flight: list[str] | None = typer.Option(
         None, "--resend-in-flight", metavar="KEY",
-        help="Put a post stuck in flight (or dead/failed) back to pending. Check the channel first: it may be posted.",
+        help="Put a post stuck in flight (or dead/failed) back to pending; it does not send it (add --send). Check the channel first: it may be posted.",
     ),
-    limit: int = typer.Option(100, "--limit", min=1, help="Show at most this many posts (newest last)."),
+    limit: int = typer.Option(100, "--limit", min=1, metavar="N", help="Show at most this many posts (newest last)."),
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from rich.text import Text
 
+    from cli.common import out as console
+    from cli.common import print_table
     from core.errors import QuorumError
     from store import outbox as repo
 
-    console = Console()
     try:
         settings = _settings()
         factory = _session_factory(settings)
@@ -77,9 +77,12 @@ def outbox(
                 try:
                     repo.release_in_flight(s, key)
                     console.print(Text(f"released {key}: pending again, it will be sent by the next delivery"))
-                except (KeyError, ValueError) as exc:
+                except KeyError as exc:  # no such post: bad input
                     console.print(Text(str(exc.args[0] if exc.args else exc), style="red"))
-                    code = 1
+                    code = max(code, 2)
+                except ValueError as exc:  # a post in a state that cannot be released
+                    console.print(Text(str(exc.args[0] if exc.args else exc), style="red"))
+                    code = max(code, 1)
             s.commit()
         if code and not send:
             raise typer.Exit(code)
@@ -126,7 +129,7 @@ def outbox(
     for key, kind, st, mid, created, tries, err in rows:
         table.add_row(Text(key), Text(kind), Text(st, style=colors.get(st, "white")), mid, created, str(tries),
                       Text(err[:80]))
-    console.print(table)
+    print_table(table, console)
     stuck = [r[0] for r in rows if r[2] == "in_flight"]
     if stuck:
         console.print(

@@ -13,19 +13,19 @@ from rich.table import Table
 
 from cli.common import fmt as _fmt
 from cli.common import now_for as _now_for
-from cli.common import out, prefect_server, preflight
+from cli.common import out, prefect_server, preflight, print_table
 from cli.common import settings_or_fail as _settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 # ---- cycle ------------------------------------------------------------------------------------
 @app.command()
 def cycle(
-    as_of: Annotated[str | None, typer.Option("--as-of", help="decision time (UTC), default: the last bundled bar "
-                                                  "(replay) or now (live data); 'next': the first bar after the "
-                                                  "account's clock (replay walks one bar per run)")] = None,
-    symbols: Annotated[str | None, typer.Option("--symbols", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="decision time (UTC), default: the last "
+                                                  "bundled bar (replay) or now (live data); 'next': the first bar "
+                                                  "after the account's clock (replay walks one bar per run)")] = None,
+    symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="bypass the model response cache")] = False,
 ) -> None:
@@ -45,6 +45,8 @@ def cycle(
 def render_cycle(r: dict[str, Any]) -> None:
     out.print(f"[bold]Cycle {r['cycle_id']}[/bold]  as of {r['as_of']}  mode {r['mode']}  source {r['source']}  "
               f"profile {r['risk_profile']}  universe: {r['universe']}")
+    for note in r.get("reconciled", []):
+        out.print(f"  [yellow]{note}[/yellow]")
     for d in r["dropped"]:
         out.print(f"  dropped {d['symbol']}: {d['reason']}")
     mon = r.get("monitor") or {}
@@ -61,8 +63,11 @@ def render_cycle(r: dict[str, Any]) -> None:
                   f"{comp['momentum']:+.2f}", f"{comp['volume']:+.2f}", f"{comp['open_interest']:+.2f}",
                   f"{comp['news']:+.2f}", f"{s['trend']}/{s['vol_state']}" + (" veto1D" if s["daily_veto"] else ""),
                   ",".join(s["flags"]))
-    out.print(t)
+    print_table(t, out)
     out.print(r["panel"]["status"])
+    if r.get("reused"):
+        out.print(f"rerun of {r['as_of']}: the stored decision of cycle {', '.join(r['reused'])} is reused "
+                  "(same facts, same result; no model called again)")
     for c in r["candidates"]:
         for v in c["votes"]:
             what = f"{v['action']} {v['confidence']:.2f}" if v["action"] else f"abstain ({v['abstain']})"
@@ -75,9 +80,8 @@ def render_cycle(r: dict[str, Any]) -> None:
         dec, risk = c["decision"], c["risk"]
         d.add_row(c["symbol"], dec["action"], f"{dec['confidence']:.2f}", f"{dec['math_score']:+.3f}",
                   f"{dec['combined_score']:+.3f}", f"{dec['votes_valid']}/{dec['votes_total']}",
-                  ", ".join(dec["dissent"]) or "—", "APPROVED" if risk["approved"] else "denied",
-                  "; ".join(risk["reasons"])[:160] if not risk["approved"] else dec["reason"][:160])
-    out.print(d)
+                  ", ".join(dec["dissent"]) or "—", *risk_cells(dec, risk))
+    print_table(d, out)
     plans = [(c, c["risk"]["plan"]) for c in r["candidates"] if c["risk"]["approved"] and c["risk"]["plan"]]
     for c, p in plans:
         ex = c.get("execution") or {}
@@ -92,17 +96,36 @@ def render_cycle(r: dict[str, Any]) -> None:
     a = r["account"]
     out.print(f"Account: equity ${a['equity']:,.2f}  balance ${a['balance']:,.2f}  open positions "
               f"{len(a['open_positions'])}" + (f"  [red]HALTED: {a['halt']['reason']}[/red]" if a.get("halt") else ""))
+    shadows = {m: x for m, x in (r.get("shadows") or {}).items() if "equity" in x}
+    if shadows:  # each member's own paper account (pipeline/shadow.py)
+        out.print("Shadow accounts: " + "; ".join(_shadow_line(m, x) for m, x in sorted(shadows.items())),
+                  highlight=False)
     cost = r["llm_cost"]
     out.print(f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}")
     tm = r["timings_s"]
     out.print("Timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in tm.items()))
 
 
+def _shadow_line(member: str, x: dict[str, Any]) -> str:
+    orders = ", ".join(f"{sym.split('/')[0]} {o}" for sym, o in x.get("orders", {}).items())
+    return f"{member} ${x['equity']:,.2f}" + (f" ({orders})" if orders else "")
+
+
+def risk_cells(dec: dict[str, Any], risk: dict[str, Any]) -> tuple[str, str]:
+    """The risk column and its reason. A WAIT is no trade, not a risk denial: nothing was sent to
+    the risk manager's checks."""
+    if risk["approved"]:
+        return "APPROVED", dec["reason"][:160]
+    if dec["action"] == "WAIT":
+        return "no trade", "no trade: decision is WAIT"
+    return "denied", "; ".join(risk["reasons"])[:160]
+
+
 DEMO_FIRST_AS_OF = "2025-05-23T04:00:00Z"
 
 
 @app.command()
-def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST_AS_OF) -> None:
+def demo(first_as_of: Annotated[str, typer.Option("--first-as-of", metavar="TIME", help="decision time of the first cycle (UTC)")] = DEMO_FIRST_AS_OF) -> None:
     """Two paper cycles on the bundled history: one at --first-as-of, then one at the last bar
     (which first walks the positions opened by the first through every bar in between)."""
     preflight(first_as_of, None)
@@ -116,8 +139,8 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of")] = DEMO_FIRST
 
 
 @app.command()
-def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
-            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="walk positions up to this time (UTC), default: the account's clock or the last bundled bar")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (nothing is broadcast)")] = False) -> None:
     """Run the position monitor once (stops, targets, trailing, exits, funding)."""
     preflight(as_of, None, trading=False)
     prefect_server()
@@ -133,19 +156,22 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of")] = None,
 
 
 @app.command("daily-report")
-def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
+def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="report on the UTC day that contains this time")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
     preflight(as_of, None, trading=False)
     prefect_server()
     from flows.daily_report import daily_report
 
     res = daily_report(as_of=as_of)
-    out.print(f"daily report for {res['day']}: {res['trades']} trades, P&L {res['pnl']:+,.2f}")
+    dd = res.get("max_drawdown_pct")
+    out.print(f"daily report for {res['day']} (as of {res['as_of'][:16]}"
+              f"{'' if as_of else ', the account clock'}): {res['trades']} trades, P&L {res['pnl']:+,.2f}"
+              + (f", max drawdown {dd:.2f}% (intraday path)" if dd is not None else ""))
 
 
 # ---- positions --------------------------------------------------------------------------------
 @app.command()
-def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def positions(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """Open positions with mark, unrealised P&L, stop, targets, trailing phase and age."""
     from exchange.factory import build_source
     from pipeline.account import account_summary
@@ -175,7 +201,7 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         t.add_row(p["id"], p["symbol"], p["side"], _fmt(p["entry"]), _fmt(mark),
                   "—" if unreal is None else f"{unreal:+,.2f}", _fmt(p["stop"]), _fmt(p["tp1"]), _fmt(p["tp2"]),
                   p["phase"], f"{age.total_seconds() / 3600:.0f}h")
-    out.print(t)
+    print_table(t, out)
     out.print(f"equity ${summary['equity']:,.2f}  balance ${summary['balance']:,.2f}  realised "
               f"${summary['realised_pnl']:,.2f}  fees ${summary['fees_paid']:,.2f}  funding ${summary['funding_paid']:,.2f}")
     halt = summary.get("halt")
@@ -183,36 +209,45 @@ def positions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def trades(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Closed positions with realised P&L, fees and funding."""
+def trades(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Closed trades: entry and exit price, quantity, net P&L (after fees and funding), R, outcome.
+    `--json` rows have the same fields as `quorum export --format json`."""
+    from backtest.export import trade_row
+    from cli.common import market_precision
+    from core.metrics import trade_records_from_positions
     from store import repo
     from store.db import get_session_factory, transaction
 
     settings = _settings()
     with transaction(get_session_factory(settings)) as s:
         closed = repo.closed_positions(s, settings.mode)
-    rows = [{"id": p.id, "symbol": p.symbol, "side": p.side.value, "entry": p.entry, "opened_at": p.opened_at.isoformat(),
-             "closed_at": p.closed_at.isoformat() if p.closed_at else None, "exit": p.exit_reason,
-             "realised_pnl": round(p.realised_pnl, 2), "fees": round(p.fees_paid, 2),
-             "funding": round(p.funding_paid, 2),
-             "net": round(p.realised_pnl - p.fees_paid - p.funding_paid, 2)} for p in closed]
+    records = trade_records_from_positions(closed)
+    precision = market_precision(settings, [t.symbol for t in records])
+    rows = [trade_row(t, precision) for t in records]
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     t = Table(title=f"Closed trades ({settings.mode})")
-    for col in ("id", "symbol", "side", "entry", "opened", "closed", "exit", "realised", "fees", "funding", "net"):
-        t.add_column(col)
+    for col in ("id", "symbol", "side", "opened", "closed", "entry", "exit", "qty", "exit kind", "fees", "funding",
+                "net P&L", "R", "outcome"):
+        t.add_column(col, justify="left" if col in ("id", "symbol", "side", "exit kind", "outcome") else "right")
     for r in rows:
-        t.add_row(r["id"], r["symbol"], r["side"], _fmt(r["entry"]), r["opened_at"][:16], (r["closed_at"] or "")[:16],
-                  r["exit"] or "", f"{r['realised_pnl']:+,.2f}", f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}",
-                  f"{r['net']:+,.2f}")
-    out.print(t)
-    out.print(f"{len(rows)} trades, net ${sum(r['net'] for r in rows):+,.2f}")
+        t.add_row(r["position_id"], r["symbol"], r["side"], r["opened_at"][:16], (r["closed_at"] or "")[:16],
+                  _fmt(r["entry"], 10), _fmt(r["exit"], 10), _fmt(r["qty"], 12), r["reason"] or "",
+                  f"{r['fees']:,.2f}", f"{r['funding']:+,.2f}", f"{r['pnl']:+,.2f}",
+                  "—" if r["r_multiple"] is None else f"{r['r_multiple']:+.2f}R", r["outcome"])
+    print_table(t, out)
+    n = {k: sum(1 for r in rows if r["outcome"] == k) for k in ("win", "draw", "loss")}
+    decisive = n["win"] + n["loss"]
+    wr = f", win rate {n['win'] / len(rows):.0%}" if rows else ""
+    wr += f" ({n['win'] / decisive:.0%} without scratches)" if decisive else ""
+    out.print(f"{len(rows)} trades: {n['win']} wins, {n['draw']} draws, {n['loss']} losses{wr}; "
+              f"net ${sum(r['pnl'] for r in rows):+,.2f}")
 
 
 # ---- halt / resume ----------------------------------------------------------------------------
 @app.command()
-def halt(reason: Annotated[str, typer.Option("--reason")] = "operator halt",
+def halt(reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="why (stored with the halt and shown by doctor and positions)")] = "operator halt",
          close_all: Annotated[bool, typer.Option("--close-all", help="close every position at market")] = False) -> None:
     """Stop new entries until `quorum resume`."""
     from exchange.factory import build_source

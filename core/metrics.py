@@ -44,6 +44,7 @@ __all__ = [
     "periods_per_year",
     "sharpe_ratio",
     "sortino_ratio",
+    "trade_outcome",
     "trade_records_from_positions",
 ]
 
@@ -73,6 +74,12 @@ class TradeRecord:
     funding: float = 0.0
     r_multiple: float = math.nan
     reason: str = ""
+    position_id: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """``win`` | ``draw`` | ``loss``: see :func:`trade_outcome`."""
+        return trade_outcome(self.pnl, self.r_multiple)
 
     @property
     def gross_pnl(self) -> float:
@@ -84,8 +91,10 @@ class TradeRecord:
         return self.closed_at - self.opened_at
 
     def to_dict(self) -> dict[str, Any]:
+        """The one trade row of every view (``quorum trades --json``, ``quorum export``, the report)."""
         return json_safe(
             {
+                "position_id": self.position_id,
                 "symbol": self.symbol,
                 "side": str(self.side.value if isinstance(self.side, Side) else self.side),
                 "opened_at": self.opened_at,
@@ -98,8 +107,26 @@ class TradeRecord:
                 "funding": self.funding,
                 "r_multiple": self.r_multiple,
                 "reason": self.reason,
+                "outcome": self.outcome,
             }
         )
+
+
+# A trade within +-SCRATCH_R of its initial risk is a draw (a scratch): freqtrade counts a draw at a
+# profit of exactly 0, but with fees and funding a breakeven exit is never exactly 0, and counting
+# those scratches as wins inflated the win rate.
+SCRATCH_R = 0.1
+
+
+def trade_outcome(pnl: float, r_multiple: float = math.nan) -> str:
+    """``draw`` when ``|r_multiple| < SCRATCH_R`` (or, with no known risk, when the net pnl is 0),
+    else ``win`` (net pnl > 0) or ``loss``."""
+    if math.isfinite(r_multiple):
+        if abs(r_multiple) < SCRATCH_R:
+            return "draw"
+    elif pnl == 0:
+        return "draw"
+    return "win" if pnl > 0 else "loss"
 
 
 def trade_records_from_positions(
@@ -152,6 +179,7 @@ def trade_records_from_positions(
             funding=funding,
             r_multiple=r_mult,
             reason=p.exit_reason or "",
+            position_id=p.id,
         )
         out.append(((p.closed_at, p.opened_at, p.symbol, p.id), rec))
     out.sort(key=lambda kv: kv[0])
@@ -319,7 +347,7 @@ class Metrics:
     n_trades: int
     wins: int
     losses: int
-    win_rate: float
+    win_rate: float  # wins / trades (a draw is not a win)
     gross_profit: float
     gross_loss: float  # positive number
     profit_factor: float
@@ -335,6 +363,8 @@ class Metrics:
     fees_paid: float
     funding_paid: float
     net_pnl: float
+    draws: int = 0  # scratches: |R| < SCRATCH_R (see trade_outcome)
+    win_rate_ex_draws: float = math.nan  # wins / (wins + losses): the win rate without scratches
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (ISO datetimes, durations as ``*_days`` floats, nan/inf -> None)."""
@@ -365,7 +395,10 @@ def compute_metrics(
     * ``max_drawdown`` and its duration: see :func:`max_drawdown`.
     * ``profit_factor = gross_profit / gross_loss`` over net trade pnls; ``inf`` when there are wins and
       no loss, ``nan`` when there is neither (no trades or all flat).
-    * ``win_rate = wins / n_trades`` (win: pnl > 0; loss: pnl < 0; a flat trade is neither).
+    * wins, draws and losses as freqtrade reports them, with a draw being a scratch (``|R| < 0.1``,
+      see :func:`trade_outcome`); ``win_rate = wins / n_trades`` (a draw is not a win) and
+      ``win_rate_ex_draws = wins / (wins + losses)``; ``avg_win``/``avg_loss`` over the wins/losses;
+      gross profit/loss and the profit factor over the money (every positive/negative pnl).
     * ``expectancy = mean(pnl)``; ``avg_r = expectancy_r = mean(r_multiple)`` over trades with a known R
       (Van Tharp's expectancy in R: ``win_rate * avg_win_R - loss_rate * avg_loss_R`` is the same number).
     * ``exposure``: see :func:`exposure`; ``trades_per_day = n_trades / window days``.
@@ -402,9 +435,10 @@ def compute_metrics(
     rs = np.array([t.r_multiple for t in trades], dtype=float)
     rs = rs[np.isfinite(rs)]
     n = int(pnls.size)
-    wins_mask, loss_mask = pnls > 0, pnls < 0
-    gp = float(pnls[wins_mask].sum())
-    gl = float(-pnls[loss_mask].sum())
+    outcomes = np.array([t.outcome for t in trades], dtype=object)
+    wins_mask, loss_mask, draw_mask = outcomes == "win", outcomes == "loss", outcomes == "draw"
+    gp = float(pnls[pnls > 0].sum())  # money: every positive / negative pnl, scratches included
+    gl = float(-pnls[pnls < 0].sum())
     if gl > 0:
         pf = gp / gl
     elif gp > 0:
@@ -437,7 +471,10 @@ def compute_metrics(
         n_trades=n,
         wins=int(wins_mask.sum()),
         losses=int(loss_mask.sum()),
+        draws=int(draw_mask.sum()),
         win_rate=float(wins_mask.sum()) / n if n else math.nan,
+        win_rate_ex_draws=(float(wins_mask.sum()) / float(wins_mask.sum() + loss_mask.sum())
+                           if wins_mask.sum() + loss_mask.sum() else math.nan),
         gross_profit=gp,
         gross_loss=gl,
         profit_factor=pf,

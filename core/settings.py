@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -49,9 +50,14 @@ SUPPORTED_EXCHANGES = ("bybit", "aster", "binanceusdm", "okx", "krakenfutures", 
 RISK_PROFILES = ("default", "conservative", "kelly", "arena")
 
 
+FINITE = ConfigDict(allow_inf_nan=False)  # every number setting must be finite (inf/nan rejected)
+
+
 class PanelMember(BaseModel):
     """One model on the decision panel. Its numbers are checked: a time limit above 0 (at most an
     hour), prices and weight at least 0, all finite."""
+
+    model_config = FINITE
 
     id: str = Field(min_length=1, max_length=64)
     provider: Literal["openai", "deepseek", "anthropic", "xai", "ollama", "openrouter"]
@@ -82,6 +88,7 @@ def default_panel() -> list[PanelMember]:
 
 
 class PaperSettings(BaseModel):
+    model_config = FINITE
     starting_balance: float = Field(10_000.0, gt=0)
     taker_fee: float = Field(0.0005, ge=0, lt=0.01)
     maker_fee: float = Field(0.0002, ge=0, lt=0.01)
@@ -89,6 +96,7 @@ class PaperSettings(BaseModel):
 
 
 class SignalSettings(BaseModel):
+    model_config = FINITE
     long_threshold: float = Field(0.45, gt=0, lt=1)
     short_threshold: float = Field(-0.45, gt=-1, lt=0)
     tf_weights: dict[str, float] = Field(default_factory=lambda: {"1h": 0.30, "4h": 0.50, "1d": 0.20})
@@ -124,6 +132,7 @@ class SignalSettings(BaseModel):
 
 
 class ConsensusSettings(BaseModel):
+    model_config = FINITE
     quorum: int = Field(3, ge=1, description="minimum valid votes before the panel counts")
     agreement: float = Field(0.6, gt=0, le=1, description="share of valid weight on the winning side")
     panel_weight: float = Field(0.6, ge=0, le=1, description="weight of the panel vs the math score")
@@ -207,6 +216,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,
     )
 
     mode: Literal["paper", "live"] = "paper"
@@ -228,6 +238,7 @@ class Settings(BaseSettings):
     telegram_token: str | None = None
     telegram_channel: str | None = None
     telegram_base_url: str | None = None
+    dashboard_token: SecretStr | None = None  # QUORUM_DASHBOARD_TOKEN: enables the dashboard's halt/resume/close-all
     paper: PaperSettings = Field(default_factory=PaperSettings)
     signal: SignalSettings = Field(default_factory=SignalSettings)
     consensus: ConsensusSettings = Field(default_factory=ConsensusSettings)
@@ -510,3 +521,9 @@ def load_settings(**overrides: Any) -> Settings:
         lines = [_describe(e, _source(tuple(e.get("loc", ())), overrides, env, yaml_data, path))
                  for e in exc.errors()]
         raise ConfigError("; ".join(lines)) from None
+
+
+def require_live_confirmation(settings: Settings) -> None:
+    """mode=live trades real money: it needs the explicit opt-in (checked before anything runs)."""
+    if settings.mode == "live" and not settings.live_trading_confirmed:
+        raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")

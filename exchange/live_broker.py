@@ -54,6 +54,10 @@ ZERO = Decimal(0)
 STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile after its decision is this old
 __all__ = ["LiveBroker", "build_client", "point_api_at"]
 
+# exits the exchange fills itself: the stop in every phase (risk.exits names a stop hit by its phase:
+# stop, breakeven_stop, trailing_stop) and the two take-profits
+RESTING_EXIT_KINDS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
+
 
 class LiveBroker(OrderDesk):
     name = "live"
@@ -271,7 +275,7 @@ class LiveBroker(OrderDesk):
         new_pos, _events, orders = result
         fills: list[Fill] = []
         for o in orders:
-            if o.kind in ("stop", "tp1", "tp2"):
+            if o.kind in RESTING_EXIT_KINDS:  # the stop (in any phase) and the targets rest on the exchange
                 continue
             book = self._book(o.position_id)
             if book is None or not book.is_open:

@@ -308,6 +308,9 @@ class PaperAccount(RestingOrders):
         """Copy the exit rules' state (stop, phase, best price, TP1 flag) from `position`
         (e.g. the result of risk.exits.step) without touching quantities or money."""
         cur = self.get(position.id)
+        if (cur.stop, cur.phase, cur.best_price, cur.tp1_done) == (position.stop, position.phase,
+                                                                   position.best_price, position.tp1_done):
+            return cur  # nothing changed (most bars): no copy
         new = cur.with_(stop=position.stop, phase=position.phase, best_price=position.best_price,
                         tp1_done=position.tp1_done)
         self.positions[cur.id] = new

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -19,10 +19,11 @@ from notify.format import (
     market_pulse_key,
     market_pulse_post,
 )
-from pipeline.account import decision_time
 from pipeline.broadcast import deliver
+from pipeline.daily import day_equity_path
 from store import outbox, repo
 from store.db import get_session_factory, transaction
+from store.models import AccountRow
 from tasks.artifacts import publish_daily_artifact
 
 BTC = "BTC/USDT:USDT"
@@ -84,12 +85,23 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
     settings = load_settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    t = decision_time(factory, source, settings.mode, as_of, advance=False)
+    if as_of in (None, "next") and hasattr(source, "check_as_of"):
+        # replay: the account's own clock (the last decision time it was brought to), as every account
+        # command reads "now"; without one, the last bundled bar
+        with transaction(factory) as s:
+            row = s.get(AccountRow, settings.mode)
+            clock = None if row is None else row.clock
+        t = clock if clock is not None else source.check_as_of(None).to_pydatetime()
+    else:
+        t = source.check_as_of(as_of).to_pydatetime() if hasattr(source, "check_as_of") else datetime.now(UTC)
     day_start = pd.Timestamp(t).floor("D").to_pydatetime()
     day = (day_start - timedelta(days=1)).date()  # report the last complete UTC day
     with transaction(factory) as s:
         closed = repo.closed_positions(s, settings.mode)
-        curve = repo.equity_history(s, settings.mode)
+        # drawdown from the intraday path (hourly closes of the open positions), not only the snapshots
+        # taken at cycle and monitor times
+        curve = sorted(repo.equity_history(s, settings.mode)
+                       + day_equity_path(s, source, settings.mode, day_start - timedelta(days=1), t))
         votes_hit = model_hits(s, day_start, t, source)
         stats = compute_daily_stats(closed, day, curve, votes_hit,
                                     pnl_of=lambda p: p.realised_pnl - p.fees_paid - p.funding_paid)
@@ -99,6 +111,7 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
     delivery = deliver(factory, settings)
     logger.info("daily report for %s: %d trades, P&L %+.2f; market pulse: BTC %s, regime %s; delivery %s",
                 day.isoformat(), stats.trades, stats.pnl, pulse.btc_trend, pulse.regime, delivery)
-    res = {"day": day.isoformat(), "trades": stats.trades, "pnl": stats.pnl, "delivery": delivery}
+    res = {"day": day.isoformat(), "as_of": t.isoformat(), "trades": stats.trades, "pnl": stats.pnl,
+           "max_drawdown_pct": stats.max_drawdown_pct, "delivery": delivery}
     publish_daily_artifact(res, stats, pulse)
     return res

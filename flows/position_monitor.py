@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from core.faults import pause_point
 from core.settings import load_settings
 from exchange.factory import build_source
+from pipeline import shadow
 from pipeline.account import decision_time, load
 from pipeline.monitor import news_exits
 from store.db import get_session_factory
@@ -41,10 +42,11 @@ def position_monitor(as_of: str | None = None, broadcast: bool = True) -> dict[s
         until = decision_time(factory, source, settings.mode, as_of, advance=False)
         acct, summary = monitor_task(factory, source, settings, until, load(factory, settings))
         pause_point("monitor:after-load")
-        open_syms = sorted({p.symbol for p in acct.open_positions()})
+        open_syms = sorted({p.symbol for p in acct.open_positions()} | shadow.open_symbols(factory, settings.mode))
         news = fanout.news_reports(fanout.submit_news(settings, open_syms, until), until)  # cached 1 h
         _, closed = news_exits(factory, source, settings, until, news, acct)
         summary["events"] += [f"closed on critical negative news: {x}" for x in closed]
+        summary["shadows"] = shadow.sync_shadows(factory, source, settings, until, news)  # members' shadow accounts
     logger.info("monitor: %d position(s) checked up to %s; %s", summary["checked"], until.isoformat(),
                 "; ".join(summary["events"]) or "no exit or stop move")
     summary["delivery"] = broadcast_task(factory, settings, console=broadcast)

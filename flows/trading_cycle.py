@@ -15,13 +15,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
-from core.errors import ConfigError
 from core.faults import pause_point
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, require_live_confirmation
 from core.types import Action, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
-from pipeline import record
-from pipeline.account import account_summary, check_clock, load
+from pipeline import record, shadow
+from pipeline.account import account_summary, as_before, check_clock, load
 from pipeline.account import decision_time as resolve_decision_time
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
@@ -97,15 +96,16 @@ def rename_run(name: str) -> None:
 @flow(name="trading-cycle", flow_run_name=cycle_run_name, log_prints=False, retries=0)
 def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, use_llm_cache: bool = True,
                   broadcast: bool = True) -> dict[str, Any]:
-    """Run one trading cycle and return its report (also stored in the database). `as_of`: a UTC
-    time, None (replay: the last bundled bar; live data: now) or "next" (replay: the first bar after
-    the account's clock, so scheduled runs walk forward one bar per run). One run per account at a
-    time: the cycle holds the account's lock (store/lock.py) from its first read to its last write."""
+    """Run one trading cycle and return its report (also stored in the database). The posts are
+    always delivered to Telegram when it is configured; `broadcast=False` (e.g. `cycle --json`) only
+    keeps them off the console (they stay pending in the outbox). `as_of`: a UTC time, None (replay:
+    the last bundled bar; live data: now) or "next" (replay: the first bar after the account's clock,
+    so scheduled runs walk forward one bar per run). One run per account at a time: the cycle holds
+    the account's lock (store/lock.py) from its first read to its last write."""
     logger = get_run_logger()
     settings = load_settings()
     check_cycle_strategy(settings)
-    if settings.mode == "live" and not settings.live_trading_confirmed:
-        raise ConfigError("setting 'mode' = 'live' needs QUORUM_LIVE_TRADING_CONFIRMED=true (explicit opt-in)")
+    require_live_confirmation(settings)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source = build_source(settings)
@@ -115,13 +115,18 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
         check_clock(factory, settings.mode, decision_time)
         rename_run(f"cycle-{decision_time:%Y%m%dT%H%M}")
         cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
-        record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
+        reconciled = record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name,
+                                        _flow_run_id())
         logger.info("cycle %s: %s account, source %s, decision time %s (as_of=%s)", cycle_id, settings.mode,
                     source.name, decision_time.isoformat(), as_of)
         timings["setup"] = time.perf_counter() - t0
         try:
-            return _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache,
-                              broadcast, timings, t0, logger)
+            report = _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache,
+                                broadcast, timings, t0, logger)
+            if reconciled:
+                report["reconciled"] = [f"cycle {c} was left running by a process that is gone: marked failed"
+                                        for c in reconciled]
+            return report
         except BaseException as exc:
             record.fail_cycle(factory, cycle_id, exc)
             raise
@@ -174,16 +179,28 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     logger.info("news: %s", ", ".join(f"{sym} {'n/a' if not n.available else f'{n.score:+.2f}'}"
                                       for sym, n in news.items()) or "none")
 
-    # 3. the decision panel: one task per model, all candidates in one prompt
+    # 3. the decision panel: one task per model, all candidates in one prompt. A rerun of a decision
+    #    time reuses what was decided then; the panel sees the account as it was before this decision
+    #    (not the positions an earlier run of it opened).
     t1 = time.perf_counter()
-    votes: list[Vote] = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
-                                               acct.open_positions(), decision_time, use_llm_cache)
+    prior = record.reuse_prior(factory, settings, decision_time, list(scores), available) if use_llm_cache else None
+    before = as_before(acct, decision_time)  # a view for the panel and risk; `acct` is what gets stored
+    if prior is not None:
+        votes: list[Vote] = [v for sym in scores for v in prior[sym].votes]
+    else:
+        votes = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
+                                       before.open_positions(), decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
     logger.info("%s", record.panel_status_line(statuses, votes))
 
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
-    decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news, acct)
+    if prior is not None:
+        decisions = {sym: prior[sym].decision for sym in scores}
+        verdicts = {sym: prior[sym].verdict for sym in scores}
+    else:
+        decisions, verdicts = risk_task(factory, source, settings, decision_time, scores, snapshots, votes, news,
+                                        before)
     # a symbol run by another strategy than trend: its decision is an input of that strategy, whose
     # intents the risk manager checks in the strategy step (step 5b)
     verdicts = {s: v if settings.strategy_for(s) == "trend" else
@@ -210,10 +227,14 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     timings["execute+persist"] = time.perf_counter() - t1
     logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()
                                            for sym, ex in executed.items() if ex) or "no order")
+    t1 = time.perf_counter()  # 5b. each member's shadow paper account trades its own votes (live leaderboard)
+    shadows = shadow.trade_shadows(factory, source, settings, cycle_id, decision_time, votes, scores, snapshots,
+                                   news)
+    timings["shadows"] = time.perf_counter() - t1
 
     # 6. broadcast (never fails the cycle)
     t1 = time.perf_counter()
-    delivery = broadcast_task(factory, settings) if broadcast else {"skipped": True}
+    delivery = broadcast_task(factory, settings, console=broadcast)  # Telegram always; console only if asked
     timings["broadcast"] = time.perf_counter() - t1
     logger.info("broadcast: %s", delivery)
     timings["total"] = time.perf_counter() - t0
@@ -228,7 +249,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         "dropped": [{"symbol": s, "reason": r} for s, r in dropped],
         "panel": {
             "members": [{"id": st.member_id, "available": st.available, "reason": st.reason} for st in statuses],
-            "status": record.panel_status_line(statuses, votes),
+            "status": record.panel_status_line(statuses, votes, decisions),
         },
         "candidates": [
             {
@@ -248,8 +269,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
             }
             for s in scores
         ],
+        "reused": None if prior is None else sorted({sd.cycle_id for sd in prior.values()}),
         **({"rebalance": rebalance_out} if rebalance_out is not None else {}),
         "monitor": monitor,
+        "shadows": shadows,
         "account": account_summary(factory, source, settings, decision_time, acct),
         "llm_cost": record.cost_summary(votes, news),
         "delivery": delivery,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from core.metrics import trade_outcome
 from core.types import Decision, Position, PositionEvent, Side, TradePlan
 
 TELEGRAM_LIMIT = 4096
@@ -192,13 +193,14 @@ def entry_post(
 
 # ---------------------------------------------------------------------------------------- events
 
-EXIT_KINDS = frozenset({"tp2", "stop", "stale", "time", "news", "liquidation", "manual"})
+EXIT_KINDS = frozenset({"tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time", "news", "liquidation",
+                        "manual", "data_end"})
 
 
 def post_kind_for_event(event: PositionEvent, position: Position | None = None) -> str | None:
     """The outbox kind for a position event, or None for events that are not posted (opened, funding)."""
     k = event.kind
-    if k in ("tp1", "tp2", "stop", "stale", "time", "news"):
+    if k in ("tp1", "tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time", "news"):
         return k
     if k == "stop_moved":
         phase = position.phase if position is not None else ""
@@ -217,6 +219,8 @@ _TITLES = {
     "breakeven": "🛡 Stop moved to breakeven",
     "trailing": "📈 Trailing stop moved",
     "stop": "🛑 Stopped out",
+    "breakeven_stop": "🛡 Breakeven stop hit, trade closed",
+    "trailing_stop": "📈 Trailing stop hit, trade closed",
     "stale": "⌛ Stale exit",
     "time": "⏱ Time exit",
     "news": "📰 News exit",
@@ -252,18 +256,26 @@ def event_post(event: PositionEvent, position: Position, *, limit: int = TELEGRA
             f"({esc(fmt_pct(_pct_from(entry, event.price) * position.side.sign))} on entry "
             f"<code>{esc(fmt_price(entry))}</code>)"
         )
-        lines.append(f"Realised: <b>{esc(fmt_r(event.r_multiple))}</b> · P&amp;L <b>{esc(fmt_usd(event.pnl))}</b>")
+        lines.append(f"Realised: <b>{esc(fmt_r(event.r_multiple))}</b> · price P&amp;L <b>{esc(fmt_usd(event.pnl))}</b>")
         if kind == "tp1":
             lines.append(f"Stop now <code>{esc(fmt_price(position.stop))}</code> · rest rides to TP2 "
                          f"<code>{esc(fmt_price(position.tp2))}</code>")
         closed = position.closed_at is not None or (event.kind in EXIT_KINDS and position.qty_open == 0)
         if closed:
+            # net of fees and funding, as `quorum trades` and the exports report it
             risk = position_risk_usd(position)
-            total_r = position.realised_pnl / risk if risk > 0 else None
+            net = position.realised_pnl - position.fees_paid - position.funding_paid
+            total_r = net / risk if risk > 0 else None
+            costs = []
+            if position.fees_paid:
+                costs.append(f"fees {esc(fmt_usd(position.fees_paid, signed=False))}")
+            if position.funding_paid:
+                costs.append(f"funding {esc(fmt_usd(position.funding_paid, signed=False))}" if position.funding_paid > 0
+                             else f"funding received {esc(fmt_usd(-position.funding_paid, signed=False))}")
             lines.append(
-                f"Trade total: <b>{esc(fmt_usd(position.realised_pnl))}</b>"
+                f"Trade total: <b>{esc(fmt_usd(net))}</b>"
                 + (f" ({esc(fmt_r(total_r))})" if total_r is not None else "")
-                + (f" · fees {esc(fmt_usd(position.fees_paid, signed=False))}" if position.fees_paid else "")
+                + (f" net of {' and '.join(costs)}" if costs else "")
             )
     if event.reason:
         lines.append(f"<i>{esc(event.reason.strip())}</i>")
@@ -300,6 +312,7 @@ class DailyStats:
     max_drawdown_usd: float  # positive number, peak-to-trough
     max_drawdown_pct: float | None  # from the equity curve when given
     model_hit_rates: tuple[ModelHitRate, ...] = ()
+    draws: int = 0  # scratches within +-0.1R (core.metrics.trade_outcome), neither wins nor losses
 
 
 def _dd_from_series(values: Sequence[float]) -> tuple[float, float | None]:
@@ -335,7 +348,9 @@ def compute_daily_stats(
     """Stats for the positions closed on `day` (UTC).
 
     - P&L of a trade is `pnl_of(position)`: by default `Position.realised_pnl` as recorded by the broker.
-    - A win is a trade with P&L > 0; a loss P&L < 0 (a flat trade is neither but counts as a trade).
+    - Wins, draws and losses as the trade records count them (`core.metrics.trade_outcome`: a scratch
+      within ±0.1R of the position's initial risk is a draw); the win rate is wins / trades, and the
+      post adds the rate without the scratches.
     - Profit factor = gross profit / gross loss (inf without losing trades, None without trades).
     - Max drawdown: from `equity_curve` points on `day` (absolute and % of the running peak) when given;
       else from the running sum of trade P&L in close order starting at 0 (absolute only).
@@ -346,8 +361,10 @@ def compute_daily_stats(
         key=lambda p: p.closed_at,  # type: ignore[arg-type, return-value]
     )
     pnls = [float(pnl_of(p)) for p in trades]
-    wins = sum(1 for x in pnls if x > 0)
-    losses = sum(1 for x in pnls if x < 0)
+    # wins, draws and losses as the trade records count them (a scratch within +-0.1R is a draw)
+    outcomes = [trade_outcome(x, x / position_risk_usd(p) if position_risk_usd(p) > 0 else math.nan)
+                for x, p in zip(pnls, trades, strict=True)]
+    wins, losses, draws = outcomes.count("win"), outcomes.count("loss"), outcomes.count("draw")
     gross_profit = sum(x for x in pnls if x > 0)
     gross_loss = -sum(x for x in pnls if x < 0)
     if not pnls:
@@ -377,6 +394,7 @@ def compute_daily_stats(
         trades=len(pnls),
         wins=wins,
         losses=losses,
+        draws=draws,
         win_rate=(wins / len(pnls)) if pnls else None,
         profit_factor=pf,
         pnl=sum(pnls),
@@ -404,8 +422,11 @@ def daily_stats_post(stats: DailyStats, *, limit: int = TELEGRAM_LIMIT) -> str:
         lines.append("No trades closed today.")
     else:
         wr = f"{stats.win_rate * 100:.0f}%" if stats.win_rate is not None else "—"
+        if stats.draws and stats.wins + stats.losses:
+            wr += f" ({stats.wins / (stats.wins + stats.losses) * 100:.0f}% without scratches)"
         lines += [
-            f"Trades: <b>{stats.trades}</b> · wins {stats.wins} · losses {stats.losses} · win rate <b>{esc(wr)}</b>",
+            f"Trades: <b>{stats.trades}</b> · wins {stats.wins} · draws {stats.draws} · losses {stats.losses} · "
+            f"win rate <b>{esc(wr)}</b>",
             f"P&amp;L: <b>{esc(fmt_usd(stats.pnl))}</b> · profit factor <b>{esc(_fmt_pf(stats.profit_factor))}</b>",
             f"Best {esc(fmt_usd(stats.best_trade))} · worst {esc(fmt_usd(stats.worst_trade))}",
         ]

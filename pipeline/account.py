@@ -142,10 +142,12 @@ def open_positions(factory: Factory, mode: str) -> list[Position]:
         return repo.open_positions(s, mode)
 
 
-def track_record(factory: Factory, mode: str) -> TrackRecord | None:
+def track_record(factory: Factory, mode: str, now: datetime | None = None,
+                 profile: str = "default") -> TrackRecord | None:
+    """The Kelly track record at `now`: the profile's rolling window of the stored closed positions."""
     with transaction(factory) as s:
         closed = repo.closed_positions(s, mode)
-    return track_record_from(closed)
+    return track_record_from(closed, now, profile)
 
 
 def account_state(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,
@@ -192,3 +194,21 @@ def account_summary(factory: Factory, source: MarketDataSource, settings: Settin
                                 "opened_at": p.opened_at.isoformat()} for p in open_pos],
             "halt": halt_info,
         }
+
+
+def as_before(acct: PaperAccount, t: datetime) -> PaperAccount:
+    """The account as it was before the decision at `t`: the positions an earlier run of this same
+    decision opened (at or after `t`, not touched since) taken out, their margin and opening fee
+    given back. A read-only view for a rerun's panel and risk check (same facts as the first run);
+    it is never stored. Unchanged when no such position exists."""
+    later = [p for p in acct.open_positions() if p.opened_at >= t]
+    if not later or any(p.qty_open != p.qty_initial or p.funding_paid for p in later):
+        return acct
+    view = PaperAccount.from_dict(acct.to_dict())
+    for p in later:
+        led = view._ledger.pop(p.id)
+        view.balance += led.margin + led.fees
+        view.fees_paid -= led.fees
+        view.positions.pop(p.id)
+        view._open.pop(p.id, None)
+    return view

@@ -22,7 +22,8 @@ def deliver(factory: Factory, settings: Settings, console: bool = True) -> dict[
         sink = sink_from_settings(settings)
         if not getattr(sink, "records_delivery", False):
             if not console:
-                return {"sink": "console", "printed": 0}
+                return {"sink": "console", "printed": 0,
+                        "note": "no Telegram token/channel: posts stay pending in the outbox (`quorum outbox`)"}
             from notify.console import ConsoleSink
 
             sink = ConsoleSink(stream=sys.stdout)

@@ -21,7 +21,7 @@ def decide_and_check(factory: Factory, source: MarketDataSource, settings: Setti
                      acct: PaperAccount) -> tuple[dict[str, Decision], dict[str, RiskVerdict]]:
     account = account_state(factory, source, settings, decision_time, acct)
     btc4h = btc_change_4h_pct(snapshots, source, decision_time)
-    track = track_record(factory, settings.mode)
+    track = track_record(factory, settings.mode, decision_time, settings.risk_profile)
     decisions: dict[str, Decision] = {}
     verdicts: dict[str, RiskVerdict] = {}
     for sym, score in scores.items():

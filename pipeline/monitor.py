@@ -137,7 +137,7 @@ def enqueue_event_posts(s: Session, acct: PaperAccount, events: Sequence[Positio
 
     for e in events:
         pos = acct.positions.get(e.position_id)
-        if pos is None:
+        if pos is None or pos.extra.get("shadow_of"):  # a member's shadow account is never posted
             continue
         kind = post_kind_for_event(e, pos)
         if kind is None:

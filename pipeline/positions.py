@@ -18,6 +18,7 @@ from exchange.paper import PaperAccount
 from risk import exits
 from risk.manager import AccountState, MarketLimits, TrackRecord
 from risk.profiles import RiskProfile, get_profile
+from risk.track import track_record
 
 ATR_WARMUP_H = 72  # 1h bars before a monitor window, so ATR(14) is settled at its first bar
 
@@ -38,24 +39,32 @@ def marks(source: MarketDataSource, symbols: Sequence[str], t: datetime,
     return out
 
 
-def monitor_bar(acct: PaperAccount, position_id: str, t_open: pd.Timestamp, o: float, h: float, lo: float,
-                c: float, funding_due: Sequence[tuple[pd.Timestamp, float]], prof: RiskProfile,
+def _py(t: datetime) -> datetime:
+    return t.to_pydatetime() if isinstance(t, pd.Timestamp) else t
+
+
+HOUR = timedelta(hours=1)
+
+
+def monitor_bar(acct: PaperAccount, position_id: str, t_open: datetime, o: float, h: float, lo: float,
+                c: float, funding_due: Sequence[tuple[datetime, float]], prof: RiskProfile,
                 news_critical: bool = False, atr: float | None = None,
                 qty_step: Decimal | None = None) -> datetime:
     """One bar of the position monitor, shared by the live monitor (`advance_position`) and the
     backtest: settle the funding events due by this bar's close (`funding_due`, in time order; a
     funding time equal to the bar's open is marked at the open, later ones at the close), apply the
-    exit rules to the bar, then check liquidation. Returns the bar's close time."""
-    t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
+    exit rules to the bar, then check liquidation. Returns the bar's close time. Times may be
+    `pd.Timestamp` or `datetime` (UTC)."""
+    t_close = _py(t_open) + HOUR
 
-    def settle(ft: pd.Timestamp, rate: float, mark: float) -> None:
+    def settle(ft: datetime, rate: float, mark: float) -> None:
         cur = acct.get(position_id)
-        if cur.is_open and ft.to_pydatetime() > cur.opened_at:
-            acct.apply_funding(cur.id, float(rate), mark, ft.to_pydatetime())
+        if cur.is_open and _py(ft) > cur.opened_at:
+            acct.apply_funding(cur.id, float(rate), mark, _py(ft))
 
     # funding due before the bar's close (at its open) is settled first, at the open price
     for ft, rate in funding_due:
-        if ft.to_pydatetime() < t_close:
+        if _py(ft) < t_close:
             settle(ft, rate, o)
     if atr is not None and not atr == atr:  # NaN: not enough bars yet
         atr = None
@@ -67,7 +76,7 @@ def monitor_bar(acct: PaperAccount, position_id: str, t_open: pd.Timestamp, o: f
     # funding at the bar's close is owed only by a position still open then (a stop inside the bar
     # closed it before the funding time)
     for ft, rate in funding_due:
-        if ft.to_pydatetime() >= t_close:
+        if _py(ft) >= t_close:
             settle(ft, rate, c)
     return t_close
 
@@ -112,13 +121,10 @@ def limits_for(source: MarketDataSource, symbol: str) -> MarketLimits:
     return MarketLimits.from_rules(source.market_rules(symbol))
 
 
-def track_record_from(closed: Sequence[Position]) -> TrackRecord | None:
-    """Win rate and win/loss ratio of closed positions (net of fees and funding), for Kelly sizing;
-    shared by the live cycle and the backtest."""
-    if not closed:
-        return None
-    pnl = [p.realised_pnl - p.fees_paid - p.funding_paid for p in closed]
-    wins = [x for x in pnl if x > 0]
-    losses = [-x for x in pnl if x <= 0]
-    wl = (sum(wins) / len(wins)) / (sum(losses) / len(losses)) if wins and losses and sum(losses) > 0 else 1.0
-    return TrackRecord(len(wins) / len(pnl), wl, len(pnl))
+def track_record_from(closed: Sequence[Position], now: datetime | None = None,
+                      profile: RiskProfile | str = "default") -> TrackRecord | None:
+    """Win rate and win/loss ratio of the closed positions in the profile's rolling window before `now`
+    (net of fees and funding), for Kelly sizing; shared by the live cycle and the backtest
+    (`risk.track.track_record`)."""
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    return track_record(closed, now, prof)

@@ -73,6 +73,16 @@ def decide(symbol: str, as_of: datetime, votes: list[Vote], score: Score, settin
     return daily_veto(d, score)
 
 
+def member_decision(vote: Vote, score: Score) -> Decision:
+    """A member's own call as a Decision: its shadow account (backtest books and the live loop's
+    pipeline/shadow.py) trades it through the same risk. An abstention or invalid vote is WAIT."""
+    action = vote.action if vote.valid and vote.action is not None else Action.WAIT
+    return Decision(symbol=vote.symbol, as_of=score.as_of, action=action, confidence=float(vote.confidence),
+                    math_score=score.final, combined_score=score.final, votes_valid=int(vote.valid),
+                    votes_total=1, tally={}, dissent=(), fallback_to_math=False,
+                    reason=f"shadow account of {vote.member_id}: its own vote {action.value}")
+
+
 def daily_veto(d: Decision, score: Score) -> Decision:
     """The daily timeframe vetoes a trade it disagrees with (|1D score| >= VETO_MIN, other sign),
     whoever proposed it: the math score (already capped by the engine) or the panel."""

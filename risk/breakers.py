@@ -4,6 +4,7 @@ risk manager reads, built from that history: they hold across restarts."""
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -47,23 +48,40 @@ def breaker_state(
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     now = _utc(now)
-    pts = sorted(((_utc(t), float(e)) for t, e in equity_history if _utc(t) <= now), key=lambda x: x[0])
+    return _breakers(_points(equity_history, now), now, prof, reset_at)
+
+
+def _points(equity_history: Iterable[tuple[datetime, float]], now: datetime) -> list[tuple[datetime, float]]:
+    """The snapshots at or before `now`, in UTC, sorted by time (stable)."""
+    pts = []
+    for t, e in equity_history:
+        tu = _utc(t)
+        if tu <= now:
+            pts.append((tu, float(e)))
+    pts.sort(key=lambda x: x[0])
+    return pts
+
+
+def _breakers(pts: list[tuple[datetime, float]], now: datetime, prof: RiskProfile,
+              reset_at: datetime | None) -> tuple[bool, str | None, datetime | None]:
+    """`breaker_state` over sorted UTC points (see there)."""
     if not pts:
         return False, None, None
     reasons: list[str] = []
     untils: list[datetime | None] = []
+    times = [t for t, _ in pts]
 
     def period(start: datetime, limit: float | None, label: str, until: datetime) -> None:
         if limit is None:
             return
-        before = [e for t, e in pts if t <= start]
-        inside = [e for t, e in pts if t >= start]
-        if not inside:
+        i_le = bisect_right(times, start)  # pts[:i_le]: at or before start
+        i_ge = bisect_left(times, start)  # pts[i_ge:]: at or after start
+        if i_ge >= len(pts):
             return
-        ref = before[-1] if before else inside[0]
+        ref = pts[i_le - 1][1] if i_le else pts[i_ge][1]
         if ref <= 0:
             return
-        worst = min(inside)
+        worst = min(e for _, e in pts[i_ge:])
         change = (worst / ref - 1.0) * 100.0
         if change <= -limit + 1e-12:
             reasons.append(f"{label} loss {change:.2f}% reached the -{limit:g}% limit; halted until "
@@ -103,18 +121,26 @@ def account_state_from_history(
     profile: RiskProfile | str,
     manual_halt: str | None = None,
     reset_at: datetime | None = None,
+    presorted: bool = False,
 ) -> AccountState:
-    """AccountState with day/week start, peak and breaker halt derived from stored snapshots."""
+    """AccountState with day/week start, peak and breaker halt derived from stored snapshots.
+    `presorted`: the history is already in time order, in UTC, and none of it is after `now` (the
+    backtest's own history), so it is used as given."""
     now = _utc(now)
-    pts = sorted(((_utc(t), float(e)) for t, e in equity_history if _utc(t) <= now), key=lambda x: x[0])
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    pts = list(equity_history) if presorted else _points(equity_history, now)
+    times = [t for t, _ in pts]
 
     def ref(start: datetime) -> float | None:
-        before = [e for t, e in pts if t <= start]
-        inside = [e for t, e in pts if t >= start]
-        return before[-1] if before else (inside[0] if inside else None)
+        i_le = bisect_right(times, start)
+        if i_le:
+            return pts[i_le - 1][1]
+        i_ge = bisect_left(times, start)
+        return pts[i_ge][1] if i_ge < len(pts) else None
 
-    peak = max([e for t, e in pts if reset_at is None or t >= _utc(reset_at)] + [equity])
-    halted, reason, until = breaker_state(pts, now, profile, reset_at=reset_at)
+    reset = _utc(reset_at) if reset_at is not None else None
+    peak = max([e for t, e in pts if reset is None or t >= reset] + [equity])
+    halted, reason, until = _breakers(pts, now, prof, reset_at)
     if manual_halt:
         halted, until = True, None
         reason = f"manual halt: {manual_halt}" + (f"; {reason}" if reason else "")

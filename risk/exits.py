@@ -4,7 +4,9 @@
 
 1. **stop hit** — the stop in force at the start of the bar (moves made while processing a bar only
    apply from the next bar). Long: low ≤ stop; short: high ≥ stop. Fill at the stop price, or at
-   the bar open when the bar opened beyond the stop (a gap: worse for the trader).
+   the bar open when the bar opened beyond the stop (a gap: worse for the trader). The exit kind
+   says which stop it was: ``stop`` (the initial stop loss), ``breakeven_stop`` (after the move to
+   entry +0.15 %) or ``trailing_stop`` (after TP1's trail, or a Chandelier pull).
 2. **TP1** (1.5R by default) — closes `tp1_fraction` of the initial quantity at the TP1 price.
 3. **TP2** (2.5R) — closes the rest at the TP2 price.
 4. **trailing phases** — the best price since entry takes this bar's high (long) / low (short);
@@ -63,10 +65,16 @@ class ExitOrder:
     side: Side  # side of the position being (partly) closed
     qty: Decimal
     price: float  # expected fill (stop / target / bar close)
-    kind: str  # stop | tp1 | tp2 | stale | time | news
+    kind: str  # stop | breakeven_stop | trailing_stop | tp1 | tp2 | stale | time | news
     ts: datetime
     reason: str
     maker: bool = False  # resting take-profit limit orders fill as maker
+
+
+# the stop in force when it is hit, by the position's phase: the exit kind stored on the position and
+# its trade record (a breakeven or trailing exit is not a stop loss) and the label of its reason
+STOP_KINDS = {"initial": ("stop", "stop loss"), "breakeven": ("breakeven_stop", "breakeven stop"),
+              "trailing": ("trailing_stop", "trailing stop")}
 
 
 class StepResult(NamedTuple):
@@ -76,7 +84,10 @@ class StepResult(NamedTuple):
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    tz = ts.tzinfo
+    if tz is UTC:  # the common case (the backtest's and the store's times): no conversion
+        return ts
+    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
 
 
 def _r_multiple(pos: Position, price: float) -> float:
@@ -121,9 +132,8 @@ def step(
     if stop_hit:
         gapped = bar.open < pos.stop if s > 0 else bar.open > pos.stop
         fill = bar.open if gapped else pos.stop
-        label = {"initial": "stop loss", "breakeven": "breakeven stop", "trailing": "trailing stop"}.get(
-            pos.phase, "stop")
-        close(pos.qty_open, fill, "stop",
+        kind, label = STOP_KINDS.get(pos.phase, ("stop", "stop"))
+        close(pos.qty_open, fill, kind,
               f"{label} {pos.stop:.6g} hit" + (f" (gapped, filled at open {fill:.6g})" if gapped else ""))
         return StepResult(pos, events, orders)
 

@@ -43,6 +43,7 @@ from core.types import (
     TradePlan,
 )
 from risk.profiles import RiskProfile, get_profile
+from risk.track import TrackRecord, with_prior
 
 # ------------------------------------------------------------------------------------------------
 # inputs
@@ -98,14 +99,10 @@ class AccountState:
     def margin_used(self) -> float:
         return sum(p.margin for p in self.open_positions)
 
-
-@dataclass(frozen=True)
-class TrackRecord:
-    """Closed-trade statistics used by Kelly sizing: win rate in [0, 1], avg win / avg loss."""
-
-    win_rate: float
-    win_loss_ratio: float
-    n_trades: int
+    @property
+    def notional_used(self) -> float:
+        """Notional exposure of the open positions at their entry prices."""
+        return sum(float(p.qty_open) * p.entry for p in self.open_positions)
 
 
 @dataclass(frozen=True)
@@ -210,7 +207,10 @@ def kelly_star(win_rate: float, win_loss_ratio: float) -> float:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    tz = ts.tzinfo
+    if tz is UTC:  # the common case (the backtest's and the store's times): no conversion
+        return ts
+    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,10 +327,12 @@ def _risk_budget(inp: RiskInput, prof: RiskProfile, reasons: list[str], notes: l
         base = prof.kelly_fallback_risk_pct
         notes.append(f"kelly: {n} trades < {prof.kelly_min_trades}, fallback {base:g}%")
     else:
+        tr = with_prior(tr, prof)  # shrunk towards the prior (risk/track.py: the way back)
         f = kelly_star(tr.win_rate, tr.win_loss_ratio)
         if f <= 0:
-            reasons.append(f"kelly: no edge (win rate {tr.win_rate:.2f}, win/loss {tr.win_loss_ratio:.2f}, "
-                           f"f*={f:.3f})")
+            reasons.append(f"kelly: no edge over the last {tr.n_trades} trades (win rate {tr.win_rate:.2f}, "
+                           f"win/loss {tr.win_loss_ratio:.2f} with the prior, f*={f:.3f}); trades older than "
+                           f"{prof.kelly_window_days:g} days age out")
             return 0.0
         base = prof.kelly_fraction * f * 100
         notes.append(f"kelly: f*={f:.3f} x{prof.kelly_fraction:g} = {base:.2f}%")
@@ -440,11 +442,24 @@ def evaluate(inp: RiskInput) -> RiskVerdict:
             margin_cap * lev / entry,
         "free balance after the fee reserve": bal / (entry * (1.0 / lev + prof.fee_reserve_pct / 100)),
     }
+    notional_note = ""
+    if prof.trade_notional_pct_empty is not None or prof.max_total_notional_pct is not None:
+        # exposure caps on NOTIONAL (position size), whatever the leverage: % of equity
+        eq_pos = max(acct.equity, 0.0)
+        n_pct = (prof.trade_notional_pct_with_positions if positions else prof.trade_notional_pct_empty)
+        n_cap = eq_pos * n_pct / 100 if n_pct is not None else math.inf
+        n_room = (max(0.0, eq_pos * prof.max_total_notional_pct / 100 - acct.notional_used)
+                  if prof.max_total_notional_pct is not None else math.inf)
+        label = (f"notional cap {n_pct:g}% of equity" if n_pct is not None else "notional cap") + (
+            f" / total {prof.max_total_notional_pct:g}% of equity" if prof.max_total_notional_pct is not None else "")
+        qty_caps[label] = min(n_cap, n_room) / entry
+        notional_note = (f"notional {min(n_cap, n_room):.2f} ({label}: trade {n_cap:.2f}, total room "
+                         f"{n_room:.2f} of {eq_pos:.2f})")
     budget_pct = _risk_budget(inp, prof, reasons, notes)
-    if budget_pct is None:  # margin_fraction: the cap IS the size
+    if budget_pct is None:  # margin_fraction: the tightest cap IS the size
         qty_raw = min(qty_caps.values())
-        notes.append(f"margin {margin_cap:.2f} ({trade_cap_pct:g}% of free balance {bal:.2f}, "
-                     f"total room {total_room:.2f})")
+        notes.append(notional_note or f"margin {margin_cap:.2f} ({trade_cap_pct:g}% of free balance {bal:.2f}, "
+                                      f"total room {total_room:.2f})")
     else:
         risk_budget = max(0.0, acct.equity) * budget_pct / 100
         qty_risk = risk_budget / r_dist

@@ -15,8 +15,9 @@ Profiles (DESIGN.md §3 and issue 4):
   (a quantile stop may be chosen instead by `stop_method="quantile"`); TP1 1.5R closes 50 %,
   TP2 2.5R the rest; breakeven (entry +0.15 %) once +2.5 %; after TP1 the stop trails 2 % behind
   the best price; at most 3 positions and one per correlation group; spread > 0.2 % and funding
-  beyond ±0.25 %/8 h against the trade veto; no longs after BTC fell > 2 % in 4 h; −5 % daily halt;
-  stale exit after 48 h with < 1 % profit; close on critical negative news; regime multipliers
+  beyond ±0.25 %/8 h against the trade veto; no longs after BTC fell > 2 % in 4 h; −5 % daily halt,
+  −10 % weekly halt and a −20 % drawdown breaker (until a manual resume), as the six-model spec
+  states and every spec Quorum follows bounds the drawdown; stale exit after 48 h with < 1 % profit; close on critical negative news; regime multipliers
   PANIC leverage ×0.5 / stop ×1.5 and DIGESTING ×0.8 / ×1.2.
 - ``conservative``: the default rules with leverage ≤ 5×, 1 % risk per trade, daily −5 %,
   weekly −10 % and a −20 % drawdown breaker; a stop on every trade (`require_stop`).
@@ -26,10 +27,15 @@ Profiles (DESIGN.md §3 and issue 4):
   Chandelier stop 3×ATR (1h) from the extreme as the initial stop and as the only trailing rule
   (no breakeven move, no 2 % trail); TP1/TP2 at 1.5R/2.5R as default; 24 h time exit, no stale exit.
   With fewer than 20 closed trades, or no track record, it risks `kelly_fallback_risk_pct` (0.5 %)
-  × the same adjustments; a non-positive Kelly fraction (no edge) is a denial.
-- ``arena`` (one account per model): margin of a single trade ≤ 50 % of the free balance with no
-  open position, ≤ 30 % with positions, total margin ≤ 80 % of equity; stop 3 %, take-profit 10 %
-  (all of it); daily −15 %.
+  × the same adjustments; a non-positive Kelly fraction (no edge) is a denial. The record is the last
+  50 trades closed within 90 days, shrunk towards a prior of 10 pseudo-trades (win rate 0.5,
+  win/loss 1.5): old trades age out, so a bad start cannot lock the profile out for good
+  (risk/track.py).
+- ``arena`` (one account per model): a single position's NOTIONAL ≤ 50 % of equity with no open
+  position, ≤ 30 % with positions, all positions together ≤ 80 % of equity in notional (the spec's
+  caps are on position size: capping only the margin let a 10× position reach ~5× equity in notional
+  and lose ~15 % of equity per 3 % stop; now a stop costs at most 1.5 % of equity); stop 3 %,
+  take-profit 10 % (all of it); daily −15 %.
 
 Leverage and liquidation: isolated margin, maintenance-margin rate 0.5 % (`maintenance_margin_rate`).
 When the liquidation price of a plan would lie inside its stop (or within `liq_buffer_pct` of it),
@@ -106,15 +112,26 @@ class RiskProfile:
     kelly_fraction: float = 0.15
     kelly_min_trades: int = 20  # fewer closed trades: use kelly_fallback_risk_pct instead of f*
     kelly_fallback_risk_pct: float = 0.5
+    # the way back from a bad start (risk/track.py): a rolling window of closed trades and a prior
+    kelly_window_trades: int = 50  # only the last N closed trades count
+    kelly_window_days: float = 90.0  # ... closed within this many days before the decision
+    kelly_prior_trades: int = 10  # pseudo-trades at the prior's win rate and win/loss ratio
+    kelly_prior_win_rate: float = 0.5
+    kelly_prior_win_loss: float = 1.5  # TP1 1.5R / TP2 2.5R against a 1R stop: f* = 0.17 before evidence
     kelly_vol_ref_atr_pct: float = 2.0  # vol_adj = clamp(ref / atr_pct, kelly_vol_adj_min, 1)
     kelly_vol_adj_min: float = 0.25
     account_tiers: tuple[AccountTier, ...] = ()
     # margin caps (all profiles): % of the FREE balance for one trade's margin, with no open
     # position / with positions, and % of EQUITY for all margin together (existing + new).
-    # margin_fraction sizing (arena) takes the whole single-trade cap as its margin.
     trade_margin_pct_empty: float = 100.0
     trade_margin_pct_with_positions: float = 100.0
     max_total_margin_pct: float = 100.0
+    # exposure caps on NOTIONAL (qty x entry, whatever the leverage), % of EQUITY: one trade with no
+    # open position / with positions, and all open positions together (existing + new). None: no cap.
+    # margin_fraction sizing (arena) takes the tightest cap as its size.
+    trade_notional_pct_empty: float | None = None
+    trade_notional_pct_with_positions: float | None = None
+    max_total_notional_pct: float | None = None
     fee_reserve_pct: float = 0.2  # % of notional kept free for fees and slippage when capping by balance
 
     # --- leverage ------------------------------------------------------------------------------
@@ -186,7 +203,10 @@ PROFILES: Mapping[str, RiskProfile] = MappingProxyType(
     {
         "default": RiskProfile(
             name="default",
-            description="DESIGN.md §3: 1.5% risk, ATR stop 1.5-5%, TP 1.5R/2.5R, 3 positions, daily -5%",
+            description="DESIGN.md §3: 1.5% risk, ATR stop 1.5-5%, TP 1.5R/2.5R, 3 positions, daily -5%, "
+                        "weekly -10%, drawdown breaker -20%",
+            weekly_loss_pct=10.0,
+            max_drawdown_pct=20.0,
         ),
         "conservative": RiskProfile(
             name="conservative",
@@ -214,11 +234,12 @@ PROFILES: Mapping[str, RiskProfile] = MappingProxyType(
         ),
         "arena": RiskProfile(
             name="arena",
-            description="per-model account: trade <=50% (30% with positions), total <=80%, SL 3%, TP 10%",
+            description="per-model account: notional per trade <=50% of equity (30% with positions), total <=80%, "
+                        "SL 3%, TP 10%",
             sizing="margin_fraction",
-            trade_margin_pct_empty=50.0,
-            trade_margin_pct_with_positions=30.0,
-            max_total_margin_pct=80.0,
+            trade_notional_pct_empty=50.0,
+            trade_notional_pct_with_positions=30.0,
+            max_total_notional_pct=80.0,
             stop_method="fixed",
             fixed_stop_pct=3.0,
             fixed_tp_pct=10.0,

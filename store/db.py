@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import StorageError
@@ -141,11 +141,16 @@ def migrate(engine: Engine) -> None:
     cfg.attributes["connection"] = None
     backend = engine.url.get_backend_name()
     outer = _sqlite_migration_lock(engine) if backend == "sqlite" else nullcontext()
-    with outer, engine.begin() as conn:
-        if backend == "postgresql":
-            _pg_migration_lock(conn)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    try:
+        with outer, engine.begin() as conn:
+            if backend == "postgresql":
+                _pg_migration_lock(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except (OperationalError, DBAPIError) as exc:
+        if isinstance(exc, IntegrityError):
+            raise
+        raise storage_error(exc, str(engine.url)) from exc
 
 
 def open_database(url: str, *, run_migrations: bool = True) -> Engine:
@@ -176,15 +181,36 @@ def get_session_factory(settings=None) -> sessionmaker[Session]:  # type: ignore
     return sessionmaker(open_database(settings.database_url), expire_on_commit=False, future=True)
 
 
+def storage_error(exc: BaseException, url: str | None = None) -> StorageError:
+    """A database that went away or refuses writes (connection lost, read-only file, disk full) as one
+    clear StorageError naming the database without its password."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    where = f"database {safe_url(url)}" if url else "the database"
+    return StorageError(f"{where} failed: {reason[0][:200] if reason else type(exc).__name__}")
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: everything commits together or nothing does."""
+    """One unit of work: everything commits together or nothing does. A lost or unwritable database
+    is a StorageError (one clear line); constraint violations stay what they are."""
     session = factory()
     try:
         yield session
         session.commit()
+    except (OperationalError, DBAPIError) as exc:
+        try:
+            session.rollback()
+        except Exception:  # noqa: BLE001 - the connection is gone; the original error matters
+            pass
+        if isinstance(exc, IntegrityError):
+            raise
+        bind = session.get_bind()
+        raise storage_error(exc, str(bind.url) if bind is not None else None) from exc
     except BaseException:
         session.rollback()
         raise
     finally:
-        session.close()
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            pass

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from store.base import Base, UTCDateTime, utcnow
 
 MONEY = Numeric(28, 10)
+# an account key: "paper", "live", or a member's shadow account "paper:shadow:<member>" (pipeline/shadow.py)
+ACCOUNT_KEY = String(64)
 
 
 class CycleRow(Base):
@@ -130,7 +132,7 @@ class OrderRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="filled")
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    mode: Mapped[str] = mapped_column(String(8), default="paper")
+    mode: Mapped[str] = mapped_column(ACCOUNT_KEY, default="paper")
 
 
 class FillRow(Base):
@@ -171,7 +173,7 @@ class PositionRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     exit_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     cycle_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    mode: Mapped[str] = mapped_column(String(8), default="paper")
+    mode: Mapped[str] = mapped_column(ACCOUNT_KEY, default="paper")
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -193,10 +195,11 @@ class PositionEventRow(Base):
 
 
 class AccountRow(Base):
-    """The paper (or live mirror) account: one row per mode."""
+    """The paper (or live mirror) account: one row per mode, plus one per member shadow account
+    (key `<mode>:shadow:<member>`)."""
 
     __tablename__ = "accounts"
-    mode: Mapped[str] = mapped_column(String(8), primary_key=True)
+    mode: Mapped[str] = mapped_column(ACCOUNT_KEY, primary_key=True)
     starting_balance: Mapped[Decimal] = mapped_column(MONEY)
     balance: Mapped[Decimal] = mapped_column(MONEY)
     realised_pnl: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
@@ -211,7 +214,7 @@ class EquitySnapshotRow(Base):
     __tablename__ = "equity_snapshots"
     __table_args__ = (UniqueConstraint("mode", "ts"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    mode: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[str] = mapped_column(ACCOUNT_KEY)
     ts: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     equity: Mapped[float] = mapped_column(Float)
     balance: Mapped[float] = mapped_column(Float)
@@ -224,7 +227,7 @@ class HaltRow(Base):
 
     __tablename__ = "halts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    mode: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[str] = mapped_column(ACCOUNT_KEY)
     reason: Mapped[str] = mapped_column(Text)
     set_by: Mapped[str] = mapped_column(String(16))  # manual | breaker
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

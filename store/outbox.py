@@ -28,7 +28,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from store.base import Base, UTCDateTime, utcnow
 
 POST_KINDS: tuple[str, ...] = (
-    "entry", "tp1", "breakeven", "trailing", "tp2", "stop", "stale", "time", "news", "exit",
+    "entry", "tp1", "breakeven", "trailing", "tp2", "stop", "breakeven_stop", "trailing_stop", "stale", "time",
+    "news", "exit",
     "daily_stats", "market_pulse",
 )
 STATUSES: tuple[str, ...] = ("pending", "in_flight", "sent", "failed", "dead")

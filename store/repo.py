@@ -8,10 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.types import (
+    Action,
     Candidate,
     Decision,
     Fill,
@@ -20,6 +21,7 @@ from core.types import (
     RiskVerdict,
     Score,
     Side,
+    TradePlan,
     Vote,
 )
 from store.models import (
@@ -211,10 +213,39 @@ def start_cycle(s: Session, cycle_id: str, as_of: datetime, mode: str, source: s
     return row
 
 
+ANALYSIS_ROWS = (CandidateRow, ScoreRow, VoteRow, DecisionRow, RiskVerdictRow)
+
+
+def supersede_analysis(s: Session, cycle_id: str, as_of: datetime, mode: str, symbols: Iterable[str]) -> list[str]:
+    """A rerun of a decision time replaces the earlier runs' analysis rows (candidates, scores, votes,
+    decisions, verdicts) of the symbols it analyses instead of adding a second set. An earlier cycle
+    left without analysis rows is marked `superseded` (its orders and fills stay). Returns the
+    earlier cycle ids that lost rows."""
+    syms = sorted(set(symbols))
+    earlier = list(s.scalars(select(CycleRow.id).where(CycleRow.mode == mode, CycleRow.as_of == as_of,
+                                                        CycleRow.id != cycle_id)))
+    if not earlier or not syms:
+        return []
+    for model in ANALYSIS_ROWS:
+        s.execute(delete(model).where(model.cycle_id.in_(earlier), model.symbol.in_(syms)))
+    s.flush()
+    for row in s.scalars(select(CycleRow).where(CycleRow.id.in_(earlier))):
+        left = s.scalar(select(func.count()).select_from(CandidateRow).where(CandidateRow.cycle_id == row.id))
+        if not left and row.status == "completed":
+            row.status = "superseded"
+        row.summary = {**(row.summary or {}), "superseded_by": cycle_id}
+    s.flush()
+    return earlier
+
+
 def record_analysis(s: Session, cycle_id: str, as_of: datetime, candidates: Sequence[Candidate],
                     scores: dict[str, Score], news: dict[str, Any], votes: Sequence[Vote],
                     decisions: dict[str, Decision], verdicts: dict[str, RiskVerdict],
                     prices: dict[str, float]) -> None:
+    cycle = s.get(CycleRow, cycle_id)
+    if cycle is not None:
+        supersede_analysis(s, cycle_id, as_of, cycle.mode,
+                           [c.symbol for c in candidates] + list(scores) + list(decisions) + list(verdicts))
     for c in candidates:
         s.add(CandidateRow(cycle_id=cycle_id, symbol=c.symbol, source=c.source, reason=c.reason,
                            volume_24h_quote=c.volume_24h_quote, spread_pct=c.spread_pct))
@@ -238,6 +269,56 @@ def record_analysis(s: Session, cycle_id: str, as_of: datetime, candidates: Sequ
     for sym, v in verdicts.items():
         s.add(RiskVerdictRow(cycle_id=cycle_id, symbol=sym, approved=v.approved, profile=v.profile,
                              reasons=list(v.reasons), plan=jsonable(v.plan) if v.plan else None))
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredDecision:
+    """What a completed cycle decided for one symbol at one decision time, as stored."""
+
+    cycle_id: str
+    votes: tuple[Vote, ...]
+    decision: Decision
+    verdict: RiskVerdict
+
+
+def _plan_from(d: dict[str, Any]) -> TradePlan:
+    num = {k: float("nan") if d.get(k) is None else float(d[k]) for k in (
+        "entry", "stop", "tp1", "tp2", "notional", "margin", "risk_usd", "risk_pct", "liquidation_price",
+        "stop_pct", "tp1_fraction") if k in d}
+    return TradePlan(symbol=d["symbol"], side=Side(d["side"]), leverage=int(d["leverage"]), qty=Decimal(str(d["qty"])),
+                     reason=d.get("reason", ""), **num)
+
+
+def stored_decisions(s: Session, mode: str, as_of: datetime, symbols: Iterable[str]) -> dict[str, StoredDecision]:
+    """Per symbol, the votes, decision and risk verdict of the latest completed cycle of this mode at
+    exactly this decision time (a rerun reuses them: same facts, same result)."""
+    out: dict[str, StoredDecision] = {}
+    cycles = list(s.scalars(select(CycleRow).where(CycleRow.mode == mode, CycleRow.as_of == as_of,
+                                                    CycleRow.status == "completed")
+                            .order_by(CycleRow.started_at.desc())))
+    for sym in symbols:
+        for c in cycles:
+            d = s.scalar(select(DecisionRow).where(DecisionRow.cycle_id == c.id, DecisionRow.symbol == sym))
+            v = s.scalar(select(RiskVerdictRow).where(RiskVerdictRow.cycle_id == c.id, RiskVerdictRow.symbol == sym))
+            if d is None or v is None:
+                continue
+            votes = tuple(
+                Vote(member_id=r.member_id, symbol=r.symbol, action=Action(r.action) if r.action else None,
+                     confidence=r.confidence or 0.0, rationale=r.rationale or "", key_factors=tuple(r.key_factors or ()),
+                     abstain_reason=r.abstain_reason, provider=r.provider, model=r.model,
+                     prompt_version=r.prompt_version, latency_s=r.latency_s, input_tokens=r.input_tokens,
+                     output_tokens=r.output_tokens, cost_usd=r.cost_usd, cached=True)
+                for r in s.scalars(select(VoteRow).where(VoteRow.cycle_id == c.id, VoteRow.symbol == sym)
+                                   .order_by(VoteRow.id)))
+            decision = Decision(symbol=sym, as_of=as_of, action=Action(d.action), confidence=d.confidence,
+                                math_score=d.math_score, combined_score=d.combined_score, votes_valid=d.votes_valid,
+                                votes_total=d.votes_total, tally=dict(d.tally or {}), dissent=tuple(d.dissent or ()),
+                                fallback_to_math=d.fallback_to_math, reason=d.reason)
+            verdict = RiskVerdict(symbol=sym, approved=v.approved, reasons=tuple(v.reasons or ()),
+                                  plan=_plan_from(v.plan) if v.plan else None, profile=v.profile)
+            out[sym] = StoredDecision(c.id, votes, decision, verdict)
+            break
+    return out
 
 
 def votes_table(s: Session) -> list[VoteRow]:

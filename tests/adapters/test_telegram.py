@@ -438,6 +438,8 @@ def test_cli_lists_sends_and_releases(tg, factory):
         assert str(row(factory, key).message_id) in res.output
         res = runner.invoke(cli_outbox.app, ["--resend-in-flight", key])
         assert res.exit_code == 1 and "never sent twice" in res.output
+        res = runner.invoke(cli_outbox.app, ["--resend-in-flight", "no-such-key"])
+        assert res.exit_code == 2 and "no outbox post with key 'no-such-key'" in res.output
         cli_outbox.sink_provider = lambda settings: ConsoleSink(io.StringIO())
         assert runner.invoke(cli_outbox.app, ["--send"]).exit_code == 1
     finally:

@@ -86,3 +86,49 @@ def test_doctor_reports_missing_pieces(tmp_path: Path, db) -> None:  # type: ign
     assert r.returncode == 0, r.stdout + r.stderr
     assert "set OPENAI_API_KEY" in r.stdout and "QUORUM_TELEGRAM_TOKEN" in r.stdout
     assert "replay: 6 symbols" in r.stdout
+
+
+def test_live_mode_without_confirmation_is_one_line_before_prefect(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    r = run_cli("cycle", cwd=tmp_path, env_extra={**env, "QUORUM_MODE": "live"})
+    _one_clear_line(r, "QUORUM_LIVE_TRADING_CONFIRMED")
+    assert "Flow run" not in r.stderr and _cycles(p) == 0
+
+
+def test_doctor_fails_an_unconfirmed_live_setting(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    r = run_cli("doctor", cwd=tmp_path, env_extra={**env, "QUORUM_MODE": "live"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = next(x for x in r.stdout.splitlines() if "settings" in x)
+    assert "FAIL" in row and "QUORUM_LIVE_TRADING_CONFIRMED" in r.stdout and " ok " not in row
+
+
+def test_unreachable_exchange_is_one_line_before_prefect(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    no_network = {"HTTPS_PROXY": "http://127.0.0.1:1", "HTTP_PROXY": "http://127.0.0.1:1", "NO_PROXY": ""}
+    r = run_cli("cycle", cwd=tmp_path, env_extra={**env, **no_network, "QUORUM_DATA_SOURCE": "ccxt"})
+    _one_clear_line(r, "cannot reach the exchange 'bybit'", "data_source=replay")
+    assert _cycles(p) == 0
+
+
+def test_number_settings_must_be_finite(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    for value, why in (("inf", "finite"), ("nan", "finite"), ("-100", "greater than 0")):
+        r = run_cli("cycle", cwd=tmp_path, env_extra={**env, "QUORUM_PAPER__STARTING_BALANCE": value})
+        _one_clear_line(r, "paper.starting_balance", value, why)
+
+
+def test_backtest_bad_range_and_panel_are_one_line(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    _, env = db
+    r = run_cli("backtest", "--from", "2025-05-01", "--to", "2025-04-01", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "--to 2025-04-01 is before --from 2025-05-01")
+    r = run_cli("backtest", "--panel", "oracle", cwd=tmp_path, env_extra=env)
+    _one_clear_line(r, "--panel 'oracle'", "math")
+
+
+def test_read_only_database_is_one_line(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
+    p, env = db
+    assert run_cli("trades", cwd=tmp_path, env_extra=env).returncode == 0  # creates and migrates it
+    ro = {**env, "QUORUM_DATABASE_URL": f"sqlite:///file:{p}?mode=ro&uri=true"}
+    r = run_cli("halt", "--reason", "test", cwd=tmp_path, env_extra=ro)
+    _one_clear_line(r, "readonly database")

@@ -150,3 +150,52 @@ def test_critical_negative_news_closes_longs(monkeypatch: pytest.MonkeyPatch, pr
     assert any("critical negative news" in e for e in r2["monitor"]["events"])
     assert r2["account"]["open_positions"] == []
     assert not c["risk"]["approved"]  # and no new long on it
+
+
+def _decision_inputs(server) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [p for p in (decision_input(r.body) for r in server.requests) if p is not None]
+
+
+def test_a_rerun_after_opening_a_position_sees_the_same_facts(panel, prefect_harness) -> None:  # noqa: ARG001
+    """Item 3: rerunning a decision time that opened a position gives the same votes, decisions and
+    verdicts, without calling the models again, and stores one set of analysis rows; with the
+    response cache bypassed the models are asked again with the same facts (not the new position)."""
+    from sqlalchemy import func, select
+
+    from core.settings import load_settings
+    from flows.trading_cycle import trading_cycle
+    from store.db import get_session_factory, transaction
+    from store.models import CycleRow, DecisionRow, RiskVerdictRow, VoteRow
+
+    sol = ["SOL/USDT:USDT"]
+    r1 = trading_cycle(as_of=AS_OF, symbols=sol, broadcast=False)
+    c1 = r1["candidates"][0]
+    assert c1["execution"]["status"] == "filled" and r1["account"]["open_positions"]
+    first = _decision_inputs(panel.servers["openai"])
+    assert first and first[-1]["open_positions"] == []
+    calls = dict(panel.calls)
+
+    r2 = trading_cycle(as_of=AS_OF, symbols=sol, broadcast=False)
+    c2 = r2["candidates"][0]
+    assert panel.calls == calls, "a rerun of the same decision calls no model"
+    assert c2["decision"] == c1["decision"] and c2["risk"] == c1["risk"]
+    strip = [{k: v for k, v in x.items() if k != "cached"} for x in c1["votes"]]
+    assert [{k: v for k, v in x.items() if k != "cached"} for x in c2["votes"]] == strip
+    assert c2["execution"]["status"] == "skipped" and r2["llm_cost"]["cost_usd"] == 0
+    assert r2["reused"] == [r1["cycle_id"]]
+
+    r3 = trading_cycle(as_of=AS_OF, symbols=sol, broadcast=False, use_llm_cache=False)
+    again = _decision_inputs(panel.servers["openai"])[len(first):]
+    assert again, "--no-llm-cache asks the models again"
+    assert again[-1]["open_positions"] == [] and again[-1]["candidates"] == first[-1]["candidates"]
+    c3 = r3["candidates"][0]
+    assert c3["decision"]["action"] == c1["decision"]["action"]
+    assert c3["risk"] == c1["risk"], "risk sees the account as it was before the decision, too"
+    assert c3["execution"]["status"] == "skipped" and len(r3["account"]["open_positions"]) == 1
+
+    with transaction(get_session_factory(load_settings())) as s:
+        def n(model) -> int:  # type: ignore[no-untyped-def]
+            return s.scalar(select(func.count()).select_from(model))
+        assert n(DecisionRow) == 1 and n(RiskVerdictRow) == 1 and n(VoteRow) == 6  # one set, not three
+        statuses = sorted(s.scalars(select(CycleRow.status)))
+    assert statuses == ["completed", "superseded", "superseded"]

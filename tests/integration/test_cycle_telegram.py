@@ -57,3 +57,12 @@ def test_bad_token_is_reported_and_the_cycle_completes(tg: FakeTelegramServer, p
     assert rep["account"]["open_positions"], "the trades happen whatever the channel does"
     assert rep["delivery"]["sent"] == 0 and rep["delivery"]["config_error"]
     assert tg.token not in json.dumps(rep)
+
+
+def test_json_output_still_delivers_to_telegram(tg: FakeTelegramServer, prefect_harness) -> None:  # noqa: ARG001
+    """`cycle --json` (broadcast=False) keeps the posts off the console, not off the channel."""
+    from flows.trading_cycle import trading_cycle
+
+    rep = trading_cycle(as_of="2025-05-23T04:00:00Z", broadcast=False)
+    assert rep["account"]["open_positions"]
+    assert len(tg.calls("sendMessage")) == len(rep["account"]["open_positions"]) == rep["delivery"]["sent"]

@@ -119,6 +119,18 @@ def test_book_position_from_journal_fills() -> None:
     assert [r.client_id for r in b.resting] == ["s1", "t2"]
     [closed] = book_positions([ENTRY, o("s0", "stop", "filled", "1", "1", "94", "95", at=9)])
     assert not closed.is_open and closed.exit_reason == "stop" and closed.realised == Decimal("-6")
+    # a stop filled after it moved to breakeven / trailing is recorded as such (issue 13, item 13)
+    for phase, kind in (("breakeven", "breakeven_stop"), ("trailing", "trailing_stop")):
+        [b] = book_positions([ENTRY, o("s0", "stop", "cancelled", "1", trig="95"),
+                              o("s1", "stop", "filled", "1", "1", "100.1", "100.15", seq=1, at=9, meta={"phase": phase})])
+        assert not b.is_open and b.exit_reason == kind
+
+
+def test_the_live_broker_leaves_every_stop_kind_to_the_exchange() -> None:
+    from exchange.live_broker import RESTING_EXIT_KINDS
+    from risk.exits import STOP_KINDS
+
+    assert {k for k, _ in STOP_KINDS.values()} | {"tp1", "tp2"} == RESTING_EXIT_KINDS
 
 
 def test_diff_findings_and_actions() -> None:

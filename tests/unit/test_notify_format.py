@@ -121,17 +121,28 @@ def event(kind: str, **kw) -> PositionEvent:
     "ev,position,kind,expect",
     [
         (event("tp1"), pos("p1", 15.0, None, qty_open=Decimal(5), stop=100.15, phase="breakeven"), "tp1",
-         ["TP1 hit", "Closed 50% at 103.000 (+3.00% on entry 100.000)", "Realised: +1.50R · P&L +$15.00",
+         ["TP1 hit", "Closed 50% at 103.000 (+3.00% on entry 100.000)", "Realised: +1.50R · price P&L +$15.00",
           "Stop now 100.150"]),
         (event("stop_moved", old_stop=98.0, new_stop=100.15, pnl=0.0), pos("p1", 0.0, None, phase="breakeven"),
          "breakeven", ["Stop moved to breakeven", "Stop: 98.000 → 100.150 (+0.15% from entry)"]),
         (event("stop_moved", old_stop=100.15, new_stop=102.9), pos("p1", 15.0, None, phase="trailing"),
          "trailing", ["Trailing stop moved", "Stop: 100.150 → 102.900"]),
         (event("tp2", price=105.0, pnl=25.0, r_multiple=2.5), pos("p1", 40.0, T0), "tp2",
-         ["TP2 hit", "Realised: +2.50R · P&L +$25.00", "Trade total: +$40.00 (+2.00R)"]),
+         ["TP2 hit", "Realised: +2.50R · price P&L +$25.00", "Trade total: +$40.00 (+2.00R)"]),
         (event("stop", price=98.0, qty=Decimal(10), pnl=-20.0, r_multiple=-1.0), pos("p1", -20.0, T0), "stop",
-         ["Stopped out", "Closed 100% at 98.000 (-2.00% on entry", "-1.00R · P&L −$20.00",
+         ["Stopped out", "Closed 100% at 98.000 (-2.00% on entry", "-1.00R · price P&L −$20.00",
           "Trade total: −$20.00 (-1.00R)"]),
+        (event("stop", price=100.15, qty=Decimal(10), pnl=1.5, r_multiple=0.075), pos(
+            "p1", 1.5, T0, fees_paid=1.0, funding_paid=0.3, exit_reason="breakeven_stop", phase="breakeven"),
+         "stop", ["Trade total: +$0.20 (+0.01R) net of fees $1.00 and funding $0.30"]),
+        (event("breakeven_stop", price=100.15, qty=Decimal(10), pnl=1.5, r_multiple=0.075,
+               reason="breakeven stop 100.15 hit"),
+         pos("p1", 1.5, T0, fees_paid=2.0, funding_paid=-0.5, exit_reason="breakeven_stop"), "breakeven_stop",
+         ["Breakeven stop hit, trade closed", "Trade total: $0.00 (+0.00R) net of fees $2.00 and funding received "
+          "$0.50"]),
+        (event("trailing_stop", price=102.9, qty=Decimal(5), pnl=14.5, r_multiple=1.45),
+         pos("p1", 29.5, T0, fees_paid=1.0, exit_reason="trailing_stop"), "trailing_stop",
+         ["Trailing stop hit, trade closed", "Trade total: +$28.50 (+1.43R) net of fees $1.00"]),
         (event("stale", price=100.5, qty=Decimal(10), pnl=5.0, r_multiple=0.25, reason="48h with <1% profit"),
          pos("p1", 5.0, T0), "stale", ["Stale exit", "48h with <1% profit"]),
         (event("time", price=100.0, pnl=0.0, r_multiple=0.0), pos("p1", 0.0, T0), "time", ["Time exit"]),
@@ -183,7 +194,7 @@ def test_daily_stats_match_hand_computed_figures():
     votes = {"gpt": (3, 4), "grok": (1, 4), "qwen-local": (0, 0), "claude-opus": (3, 4)}
     stats = compute_daily_stats(list(reversed(closed_positions())), DAY, None, votes)
     # by hand: trades +30, -10, -15, +20, 0 in close order
-    assert stats.trades == 5 and stats.wins == 2 and stats.losses == 2
+    assert stats.trades == 5 and stats.wins == 2 and stats.losses == 2 and stats.draws == 1  # the flat one
     assert stats.win_rate == pytest.approx(2 / 5)
     assert stats.gross_profit == pytest.approx(50.0) and stats.gross_loss == pytest.approx(25.0)
     assert stats.profit_factor == pytest.approx(2.0)
@@ -197,7 +208,7 @@ def test_daily_stats_match_hand_computed_figures():
     body = daily_stats_post(stats)
     text = well_formed(body)
     assert "Daily stats · 2026-03-02" in text
-    assert "Trades: 5 · wins 2 · losses 2 · win rate 40%" in text
+    assert "Trades: 5 · wins 2 · draws 1 · losses 2 · win rate 40% (50% without scratches)" in text
     assert "P&L: +$25.00 · profit factor 2.00" in text
     assert "Best +$30.00 · worst −$15.00" in text
     assert "Max drawdown: −$25.00" in text
@@ -220,6 +231,9 @@ def test_daily_stats_edge_cases():
                                gross_profit=0, gross_loss=0, best_trade=None, worst_trade=None,
                                max_drawdown_usd=0.0, max_drawdown_pct=None)
     assert "No trades closed today." in strip_tags(daily_stats_post(empty))
+    # a breakeven exit a little positive after fees (+0.05R) is a draw, not a win
+    scratch = compute_daily_stats([pos("s", 1.0, T0), pos("w", 30.0, T0)], DAY)
+    assert (scratch.wins, scratch.draws, scratch.losses) == (1, 1, 0) and scratch.win_rate == pytest.approx(0.5)
     only_wins = compute_daily_stats([pos("a", 5.0, T0)], DAY)
     assert math.isinf(only_wins.profit_factor) and "profit factor ∞" in strip_tags(daily_stats_post(only_wins))
 

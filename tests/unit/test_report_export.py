@@ -288,3 +288,51 @@ def test_publish_report_artifacts_calls_prefect(tmp_path, monkeypatch, report_in
     rows = metrics_table_rows(report_inputs["metrics"])
     assert calls[0][1] == rows and rows[0]["metric"] == "Start"
     assert any(r["metric"] == "Total return" and r["value"].endswith("%") for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13 item 13: outcomes, one row shape, rounding by kind
+
+
+def test_wins_draws_losses_and_the_win_rate_without_scratches():
+    from core.metrics import SCRATCH_R, trade_outcome
+
+    scratch = TradeRecord("XRP/USDT:USDT", Side.LONG, D0 + 50 * H, D0 + 52 * H, 2.0, 2.003, 100.0, 0.1, 0.2, 0.0,
+                          0.02, "breakeven_stop")
+    trades = [*TRADES, scratch]
+    assert [t.outcome for t in trades] == ["win", "win", "loss", "draw"]
+    assert trade_outcome(0.5, SCRATCH_R - 1e-9) == "draw" and trade_outcome(0.5, SCRATCH_R) == "win"
+    assert trade_outcome(0.0) == "draw" and trade_outcome(-1.0) == "loss"
+    idx = pd.date_range(D0, periods=72, freq="1h")
+    m = compute_metrics(pd.Series(1000.0, index=idx), trades, D0, idx[-1].to_pydatetime())
+    assert (m.wins, m.draws, m.losses, m.n_trades) == (2, 1, 1, 4)
+    assert m.win_rate == pytest.approx(0.5)  # a scratch is not a win
+    assert m.win_rate_ex_draws == pytest.approx(2 / 3)
+    assert m.gross_profit == pytest.approx(18.5 + 7.6 + 0.1)  # the money still counts
+    d = m.to_dict()
+    assert d["draws"] == 1 and d["win_rate_ex_draws"] == pytest.approx(2 / 3)
+
+
+def test_export_rows_are_rounded_by_kind_and_share_the_trade_record_fields():
+    from decimal import Decimal
+
+    from backtest.export import trade_row
+
+    t = TradeRecord("BTC/USDT:USDT", Side.LONG, D0, D0 + 7 * H, 97_123.456789, 98_001.23456, 0.0123000000001,
+                    10.123456789, 0.987654321, -0.0123456789, 1.234567891, "trailing_stop", "BTC-1")
+    row = trade_row(t, {"BTC/USDT:USDT": (Decimal("0.1"), Decimal("0.001"))})
+    assert set(row) == set(t.to_dict()) == set(TRADE_COLUMNS)
+    assert (row["entry"], row["exit"], row["qty"]) == (97_123.5, 98_001.2, 0.012)
+    assert (row["pnl"], row["fees"], row["funding"], row["r_multiple"]) == (10.12, 0.987654, -0.012346, 1.2346)
+    assert row["position_id"] == "BTC-1" and row["outcome"] == "win" and row["reason"] == "trailing_stop"
+    plain = trade_row(t)  # no market rules known: 8 significant digits
+    assert (plain["entry"], plain["exit"]) == (97_123.457, 98_001.235)
+    csv_text = export_to_string([t], "csv", precision={"BTC/USDT:USDT": (Decimal("0.1"), Decimal("0.001"))})
+    assert csv_text.splitlines()[1].split(",")[5:12] == ["97123.5", "98001.2", "0.012", "10.12", "0.987654",
+                                                        "-0.012346", "1.2346"]
+    tax = _read_csv(export_to_string([t], "tax"))[0]
+    gain = (98_001.23456 - 97_123.456789) * 0.0123000000001 - 0.987654321 + 0.0123456789
+    assert tax["gain"] == repr(round(gain, 2)) and tax["holding_days"] == "0.2917" and tax["fees"] == "0.987654"
+    assert tax["proceeds"] == repr(round(98_001.23456 * 0.0123000000001, 2))
+    js = json.loads(export_to_string([t], "json"))["trades"][0]
+    assert js["pnl"] == 10.12 and js["position_id"] == "BTC-1"

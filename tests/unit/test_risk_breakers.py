@@ -34,7 +34,7 @@ def test_weekly_and_drawdown_breakers_for_conservative():
     now = D0 + timedelta(hours=6)
     halted, reason, until = breaker_state(hist, now, "conservative")
     assert halted and "weekly loss -10.50%" in reason and until == mon + timedelta(days=7)
-    halted, reason, until = breaker_state(hist, now, "default")  # default: daily only (-6.77% today)
+    halted, reason, until = breaker_state(hist, now, "kelly")  # kelly: daily only (-6.77% today)
     assert halted and "weekly" not in reason and "daily loss -6.77%" in reason and until == D0 + timedelta(days=1)
     # drawdown -20% from the running peak: until a manual resume
     hist2 = [(D0 - timedelta(days=30), 10_000.0), (D0 - timedelta(days=20), 12_000.0),
@@ -44,6 +44,35 @@ def test_weekly_and_drawdown_breakers_for_conservative():
     # an operator's resume ignores the older history
     assert breaker_state(hist2, D0 + timedelta(hours=1), "conservative",
                          reset_at=D0 - timedelta(days=5))[0] is False
+
+
+def test_default_profile_has_the_weekly_and_drawdown_breakers_of_the_six_model_spec():
+    prof = get_profile("default")
+    assert (prof.daily_loss_pct, prof.weekly_loss_pct, prof.max_drawdown_pct) == (5.0, 10.0, 20.0)
+    mon = D0 - timedelta(days=2)
+    # a week of daily losses, none reaching -5%, that adds up to -10.5%: the weekly breaker halts
+    hist = [(mon - timedelta(hours=1), 10_000.0), (mon + timedelta(days=1), 9_600.0),
+            (D0 + timedelta(hours=1), 9_300.0), (D0 + timedelta(hours=5), 8_950.0)]
+    halted, reason, until = breaker_state(hist, D0 + timedelta(hours=6), "default")
+    assert halted and "weekly loss -10.50% reached the -10% limit" in reason and until == mon + timedelta(days=7)
+    # a slow bleed over months (no day below -5%, no week below -10%) that reaches -20% from the peak
+    t = D0 - timedelta(days=120)
+    pts, e = [(t, 10_000.0), (t + timedelta(days=1), 12_500.0)], 12_500.0
+    for i in range(2, 100):
+        e *= 0.997 if i % 7 else 1.001
+        pts.append((t + timedelta(days=i), e))
+    assert min(b / a for (_, a), (_, b) in zip(pts[1:], pts[2:], strict=False)) > 0.95
+    dd = pts[-1][1] / 12_500.0 - 1
+    assert dd < -0.20
+    now = pts[-1][0] + timedelta(hours=1)
+    halted, reason, until = breaker_state(pts, now, "default")
+    assert halted and until is None and "from peak reached the -20% breaker" in reason
+    acct = account_state_from_history(pts, equity=pts[-1][1], balance=pts[-1][1], positions=(), now=now,
+                                      profile="default")
+    v = evaluate(risk_input(acct=acct))
+    assert not v.approved and any("drawdown" in r for r in v.reasons)
+    # it holds until an operator's resume
+    assert breaker_state(pts, now, "default", reset_at=now - timedelta(hours=1))[0] is False
 
 
 def test_account_state_from_history_feeds_evaluate():

@@ -70,9 +70,27 @@ def test_trailing_stop_exit_after_tp1():
     p, _, _ = step(p, bar(1, 100, 105, 100, 104.9), DEFAULT)  # TP1 + breakeven + trail 102.9
     assert p.stop == pytest.approx(102.9)
     p, ev, orders = step(p, bar(2, 104.9, 105, 102.0, 102.5), DEFAULT)
-    assert [(o.kind, o.qty, o.price) for o in orders] == [("stop", Decimal("0.50"), pytest.approx(102.9))]
+    # stored as a trailing exit, not as a stop loss (issue 13 item 13)
+    assert [(o.kind, o.qty, o.price) for o in orders] == [("trailing_stop", Decimal("0.50"), pytest.approx(102.9))]
     assert "trailing stop" in orders[0].reason
-    assert ev[0].pnl == pytest.approx(0.5 * 2.9)
+    assert ev[0].pnl == pytest.approx(0.5 * 2.9) and ev[0].kind == "trailing_stop"
+    assert p.exit_reason == "trailing_stop" and not p.is_open
+
+
+def test_breakeven_stop_exit_is_stored_as_breakeven():
+    p, _, _ = step(long_pos(), bar(1, 100, 102.6, 100, 102.0), DEFAULT)  # +2.6%: stop to entry +0.15%
+    assert p.phase == "breakeven" and p.stop == pytest.approx(100.15)
+    p, ev, orders = step(p, bar(2, 101.0, 101.2, 99.5, 99.8), DEFAULT)
+    assert [(o.kind, o.price) for o in orders] == [("breakeven_stop", pytest.approx(100.15))]
+    assert p.exit_reason == "breakeven_stop" and ev[0].kind == "breakeven_stop"
+    assert "breakeven stop" in orders[0].reason
+    # a short's breakeven exit too; the initial stop stays a "stop"
+    p, _, _ = step(short_pos(), bar(1, 100, 100, 97.4, 98), DEFAULT)
+    assert p.phase == "breakeven"
+    p, _, orders = step(p, bar(2, 99, 100.5, 98.5, 100), DEFAULT)
+    assert [o.kind for o in orders] == ["breakeven_stop"]
+    _, _, orders = step(long_pos(), bar(1, 99, 99.5, 96.5, 97.5), DEFAULT)
+    assert [o.kind for o in orders] == ["stop"]
 
 
 def test_stop_hit_and_gap():

@@ -1,0 +1,1 @@
+"""The web dashboard (`quorum dashboard`): FastAPI pages and JSON API over the store."""

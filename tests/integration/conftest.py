@@ -1,0 +1,93 @@
+"""A database of real demo cycles for the dashboard tests (built once per session): three trading
+cycles and a position monitor run as Prefect flows on the bundled history, with the six-model panel
+on local wire-protocol servers (real SDKs on the code path; qwen-local votes its own way, so its
+shadow account differs), and a math backtest report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SYMS = ["SOL/USDT:USDT", "XRP/USDT:USDT", "BTC/USDT:USDT"]
+CYCLES = ["2025-05-23T04:00:00Z", "2025-05-27T04:00:00Z", "2025-05-30T04:00:00Z"]
+MONITOR = "2025-05-26T00:00:00Z"
+QWEN_RATIONALE = "picky view on {symbol}: only XRP has a clean breakout on the 4h chart"
+
+
+def picky(body: dict) -> str:
+    from tests.fakes.panel_answers import decision_input, panel_responder, verdict_for
+
+    payload = decision_input(body)
+    if payload is None:
+        return panel_responder(body)
+    out = []
+    for c in payload.get("candidates", []):
+        v = verdict_for(c)
+        v["action"] = "LONG" if c["symbol"].startswith("XRP") else "WAIT"
+        v["confidence"] = 0.8
+        v["rationale"] = QWEN_RATIONALE.format(symbol=c["symbol"])
+        v["key_factors"] = ["4h breakout", "volume"]
+        out.append(v)
+    return json.dumps({"verdicts": out})
+
+
+@dataclass(frozen=True)
+class DemoDB:
+    dir: Path
+    url: str
+    reports: Path
+    cycle_ids: tuple[str, ...]
+
+    def copy(self, dest: Path) -> str:
+        """A private copy of the database (for tests that change it), as a URL."""
+        from sqlalchemy import create_engine, text
+
+        eng = create_engine(self.url)
+        with eng.connect() as conn:
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        eng.dispose()
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.dir / "demo.db", dest / "demo.db")
+        return f"sqlite:///{dest / 'demo.db'}"
+
+    def settings(self, url: str | None = None, **kw):  # type: ignore[no-untyped-def]
+        from core.settings import Settings
+
+        return Settings(database_url=url or self.url, **kw)
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Iterator[DemoDB]:  # noqa: ARG001
+    from tests.fakes.llm_servers import LocalPanel
+    from tests.fakes.panel_answers import panel_responder
+
+    d = tmp_path_factory.mktemp("dashboard-demo")
+    url = f"sqlite:///{d / 'demo.db'}"
+    reports = d / "reports"
+    with pytest.MonkeyPatch.context() as mp, LocalPanel(responder=panel_responder) as panel:
+        import os
+
+        for k in list(os.environ):
+            if k.startswith("QUORUM_") and k not in ("QUORUM_TEST_PG_URL", "QUORUM_TEST_REDIS_URL"):
+                mp.delenv(k, raising=False)
+        mp.setenv("QUORUM_DATABASE_URL", url)
+        mp.chdir(d)
+        panel.servers["ollama"].responder = picky
+        for k, v in panel.env.items():
+            mp.setenv(k, v)
+        from backtest.run import execute
+        from core.settings import load_settings
+        from flows.position_monitor import position_monitor
+        from flows.trading_cycle import trading_cycle
+
+        ids = [trading_cycle(as_of=CYCLES[0], symbols=SYMS, broadcast=False)["cycle_id"]]
+        position_monitor(as_of=MONITOR, broadcast=False)
+        ids += [trading_cycle(as_of=t, symbols=SYMS, broadcast=False)["cycle_id"] for t in CYCLES[1:]]
+        execute(start="2025-03-01", end="2025-03-03", panel="math", symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"],
+                out_dir=str(reports), progress=False, settings=load_settings())
+    yield DemoDB(d, url, reports, tuple(ids))
