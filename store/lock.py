@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import QuorumError
 
@@ -152,7 +153,10 @@ def _pg_lock(settings, what: str, wait: float, on_wait: Callable[[str], None]) -
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+            except SQLAlchemyError:  # the connection is lost: PostgreSQL released the lock with its session
+                conn.invalidate()
     finally:
         conn.close()
