@@ -41,6 +41,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/cycle.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/prefect_overhead.py
 	$(BIN)/python bench/dashboard.py
 
 clean:

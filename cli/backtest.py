@@ -57,6 +57,12 @@ def backtest_cmd(
     strategy: Annotated[str | None, typer.Option(
         "--strategy", metavar="NAME",
         help="trend | grid | volatility | hybrid | rebalance (default: the strategy setting)")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="every risk profile x symbol set x walk-forward window, "
+                                        "fanned out on a Dask cluster (QUORUM_DASK_ADDRESS, else a local one)")] = False,
+    profiles: Annotated[str, typer.Option("--profiles", metavar="NAMES", help="sweep: comma-separated risk profiles")] =
+        "default,conservative,kelly",
+    symbol_sets: Annotated[str | None, typer.Option("--symbol-sets", metavar="SETS", help="sweep: sets separated by "
+                                                    "';', e.g. 'BTC/USDT:USDT,ETH/USDT:USDT;SOL/USDT:USDT'")] = None,
 ) -> None:
     """Replay a date range through the live cycle's functions; print the metrics and the report path."""
     t0 = time.perf_counter()
@@ -69,6 +75,9 @@ def backtest_cmd(
         if panel not in PANEL_MODES:
             raise ConfigError(f"--panel {panel!r}: expected one of {', '.join(PANEL_MODES)}")
         parse_range(start, end)
+        if sweep:
+            _sweep(start, end, panel, profiles, symbol_sets or symbols, out_dir, train_days, test_days, as_json, t0)
+            return
         kw = dict(start=start, end=end, panel=panel, symbols=_symbols(symbols), out_dir=out_dir,
                   train_days=train_days, test_days=test_days, progress=not as_json, strategy=strategy)
         if prefect:
@@ -94,6 +103,32 @@ def backtest_cmd(
     else:
         _render_backtest(summary)
     out.print(f"runtime {summary['runtime_s']:.1f} s")
+
+
+def _sweep(start: str, end: str, panel: str, profiles: str, symbol_sets: str | None, out_dir: str,
+           train_days: int | None, test_days: int | None, as_json: bool, t0: float) -> None:
+    from backtest.sweep import comparison_rows
+    from cli.common import prefect_server
+    from flows.sweep import DEFAULT_SYMBOL_SETS
+    from flows.sweep import sweep as sweep_flow
+
+    prefect_server()
+    res = sweep_flow(start=start, end=end, profiles=profiles, symbol_sets=symbol_sets or DEFAULT_SYMBOL_SETS,
+                     train_days=train_days or 0, test_days=test_days or 30, panel=panel, out_dir=out_dir)
+    res["runtime_s"] = round(time.perf_counter() - t0, 2)
+    if as_json:
+        sys.stdout.write(json.dumps({k: v for k, v in res.items() if k != "results"}
+                                    | {"rows": comparison_rows(res["results"])}, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"Sweep {start} .. {end}: {res['variants']} variants")
+    for col in ("variant", "profile", "symbols", "window", "return", "Sharpe", "max DD", "trades", "win rate", "PF"):
+        t.add_column(col, justify="left" if col in ("variant", "profile", "symbols", "window") else "right")
+    for r in comparison_rows(res["results"]):
+        t.add_row(r["variant"], r["profile"], r["symbols"], r["window"], _pct(r["total_return"]), _num(r["sharpe"]),
+                  _pct(r["max_drawdown"]), str(r["n_trades"]), _pct(r["win_rate"]), _num(r["profit_factor"]))
+    out.print(t)
+    out.print(f"report: {res['report_html']}  (workers: {', '.join(res['workers'])})")
+    out.print(f"runtime {res['runtime_s']:.1f} s")
 
 
 def _render_backtest(s: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     require_live_confirmation(settings)
     before_flow()
     source = build_source(settings)
-    if hasattr(source, "check_as_of"):
+    if hasattr(source, "check_as_of") and as_of != "next":
         source.check_as_of(as_of)
     known: list[str] | None = None
     if not hasattr(source, "check_as_of"):  # a live exchange: is it reachable at all?
@@ -107,11 +107,38 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     elif trading and settings.universe == "fixed":
         check_symbols(settings.symbols, known if known is not None else source.symbols(), "QUORUM_SYMBOLS")
     open_database(settings.database_url)
+    if as_of == "next":
+        return  # resolved by the flow under the account's lock (pipeline.account.decision_time)
     if trading and as_of is not None and hasattr(source, "check_as_of"):
         from pipeline.account import check_clock
         from store.db import get_session_factory
 
         check_clock(get_session_factory(settings), settings.mode, source.check_as_of(as_of).to_pydatetime())
+
+
+TEMP_SERVER_NOTE = ("starting a temporary Prefect server (12–20 s); set PREFECT_API_URL to use a running one "
+                    "(`prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)")
+
+
+def prefect_server() -> str | None:
+    """Before a flow runs from the CLI: the configured Prefect API (checked: a clear error when it does
+    not answer), or None after saying on stderr that a temporary server is starting."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        err.print(TEMP_SERVER_NOTE, highlight=False, markup=False)
+        return None
+    import httpx
+
+    from core.errors import ConfigError
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"PREFECT_API_URL={url} does not answer ({type(exc).__name__}): start it with "
+                          "`prefect server start`, or unset PREFECT_API_URL to use a temporary server") from None
+    return url
 
 
 def now_for(source, settings=None) -> datetime:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cli.common import fmt as _fmt
 from cli.common import now_for as _now_for
-from cli.common import out, preflight, print_table
+from cli.common import out, prefect_server, preflight, print_table
 from cli.common import settings_or_fail as _settings
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -22,7 +22,9 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=T
 # ---- cycle ------------------------------------------------------------------------------------
 @app.command()
 def cycle(
-    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="decision time (UTC), default: the last bundled bar")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="decision time (UTC), default: the last "
+                                                  "bundled bar (replay) or now (live data); 'next': the first bar "
+                                                  "after the account's clock (replay walks one bar per run)")] = None,
     symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated, e.g. BTC/USDT:USDT,ETH/USDT:USDT")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="bypass the model response cache")] = False,
@@ -30,6 +32,7 @@ def cycle(
     """Run one trading cycle now."""
     sym_list = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     preflight(as_of, sym_list)
+    prefect_server()
     from flows.trading_cycle import trading_cycle
 
     report = trading_cycle(as_of=as_of, symbols=sym_list, use_llm_cache=not no_llm_cache, broadcast=not as_json)
@@ -126,6 +129,7 @@ def demo(first_as_of: Annotated[str, typer.Option("--first-as-of", metavar="TIME
     """Two paper cycles on the bundled history: one at --first-as-of, then one at the last bar
     (which first walks the positions opened by the first through every bar in between)."""
     preflight(first_as_of, None)
+    prefect_server()
     from flows.trading_cycle import trading_cycle
 
     out.rule(f"cycle 1: as of {first_as_of}")
@@ -139,6 +143,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME",
             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (nothing is broadcast)")] = False) -> None:
     """Run the position monitor once (stops, targets, trailing, exits, funding)."""
     preflight(as_of, None, trading=False)
+    prefect_server()
     from flows.position_monitor import position_monitor
 
     res = position_monitor(as_of=as_of, broadcast=not as_json)
@@ -154,6 +159,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME",
 def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="report on the UTC day that contains this time")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
     preflight(as_of, None, trading=False)
+    prefect_server()
     from flows.daily_report import daily_report
 
     res = daily_report(as_of=as_of)
@@ -175,9 +181,12 @@ def positions(as_json: Annotated[bool, typer.Option("--json", help="machine-read
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    now = _now_for(source, settings)
-    acct, _ = sync_positions(factory, source, settings, now)  # walk the positions up to now first
-    summary = account_summary(factory, source, settings, now, acct)
+    from store.lock import account_lock
+
+    with account_lock(settings, "quorum positions"):  # it walks the positions: one run at a time
+        now = _now_for(source, settings)
+        acct, _ = sync_positions(factory, source, settings, now)  # walk the positions up to now first
+        summary = account_summary(factory, source, settings, now, acct)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
@@ -249,12 +258,15 @@ def halt(reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="w
     settings = _settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    now = _now_for(source, settings)
-    with transaction(factory) as s:
-        repo.set_halt(s, settings.mode, reason, "manual", now)
+    from store.lock import account_lock
+
+    with transaction(factory) as s:  # the halt never waits: a running cycle reads it at its risk stage
+        repo.set_halt(s, settings.mode, reason, "manual", _now_for(source, settings))
     out.print(f"halted: no new entries until `quorum resume` ({reason})")
     if close_all:
-        closed = close_all_positions(factory, source, settings, now, reason)
+        with account_lock(settings, "quorum halt --close-all"):
+            now = _now_for(source, settings)
+            closed = close_all_positions(factory, source, settings, now, reason)
         out.print(f"closed {len(closed)} position(s) at market: {', '.join(closed) or 'none open'}")
 
 

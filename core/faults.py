@@ -14,3 +14,15 @@ import signal
 def crash_point(name: str) -> None:
     if os.environ.get("QUORUM_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    """When QUORUM_PAUSE_AT=name (overlap tests: hold a run mid-way): wait until the file named by
+    QUORUM_PAUSE_RELEASE exists, at most QUORUM_PAUSE_S seconds (default 5)."""
+    if os.environ.get("QUORUM_PAUSE_AT") == name:
+        import time
+
+        deadline = time.monotonic() + float(os.environ.get("QUORUM_PAUSE_S", "5"))
+        release = os.environ.get("QUORUM_PAUSE_RELEASE")
+        while time.monotonic() < deadline and not (release and os.path.exists(release)):
+            time.sleep(0.1)

@@ -247,6 +247,12 @@ class Settings(BaseSettings):
     token_budget_cycle: int = Field(200_000, ge=0)
     token_budget_day: int = Field(2_000_000, ge=0)
     hunter_model: str = "perplexity/sonar"
+    # unattended operation
+    account_lock_wait_s: float = Field(600.0, ge=0, description="how long a run waits for the account's lock")
+    retention_flow_runs_days: int = Field(14, ge=1, description="Prefect flow runs older than this are deleted")
+    retention_analysis_days: int = Field(90, ge=1, description="per-cycle analysis rows older than this are deleted")
+    dask_address: str | None = None  # a dask.distributed scheduler for sweeps; None: a local cluster
+    dask_workers: int = Field(2, ge=1, le=64, description="workers of the local cluster of a sweep")
     news_model: str = "perplexity/sonar"
     # live trading (exchange/live_broker.py); keys are SecretStr: never logged, printed or stored
     exchange_api_key: SecretStr | None = None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from agents.math_engine import score_snapshot
 from core.settings import load_settings
@@ -24,6 +24,7 @@ from pipeline.daily import day_equity_path
 from store import outbox, repo
 from store.db import get_session_factory, transaction
 from store.models import AccountRow
+from tasks.artifacts import publish_daily_artifact
 
 BTC = "BTC/USDT:USDT"
 
@@ -71,12 +72,20 @@ def market_pulse(source, settings, as_of: datetime) -> MarketPulse:  # type: ign
                        funding_extremes=tuple(funding[:3]))
 
 
-@flow(name="daily-report", log_prints=False)
+def daily_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"daily-report-{(flow_run.parameters or {}).get('as_of') or 'now'}"
+
+
+@flow(name="daily-report", flow_run_name=daily_run_name, log_prints=False)
 def daily_report(as_of: str | None = None) -> dict[str, Any]:
+    """The last complete UTC day's stats and a market pulse (`as_of` "next": the account's clock)."""
+    logger = get_run_logger()
     settings = load_settings()
     source = build_source(settings)
     factory = get_session_factory(settings)
-    if as_of is None and hasattr(source, "check_as_of"):
+    if as_of in (None, "next") and hasattr(source, "check_as_of"):
         # replay: the account's own clock (the last decision time it was brought to), as every account
         # command reads "now"; without one, the last bundled bar
         with transaction(factory) as s:
@@ -100,5 +109,9 @@ def daily_report(as_of: str | None = None) -> dict[str, Any]:
         pulse = market_pulse(source, settings, t)
         outbox.enqueue(s, market_pulse_key(t), "market_pulse", market_pulse_post(pulse))
     delivery = deliver(factory, settings)
-    return {"day": day.isoformat(), "as_of": t.isoformat(), "trades": stats.trades, "pnl": stats.pnl,
-            "max_drawdown_pct": stats.max_drawdown_pct, "delivery": delivery}
+    logger.info("daily report for %s: %d trades, P&L %+.2f; market pulse: BTC %s, regime %s; delivery %s",
+                day.isoformat(), stats.trades, stats.pnl, pulse.btc_trend, pulse.regime, delivery)
+    res = {"day": day.isoformat(), "as_of": t.isoformat(), "trades": stats.trades, "pnl": stats.pnl,
+           "max_drawdown_pct": stats.max_drawdown_pct, "delivery": delivery}
+    publish_daily_artifact(res, stats, pulse)
+    return res

@@ -15,15 +15,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
+from core.faults import pause_point
 from core.settings import Settings, load_settings, require_live_confirmation
 from core.types import Action, NewsReport, RiskVerdict, Score, Vote
 from exchange.factory import build_source
 from pipeline import record, shadow
 from pipeline.account import account_summary, as_before, check_clock, load
+from pipeline.account import decision_time as resolve_decision_time
 from pipeline.monitor import news_exits
 from pipeline.stages import score_breakdown, select_candidates
 from pipeline.strategy_cycle import check_cycle_strategy
 from store.db import get_session_factory
+from store.lock import account_lock
 from tasks import fanout
 from tasks.artifacts import publish_artifacts
 from tasks.cycle import (
@@ -59,12 +62,46 @@ def _panel(settings: Settings):  # -> (available members, statuses)
     return available, statuses
 
 
-@flow(name="trading-cycle", log_prints=False, retries=0)
+def cycle_run_name() -> str:
+    """`cycle-20250523T0400` from an explicit --as-of; the flow renames its run once it knows the
+    decision time (the last bar, the next bar of the account's clock, or now)."""
+    from prefect.runtime import flow_run
+
+    as_of = (flow_run.parameters or {}).get("as_of")
+    if as_of and as_of != "next":
+        try:
+            import pandas as pd
+
+            return f"cycle-{pd.Timestamp(as_of):%Y%m%dT%H%M}"
+        except ValueError:
+            pass
+    return f"cycle-{as_of or 'now'}"
+
+
+def rename_run(name: str) -> None:
+    """Give the current flow run its final name (best effort: a name never fails a run)."""
+    try:
+        ctx = get_run_context()
+        fr = getattr(ctx, "flow_run", None)
+        if fr is None or fr.name == name:
+            return
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(fr.id, name=name)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@flow(name="trading-cycle", flow_run_name=cycle_run_name, log_prints=False, retries=0)
 def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, use_llm_cache: bool = True,
                   broadcast: bool = True) -> dict[str, Any]:
     """Run one trading cycle and return its report (also stored in the database). The posts are
     always delivered to Telegram when it is configured; `broadcast=False` (e.g. `cycle --json`) only
-    keeps them off the console (they stay pending in the outbox)."""
+    keeps them off the console (they stay pending in the outbox). `as_of`: a UTC time, None (replay:
+    the last bundled bar; live data: now) or "next" (replay: the first bar after the account's clock,
+    so scheduled runs walk forward one bar per run). One run per account at a time: the cycle holds
+    the account's lock (store/lock.py) from its first read to its last write."""
     logger = get_run_logger()
     settings = load_settings()
     check_cycle_strategy(settings)
@@ -72,23 +109,27 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     source = build_source(settings)
-    t = source.check_as_of(as_of) if hasattr(source, "check_as_of") else None
-    decision_time = t.to_pydatetime() if t is not None else _now()
     factory = get_session_factory(settings)
-    check_clock(factory, settings.mode, decision_time)
-    cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
-    reconciled = record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name, _flow_run_id())
-    timings["setup"] = time.perf_counter() - t0
-    try:
-        report = _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache, broadcast,
-                            timings, t0, logger)
-        if reconciled:
-            report["reconciled"] = [f"cycle {c} was left running by a process that is gone: marked failed"
-                                    for c in reconciled]
-        return report
-    except BaseException as exc:
-        record.fail_cycle(factory, cycle_id, exc)
-        raise
+    with account_lock(settings, "a trading cycle", on_wait=logger.warning):
+        decision_time = resolve_decision_time(factory, source, settings.mode, as_of)
+        check_clock(factory, settings.mode, decision_time)
+        rename_run(f"cycle-{decision_time:%Y%m%dT%H%M}")
+        cycle_id = f"{settings.mode}-{decision_time:%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
+        reconciled = record.start_cycle(factory, cycle_id, decision_time, settings.mode, source.name,
+                                        _flow_run_id())
+        logger.info("cycle %s: %s account, source %s, decision time %s (as_of=%s)", cycle_id, settings.mode,
+                    source.name, decision_time.isoformat(), as_of)
+        timings["setup"] = time.perf_counter() - t0
+        try:
+            report = _run_cycle(settings, source, factory, cycle_id, decision_time, symbols, use_llm_cache,
+                                broadcast, timings, t0, logger)
+            if reconciled:
+                report["reconciled"] = [f"cycle {c} was left running by a process that is gone: marked failed"
+                                        for c in reconciled]
+            return report
+        except BaseException as exc:
+            record.fail_cycle(factory, cycle_id, exc)
+            raise
 
 
 def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time: datetime,  # type: ignore[no-untyped-def]
@@ -98,7 +139,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     # 0. load the account once; bring open positions up to the decision time (the monitor's rules)
     t1 = time.perf_counter()
     acct, monitor = monitor_task(factory, source, settings, decision_time, load(factory, settings))
+    pause_point("cycle:after-load")
     timings["monitor"] = time.perf_counter() - t1
+    logger.info("monitor: %d open position(s) walked to %s; %s", len(acct.open_positions()),
+                decision_time.isoformat(), "; ".join(monitor.get("events", [])) or "no exit or stop move")
 
     # 1. coin hunter ∥ data collector
     t1 = time.perf_counter()
@@ -118,6 +162,8 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     snapshots, left_out = fanout.collect_snapshots(futures, bad, logger)
     dropped += left_out
     timings["collect"] = time.perf_counter() - t1
+    logger.info("candidates (%s): %s%s", universe_note, ", ".join(snapshots) or "none",
+                "".join(f"; dropped {sym}: {why}" for sym, why in dropped))
 
     # 2. news analyst (started with the collection) + math engine
     t1 = time.perf_counter()
@@ -128,6 +174,10 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
     scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
     timings["score"] = time.perf_counter() - t1
+    logger.info("math scores: %s", ", ".join(
+        f"{sym} {sc.final:+.3f} {sc.signal.value} ({sc.trend.value}/{sc.vol_state.value})" for sym, sc in scores.items()))
+    logger.info("news: %s", ", ".join(f"{sym} {'n/a' if not n.available else f'{n.score:+.2f}'}"
+                                      for sym, n in news.items()) or "none")
 
     # 3. the decision panel: one task per model, all candidates in one prompt. A rerun of a decision
     #    time reuses what was decided then; the panel sees the account as it was before this decision
@@ -141,6 +191,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
         votes = fanout.run_panel_tasks(settings, available, statuses, snapshots, scores, news,
                                        before.open_positions(), decision_time, use_llm_cache)
     timings["panel"] = time.perf_counter() - t1
+    logger.info("%s", record.panel_status_line(statuses, votes))
 
     # 4. consensus → risk (pure; the last word)
     t1 = time.perf_counter()
@@ -156,6 +207,11 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
                 RiskVerdict(s, False, (f"strategy {settings.strategy_for(s)}: intents checked in the strategy step",))
                 for s, v in verdicts.items()}
     timings["decide+risk"] = time.perf_counter() - t1
+    for sym in scores:
+        dec, ver = decisions[sym], verdicts[sym]
+        logger.info("decision %s: %s (confidence %.2f, combined %+.3f; %s) -> risk %s%s", sym, dec.action.value,
+                    dec.confidence, dec.combined_score, dec.reason[:200], "APPROVED" if ver.approved else "denied",
+                    "" if ver.approved else ": " + "; ".join(ver.reasons)[:300])
 
     # 5. execute + persist in one transaction
     t1 = time.perf_counter()
@@ -169,6 +225,8 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
                      if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
+    logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()
+                                           for sym, ex in executed.items() if ex) or "no order")
     t1 = time.perf_counter()  # 5b. each member's shadow paper account trades its own votes (live leaderboard)
     shadows = shadow.trade_shadows(factory, source, settings, cycle_id, decision_time, votes, scores, snapshots,
                                    news)
@@ -178,6 +236,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     t1 = time.perf_counter()
     delivery = broadcast_task(factory, settings, console=broadcast)  # Telegram always; console only if asked
     timings["broadcast"] = time.perf_counter() - t1
+    logger.info("broadcast: %s", delivery)
     timings["total"] = time.perf_counter() - t0
 
     report = {

@@ -101,6 +101,42 @@ def check_clock(factory: Factory, mode: str, as_of: datetime) -> None:
                         f"{clock.isoformat()}: use a later time, or another QUORUM_DATABASE_URL")
 
 
+NEXT = "next"
+
+
+def account_clock(factory: Factory, mode: str) -> datetime | None:
+    with transaction(factory) as s:
+        row = s.get(AccountRow, mode)
+        return None if row is None else row.clock
+
+
+def decision_time(factory: Factory, source: MarketDataSource, mode: str, as_of: str | datetime | None,
+                  *, advance: bool = True) -> datetime:
+    """The time a run decides at. With live data: now (`as_of` is checked by nothing else). In replay:
+    `as_of`, the last bundled bar when None, and for `as_of="next"` the forward clock: the first bar
+    after the account's clock (`advance`, the cycle: repeated or scheduled runs walk one bar per run;
+    a fresh account starts at the first bar of the data) or the account's clock itself (the monitor and
+    the daily report, which do not decide). Call it under the account's lock, so two runs never walk
+    to the same bar."""
+    if not hasattr(source, "check_as_of"):
+        return datetime.now(UTC)
+    if as_of != NEXT:
+        return source.check_as_of(as_of).to_pydatetime()
+    import pandas as pd
+
+    clock = account_clock(factory, mode)
+    first, last = source.data_range()
+    if clock is None:
+        return (first if advance else last).to_pydatetime()
+    if not advance:
+        return max(pd.Timestamp(clock), first).to_pydatetime()
+    t = pd.Timestamp(clock).floor("1h") + pd.Timedelta(hours=1)
+    if t > last:
+        raise DataError(f"--as-of next: the {mode} account's clock {clock.isoformat()} is at the end of the "
+                        f"replay data (last decision bar {last.isoformat()}): nothing left to replay")
+    return max(t, first).to_pydatetime()
+
+
 def open_positions(factory: Factory, mode: str) -> list[Position]:
     with transaction(factory) as s:
         return repo.open_positions(s, mode)

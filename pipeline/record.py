@@ -178,7 +178,8 @@ def cost_summary(votes: Sequence[Vote], news: Mapping[str, NewsReport] | None = 
 
 def vote_dict(v: Vote) -> dict[str, Any]:
     return {"member": v.member_id, "action": v.action.value if v.action else None, "confidence": v.confidence,
-            "abstain": v.abstain_reason, "rationale": v.rationale, "latency_s": round(v.latency_s, 3),
+            "abstain": v.abstain_reason, "rationale": v.rationale, "key_factors": list(v.key_factors),
+            "latency_s": round(v.latency_s, 3),
             "tokens": v.input_tokens + v.output_tokens, "cost_usd": round(v.cost_usd, 6), "cached": v.cached,
             "prompt_version": v.prompt_version}
 

@@ -1,4 +1,10 @@
-"""Prefect start-up defaults that work on small machines (import before prefect)."""
+"""Prefect start-up defaults (import before prefect; an explicit environment variable always wins).
+
+Logging: flow and task runs log at INFO to the Prefect API (one line per stage of a cycle, shown
+in the UI and `prefect flow-run logs`), while Prefect's console handler stays at WARNING, so the
+`quorum` commands print only their own tables. A worker started by `prefect worker start` keeps
+Prefect's own defaults (INFO on its console too).
+"""
 
 import logging
 import os
@@ -7,7 +13,8 @@ import re
 DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "PREFECT_UI_ENABLED": "false",
 }
 

@@ -1,0 +1,150 @@
+"""What Prefect costs a `quorum cycle`: wall time against the flow's own work.
+
+    .venv/bin/python bench/prefect_overhead.py [--runs 3]
+
+One offline paper cycle (replay, 6 symbols, no keys, a fresh SQLite file each run):
+1. with a running Prefect server (`prefect server start` on a free port, started once here):
+   a. the `quorum cycle --json` process, wall time from exec to exit (Python start-up and imports included);
+   b. the flow call as the CLI makes it (in this process, after imports): the overhead Prefect adds
+      per run (flow-run and task-run records, logs and artifacts through the API);
+2. with a temporary server (no PREFECT_API_URL): the `quorum cycle --json` process wall time.
+"The flow's own work" is the cycle's `timings_s.total` (its stages, measured inside the flow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+AS_OF = "2025-05-23T04:00:00Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"), PYTHONPATH=str(ROOT),
+               PREFECT_LOCAL_STORAGE_PATH=str(tmp / "results"))
+    return env
+
+
+def cli_cycle(env: dict[str, str], db: Path) -> tuple[float, float]:
+    """(process wall s, the flow's own work s) of one `quorum cycle --json` on a fresh database."""
+    env = dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}")
+    t0 = time.perf_counter()
+    r = subprocess.run([str(BIN / "quorum"), "cycle", "--as-of", AS_OF, "--json"], env=env, cwd=db.parent,
+                       capture_output=True, text=True, timeout=600, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"quorum cycle failed: {r.stderr[-2000:]}")
+    return wall, float(json.loads(r.stdout)["timings_s"]["total"])
+
+
+def start_server(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                         env=dict(env, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp)
+    import httpx
+
+    while True:
+        if p.poll() is not None:
+            raise SystemExit("prefect server start exited")
+        try:
+            if httpx.get(api + "/health", timeout=2).status_code == 200:
+                return p, api, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+
+
+def in_process(api: str, tmp: Path, runs: int) -> list[tuple[float, float]]:
+    """The flow call as the CLI makes it, in one process with a running server."""
+    code = f"""
+import json, os, sys, time
+from tasks import prefect_env
+prefect_env.apply()
+from flows.trading_cycle import trading_cycle
+out = []
+for i in range({runs} + 1):
+    os.environ["QUORUM_DATABASE_URL"] = "sqlite:///{tmp}/inproc-%d.db" % i
+    t0 = time.perf_counter()
+    r = trading_cycle(as_of="{AS_OF}", broadcast=False)
+    out.append((time.perf_counter() - t0, r["timings_s"]["total"]))
+print(json.dumps(out[1:]))  # the first call warms caches (imports inside tasks, the bundled history)
+"""
+    env = dict(base_env(tmp), PREFECT_API_URL=api)
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, check=False)
+    if r.returncode != 0:
+        raise SystemExit(r.stderr[-2000:])
+    return [tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="quorum-bench-prefect-"))
+    server = None
+    try:
+        env = base_env(tmp)
+        server, api, startup = start_server(env, tmp)
+        print(f"running Prefect server: started in {startup:.1f} s (once)")
+        running = [cli_cycle(dict(env, PREFECT_API_URL=api), tmp / f"run-{i}" / "q.db") for i in range(args.runs)
+                   if (tmp / f"run-{i}").mkdir() is None]
+        inproc = in_process(api, tmp, args.runs)
+        stop(server)
+        server = None
+        temp = [cli_cycle(env, tmp / f"temp-{i}" / "q.db") for i in range(max(1, args.runs - 1))
+                if (tmp / f"temp-{i}").mkdir() is None]
+        rows = [
+            ("running server: quorum cycle process", [w for w, _ in running], [f for _, f in running]),
+            ("running server: the flow call (after imports)", [w for w, _ in inproc], [f for _, f in inproc]),
+            ("temporary server: quorum cycle process", [w for w, _ in temp], [f for _, f in temp]),
+        ]
+        print(f"median of {args.runs} runs, one offline paper cycle (replay, 6 symbols) as of {AS_OF}")
+        print(f"{'':48} {'wall s':>8} {'flow work s':>12} {'ratio':>7}")
+        for label, walls, works in rows:
+            print(f"{label:48} {med(walls):8.2f} {med(works):12.2f} {med(walls) / med(works):6.2f}x")
+    finally:
+        if server is not None:
+            stop(server)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

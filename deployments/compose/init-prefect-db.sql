@@ -1,0 +1,2 @@
+-- A second database on the same PostgreSQL for the Prefect server (Quorum uses `quorum`).
+CREATE DATABASE prefect;

@@ -1,0 +1,162 @@
+"""End to end, as a user runs Quorum unattended: a real `prefect server start`, a process work pool,
+`prefect --no-prompt deploy --all` of the project's prefect.yaml (its trading-cycle and position-monitor
+deployments on a 30 s interval instead of hourly / 5 min), a worker, and the SCHEDULER creating runs
+that complete: paper cycles on live public data (data_source: ccxt from prefect.yaml's job env)
+served by the local exchange server. Everything started is killed by process group, even on failure
+(the worker stops on SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.fakes.live_exchange import LiveFakeBybit
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+POOL = "quorum-e2e"
+INTERVAL_S = 30
+WANT = {"trading-cycle": "hourly", "position-monitor": "every-5-minutes"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(p: subprocess.Popen, sig: int, grace: float = 20) -> None:
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, sig)
+        p.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait(timeout=10)
+
+
+def e2e_yaml(tmp_path: Path, root: Path = ROOT) -> Path:
+    """prefect.yaml with only the two scheduled deployments, on a short interval and the test's pool."""
+    spec = yaml.safe_load((root / "prefect.yaml").read_text())
+    deps = [d for d in spec["deployments"] if d["name"] in WANT.values()]
+    assert len(deps) == 2
+    for d in deps:
+        d["schedules"] = [{"interval": INTERVAL_S}]
+        d["work_pool"]["name"] = POOL
+        assert d["work_pool"]["job_variables"]["env"]["QUORUM_DATA_SOURCE"] == "ccxt"
+    spec["deployments"] = deps
+    spec.pop("definitions", None)
+    path = tmp_path / "prefect-e2e.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict]:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
+               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", PREFECT_WORKER_QUERY_SECONDS="3",
+               PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"), PYTHONPATH=str(ROOT))
+    procs: list[tuple[subprocess.Popen, int]] = []
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    procs.append((server, signal.SIGTERM))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(api + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
+            time.sleep(0.5)
+        yield {"api": api, "env": env, "procs": procs, "tmp": tmp_path}
+    finally:
+        for p, sig in reversed(procs):
+            stop_group(p, sig)
+        log.close()
+
+
+def prefect(env: dict, *args: str) -> str:
+    r = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=180, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.mark.timeout(660)
+def test_scheduled_cycle_and_monitor_runs_complete(stack: dict) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env, tmp = stack["env"], stack["tmp"]
+    prefect(env, "work-pool", "create", POOL, "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", str(e2e_yaml(tmp)))
+
+    db = tmp / "quorum.db"
+    # migrate once before the first runs: the cycle and the monitor start together on a new database
+    # (serialising concurrent first migrations is store/db.py's job, not this test's)
+    from store.db import dispose_all, open_database
+
+    open_database(f"sqlite:///{db}")
+    dispose_all()
+    with LiveFakeBybit() as fx:
+        wenv = dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}", QUORUM_EXCHANGE_API_BASE=fx.url,
+                    QUORUM_SYMBOLS="BTC/USDT:USDT,ETH/USDT:USDT")
+        wlog = open(tmp / "worker.log", "w")  # noqa: SIM115
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL], env=wenv, cwd=ROOT,
+                                  stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
+        stack["procs"].append((worker, signal.SIGINT))
+        done: dict[str, list] = {}
+        deadline = time.monotonic() + 480
+        seen: dict[str, str] = {}
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
+                while time.monotonic() < deadline and len(done) < len(WANT):
+                    assert worker.poll() is None, (tmp / "worker.log").read_text()[-3000:]
+                    done = {}
+                    with get_client(sync_client=True) as client:
+                        for fr in client.read_flow_runs(limit=200):
+                            flow = client.read_flow(fr.flow_id).name
+                            assert fr.deployment_id is not None, fr
+                            seen[f"{flow}/{fr.name}"] = f"{fr.state.name if fr.state else '?'} auto={fr.auto_scheduled}"
+                            if fr.auto_scheduled and fr.state and fr.state.is_completed():
+                                done.setdefault(flow, []).append(fr)
+                            assert not (fr.state and (fr.state.is_failed() or fr.state.is_crashed())), (
+                                f"{flow} run {fr.name} {fr.state.name}: {fr.state.message}\n"
+                                + (tmp / "worker.log").read_text()[-3000:])
+                    time.sleep(3)
+        finally:
+            wlog.close()
+        assert set(done) == set(WANT), f"scheduled runs completed: {sorted(done)}; runs: {seen}; worker log: " + (
+            tmp / "worker.log").read_text()[-3000:]
+        assert fx.calls("/v5/market/kline"), "the scheduled cycle read live candles from the local exchange"
+    cycle_runs = done["trading-cycle"]
+    assert all(fr.name.startswith("cycle-2") for fr in cycle_runs), [fr.name for fr in cycle_runs]
+    with sqlite3.connect(db) as c:
+        rows = {r[2]: r[:2] for r in c.execute("select status, source, flow_run_id from cycles")}
+    for fr in cycle_runs:  # every completed scheduled cycle run stored its completed cycle on live data
+        assert rows.get(str(fr.id)) == ("completed", "ccxt:bybit"), (fr.name, rows)
