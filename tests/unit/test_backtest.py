@@ -21,7 +21,7 @@ from backtest.book import EquityHistory
 from backtest.data import decision_times, load_symbol
 from backtest.engine import run_backtest
 from backtest.walkforward import walk_forward
-from core.settings import PanelMember, load_settings
+from core.settings import PanelMember
 from core.types import Action
 from exchange.replay import ReplaySource, SymbolHistory
 from risk.breakers import account_state_from_history
@@ -29,16 +29,6 @@ from store.llm_cache import InMemoryResponseCache
 
 SYMS = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
 START, END = "2025-03-01", "2025-03-21 23:00"
-
-
-@pytest.fixture(scope="module")
-def settings():
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def source(settings):
-    return ReplaySource(settings.data_dir)
 
 
 @pytest.fixture(scope="module")

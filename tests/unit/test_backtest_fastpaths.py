@@ -11,22 +11,10 @@ import pytest
 from agents import math_engine
 from backtest.data import change_4h_pct, decision_times, load_symbol
 from backtest.engine import fixed_candidates
-from core.settings import load_settings
 from exchange.base import TickerInfo
-from exchange.replay import ReplaySource
 from pipeline.stages import BTC, btc_change_4h_pct, select_candidates
 
 START, END = "2025-01-01", "2025-02-15 23:00"
-
-
-@pytest.fixture(scope="module")
-def settings():
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def source(settings):
-    return ReplaySource(settings.data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from backtest.engine import run_backtest
 from backtest.run import write_backtest_report
 from backtest.walkforward import walk_forward
 from core.errors import DataError
-from core.settings import load_settings
 from exchange.replay import ReplaySource, SymbolHistory
 
 SYMS = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
@@ -37,16 +36,6 @@ class TruncatedSource(ReplaySource):
             return h
         return SymbolHistory(symbol, h.h1[h.h1.index < self.cut], h.futures_start,
                              h.funding[h.funding.index < self.cut], h.spot_warmup)
-
-
-@pytest.fixture(scope="module")
-def settings():
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def source(settings):
-    return ReplaySource(settings.data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,9 @@ from backtest.run import parse_range
 from backtest.strategies import run_strategy_backtest
 from core.errors import ConfigError
 from core.settings import load_settings
-from exchange.replay import ReplaySource
 
 SYMS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "XRP/USDT:USDT"]
 WINDOW = parse_range("2025-03-01", "2025-03-10")
-
-
-@pytest.fixture(scope="module")
-def settings():
-    return load_settings()
-
-
-@pytest.fixture(scope="module")
-def source(settings):
-    return ReplaySource(settings.data_dir)
 
 
 @pytest.fixture(scope="module")
