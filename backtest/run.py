@@ -107,16 +107,7 @@ def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | 
         return out
     result = run_backtest(settings, source, s, e, **kw)
     html, js = write_backtest_report(result, out_dir)
-    out = {**result.summary(), "report_html": str(html), "report_json": str(js)}
-    if publish:
-        try:
-            from backtest.report import publish_report_artifacts
-
-            publish_report_artifacts(html, result.metrics, key_prefix="backtest",
-                                     leaderboard_rows=[r.to_dict() for r in result.leaderboard])
-        except Exception as exc:  # noqa: BLE001 - artifacts never fail the backtest
-            log.warning("could not publish the backtest artifacts: %s", exc)
-    return out
+    return _summary_with_report(result, html, js, publish)
 
 
 def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, panel: str,
@@ -133,7 +124,11 @@ def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, p
                                    symbols=list(symbols) if symbols else None)
     html, js = write_backtest_report(result, out_dir, report_basename(result, f"-{strategy}"),
                                      {"strategy": strategy})
-    out = {**result.summary(), "report_html": str(html), "report_json": str(js)}
+    return _summary_with_report(result, html, js, publish)
+
+
+def _summary_with_report(result: BacktestResult, html: Path, js: Path, publish: bool) -> dict[str, Any]:
+    """The run's summary with its report paths; the metrics/leaderboard artifacts when `publish`."""
     if publish:
         try:
             from backtest.report import publish_report_artifacts
@@ -142,7 +137,7 @@ def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, p
                                      leaderboard_rows=[r.to_dict() for r in result.leaderboard])
         except Exception as exc:  # noqa: BLE001 - artifacts never fail the backtest
             log.warning("could not publish the backtest artifacts: %s", exc)
-    return out
+    return {**result.summary(), "report_html": str(html), "report_json": str(js)}
 
 
 def _publish_walk_forward(wf: WalkForwardResult, reports: list[dict[str, str]]) -> None:
