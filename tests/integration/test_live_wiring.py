@@ -24,7 +24,7 @@ from pipeline.manual import reconcile
 from pipeline.monitor import close_all, sync_positions
 from store import repo
 from store.db import transaction
-from store.models import EquitySnapshotRow, PositionEventRow, PositionRow
+from store.models import EquitySnapshotRow, FillRow, OrderRow, PositionEventRow, PositionRow
 from store.outbox import OutboxPost
 from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import (
@@ -148,14 +148,27 @@ def test_stop_filled_while_down_closes_at_the_exchange_price(live) -> None:
     source = Bars()
     _execute(factory, settings, source, "live-c1")
     fx.set_price(MARKET, "38900")  # through the stop at 39000 while Quorum is not running
+    [stop] = [o for o in fx.orders_of() if o.status == "Filled" and o.trigger is not None]
     lines = reconcile(factory, source, settings, DECISION)
     assert any("filled on the exchange" in x for x in lines), lines
     with transaction(factory) as s:
         [row] = s.scalars(select(PositionRow).where(PositionRow.mode == "live")).all()
-        assert row.closed_at is not None
+        assert row.closed_at is not None and row.exit_reason == "stop"
         assert row.realised_pnl == pytest.approx((38900 - 40000) * 0.012)
+        assert row.extra["entry_post_key"] == "live-c1:BTC/USDT:USDT:entry"  # the link survives the rebuild
         assert s.scalars(select(PositionEventRow).where(PositionEventRow.kind == "reconcile")).all()
-        assert s.scalars(select(OutboxPost).where(OutboxPost.kind == "reconcile")).all()
+        # the same exit handling as a paper stop-out: the stop event, the trade's fill at the exchange's price
+        # and fee, and the stop post as a reply to the entry post (not a second, reconcile post about it)
+        [ev] = s.scalars(select(PositionEventRow).where(PositionEventRow.kind == "stop")).all()
+        assert ev.price == pytest.approx(38900) and ev.r_multiple == pytest.approx(-1.1)
+        [fill] = s.scalars(select(FillRow).join(OrderRow, FillRow.order_id == OrderRow.id)
+                           .where(OrderRow.reason == "stop")).all()
+        assert (Decimal(str(fill.price)), Decimal(str(fill.fee))) == (Decimal("38900"), stop.fee)
+        [post] = s.scalars(select(OutboxPost).where(OutboxPost.kind == "stop")).all()
+        assert post.parent_key == "live-c1:BTC/USDT:USDT:entry" and post.position_id == row.id
+        assert s.scalar(select(OutboxPost).where(OutboxPost.key == post.parent_key)) is not None
+        recon = [p.text for p in s.scalars(select(OutboxPost).where(OutboxPost.kind == "reconcile"))]
+        assert recon and not [x for x in recon if "filled on the exchange" in x], recon
     broker = broker_for(factory, source, settings, DECISION, None)
     assert broker.positions() == [] and fx.position(MARKET).size == 0
     assert reconcile(factory, source, settings, DECISION) == []  # nothing left to do: the orphans are cancelled
