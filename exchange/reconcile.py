@@ -88,10 +88,7 @@ def book_positions(orders: Iterable[OrderView]) -> list[BookPosition]:
         exit_reason = None
         if qty_open == 0:
             closed_at = max((o.filled_at for o in reducing if o.filled_at), default=None)
-            exit_reason = reducing[-1].intent if reducing else None
-            if exit_reason == "stop":  # named by the stop's phase, as the paper account and the backtest do
-                phase = str((reducing[-1].meta or {}).get("phase", "initial"))
-                exit_reason = {"breakeven": "breakeven_stop", "trailing": "trailing_stop"}.get(phase, "stop")
+            exit_reason = exit_kind(reducing[-1]) if reducing else None
         if meta.get("closed_external"):
             qty_open, closed_at = ZERO, closed_at or entry.filled_at
             exit_reason = "closed_on_exchange"
