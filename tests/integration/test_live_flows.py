@@ -28,15 +28,13 @@ from store.models import FillRow, OrderRow, PositionEventRow, PositionRow
 from store.outbox import OutboxPost
 from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import (
-    CANCEL_PATH,
-    ENTRY_PATH,
     EXCHANGES,
     MARKET,
-    PROTECT_PATH,
     SYMBOL,
     assert_db_equals_exchange,
     client_for,
     factory_for,
+    order_writes,
 )
 
 pytestmark = [pytest.mark.prefect]
@@ -85,11 +83,9 @@ def _source(settings):  # type: ignore[no-untyped-def]
 
 
 def _counts(fx: FakePrivateExchange) -> tuple[int, int]:
-    """(order creates, cancels) the exchange accepted."""
-    creates = {ENTRY_PATH[fx.dialect], PROTECT_PATH[fx.dialect]}
-    n_create = sum(1 for m, p, _ in fx.requests if p in creates and m == "POST")
-    n_cancel = sum(1 for m, p, _ in fx.requests if p == CANCEL_PATH[fx.dialect] and (m == "DELETE" or p not in creates))
-    return n_create, n_cancel
+    """(order creates, cancels) the exchange received."""
+    writes = order_writes(fx)
+    return writes.count("create"), writes.count("cancel")
 
 
 def _resting(fx: FakePrivateExchange) -> list[tuple[str, Decimal, Decimal | None]]:
