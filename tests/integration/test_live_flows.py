@@ -68,12 +68,17 @@ def _at(fx: FakePrivateExchange, t: str, *prices: str) -> None:
 
 
 def _check(fx, factory, settings) -> None:  # type: ignore[no-untyped-def]
-    """Reconcile (quorum reconcile's path): nothing left to fix, and the database equals the exchange."""
+    """Reconcile (quorum reconcile's path): nothing left to fix, and the database equals the exchange: the order
+    journal (every order's state, quantity, trigger and fill), the positions and the positions table."""
     from pipeline.manual import reconcile
 
     source = _source(settings)
     assert reconcile(factory, source, settings, OPEN_AT) == []
-    assert_db_equals_exchange(fx, broker_for(factory, source, settings, OPEN_AT, None))
+    assert_db_equals_exchange(fx, broker_for(factory, source, settings, OPEN_AT, None))  # journal, positions
+    with transaction(factory) as s:  # and the positions table the risk manager, CLI and dashboard read
+        rows = s.scalars(select(PositionRow).where(PositionRow.mode == "live", PositionRow.closed_at.is_(None)))
+        assert sum((Decimal(str(r.qty_open)) * (1 if r.side == "LONG" else -1) for r in rows), Decimal(0)) == \
+            fx.position(MARKET).size
 
 
 def _source(settings):  # type: ignore[no-untyped-def]
