@@ -183,7 +183,10 @@ def test_live_cycle_and_monitor_flows_open_protect_trail_take_tp1_and_close(live
     _at(fx, "2025-05-08T23:30:00", "102100")
     assert fx.position(MARKET).size == 0
     fee_stop = next(o.fee for o in fx.orders_of() if o.trigger == Decimal("102219.2"))
-    r2 = trading_cycle(as_of="2025-05-09T00:00:00Z", symbols=[SYMBOL], broadcast=False)
+    state = trading_cycle(as_of="2025-05-09T00:00:00Z", symbols=[SYMBOL], broadcast=False, return_state=True)
+    r2 = state.result()
+    [art] = _artifact_of(state.state_details.flow_run_id, "reconcile-findings")  # the cycle's findings artifact
+    assert f"trailing_stop of {pid} filled on the exchange" in art.data and "orphan order cancelled" in art.data
     assert any(f"{SYMBOL} trailing_stop @ 102100" in e for e in r2["monitor"]["events"]), r2["monitor"]
     with transaction(factory) as s:
         row = s.get(PositionRow, pid)
