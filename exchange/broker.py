@@ -26,6 +26,7 @@ publishes it as a Prefect artifact). The paper broker has nothing to reconcile a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -200,6 +201,13 @@ class Broker(Protocol):
         ...
 
     def reconcile(self) -> list[Finding]:
+        """What differs from the exchange, and what was done about it. A `protective_filled` finding is
+        reported again by every reconciliation until `exits_recorded` has been told its exit is stored."""
+        ...
+
+    def exits_recorded(self, session: Any, findings: Sequence[Finding]) -> None:
+        """The caller has stored the exits of these findings in `session` (its open transaction): the broker
+        marks them in the same transaction, so none is lost by a crash before the commit nor stored twice."""
         ...
 
     def account_snapshot(self) -> Any:

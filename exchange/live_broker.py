@@ -47,17 +47,23 @@ from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
 from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
 from exchange.paper import PaperAccount, _Ledger
-from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, protective_exit, to_position
+from exchange.reconcile import (
+    EXIT_RECORDED,
+    BookPosition,
+    ExchangeOrder,
+    book_positions,
+    diff,
+    protective_exit,
+    to_position,
+    unrecorded_exits,
+)
+from risk.exits import RESTING_EXITS
 from store import orders_journal as journal
 
 log = logging.getLogger("quorum.live")
 ZERO = Decimal(0)
 STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile after its decision is this old
 __all__ = ["LiveBroker", "build_client", "point_api_at"]
-
-# exits the exchange fills itself: the stop in every phase (risk.exits names a stop hit by its phase:
-# stop, breakeven_stop, trailing_stop) and the two take-profits
-RESTING_EXIT_KINDS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
 class LiveBroker(OrderDesk):
@@ -278,7 +284,7 @@ class LiveBroker(OrderDesk):
         new_pos, _events, orders = result
         fills: list[Fill] = []
         for o in orders:
-            if o.kind in RESTING_EXIT_KINDS:  # the stop (in any phase) and the targets rest on the exchange
+            if o.kind in RESTING_EXITS:  # the stop (in any phase) and the targets rest on the exchange
                 continue
             book = self._book(o.position_id)
             if book is None or not book.is_open:
@@ -436,22 +442,37 @@ class LiveBroker(OrderDesk):
         resting = {o.client_id for o in ex_open}
         for view in self.journal():
             if view.state == "open" and view.client_id not in resting:
-                before = self._book(view.position_id)
                 found = self._lookup(view)
-                rec = self._record(view, found) if found is not None else self._update(
-                    view.client_id, state="cancelled", last_error="gone from the exchange")
-                if rec.state == "filled" and rec.intent in ("stop", "tp1", "tp2") and before is not None:
-                    fill, event = protective_exit(before, rec)
-                    findings.append(Finding("protective_filled", rec.symbol, f"{event.kind} of {rec.position_id} "
-                                            f"filled on the exchange: {rec.filled} @ {rec.avg_price} (fee {rec.fee})",
-                                            rec.position_id, "recorded", price=rec.avg_price, qty=rec.filled,
-                                            fee=rec.fee, client_id=rec.client_id, fill=fill, event=event))
+                if found is not None:
+                    self._record(view, found)
+                else:
+                    self._update(view.client_id, state="cancelled", last_error="gone from the exchange")
+        # every protective fill whose exit the caller has not stored (exits_recorded): the ones just recorded,
+        # and any a crash left between the journal's commit and the caller's, reported again until stored
+        rows = self.journal()
+        books = {b.position_id: b for b in book_positions(rows)}
+        for rec in unrecorded_exits(rows):
+            if rec.position_id in books:
+                fill, event = protective_exit(books[rec.position_id], rec)
+                findings.append(Finding("protective_filled", rec.symbol, f"{event.kind} of {rec.position_id} "
+                                        f"filled on the exchange: {rec.filled} @ {rec.avg_price} (fee {rec.fee})",
+                                        rec.position_id, "recorded", price=rec.avg_price, qty=rec.filled,
+                                        fee=rec.fee, client_id=rec.client_id, fill=fill, event=event))
         # 3. the pure comparison, then its actions
         journal_map = {o.client_id: o for o in self.journal()}
         book = book_positions(journal_map.values())
         for f in diff(book, ex_pos, self._exchange_open(symbols), journal_map):
             findings.append(self._act(f, {b.position_id: b for b in book}))
         return findings
+
+    def exits_recorded(self, session: Session, findings: Sequence[Finding]) -> None:
+        """The caller stored the exits of these `protective_filled` findings in `session`, its open transaction:
+        their journal rows are marked in that same transaction, so a fill is reported again by the next
+        reconciliation exactly when the process died before its exit was committed."""
+        for f in findings:
+            row = journal.get(session, f.client_id) if f.kind == "protective_filled" and f.client_id else None
+            if row is not None and row.account == self.account and not (row.meta or {}).get(EXIT_RECORDED):
+                journal.update(session, f.client_id, meta={**(row.meta or {}), EXIT_RECORDED: True})
 
     def _act(self, f: Finding, book: dict[str, BookPosition]) -> Finding:
         try:

@@ -13,7 +13,7 @@ ids in both modes. The caller persists `broker.account` (pipeline.account.save_a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 
@@ -161,3 +161,6 @@ class PaperBroker:
 
     def reconcile(self) -> list[Finding]:
         return []
+
+    def exits_recorded(self, session: object, findings: Sequence[Finding]) -> None:
+        """Nothing to mark: the paper account records its own exits."""

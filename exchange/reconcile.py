@@ -151,6 +151,12 @@ def diff(book: Sequence[BookPosition], exchange_positions: Mapping[str, Decimal]
             findings.append(Finding("stop_resized", p.symbol, f"{p.position_id}: stop for {stop.qty}, open "
                                     f"{p.qty_open}; replaced", p.position_id, "resize_stop",
                                     price=stop.trigger_price, qty=p.qty_open, client_id=stop.client_id))
+        if stop is not None and stop.client_id in resting_ids:  # the new stop of a replace is on the exchange:
+            for o in p.resting:  # an older one still there (a crash before its cancel) is cancelled
+                if o.intent == "stop" and o.client_id != stop.client_id and o.client_id in resting_ids:
+                    findings.append(Finding("orphan_cancelled", o.symbol, f"stop {o.client_id} of {p.position_id} "
+                                            f"replaced by {stop.client_id}; cancelled", p.position_id, "cancel",
+                                            client_id=o.client_id, price=o.trigger_price, qty=o.qty))
     # resting orders of ours whose position is gone (orphans)
     for o in exchange_open:
         row = journal.get(o.client_id)
@@ -194,6 +200,16 @@ def exit_kind(order: OrderView) -> str:
         return order.intent
     phase = str((order.meta or {}).get("phase", "initial"))
     return {"breakeven": "breakeven_stop", "trailing": "trailing_stop"}.get(phase, "stop")
+
+
+EXIT_RECORDED = "exit_recorded"  # journal meta mark: the caller stored this protective fill's exit (Broker.exits_recorded)
+
+
+def unrecorded_exits(orders: Iterable[OrderView]) -> list[OrderView]:
+    """Protective orders the exchange filled whose exit the caller has not stored yet (no EXIT_RECORDED
+    mark): reconciliation reports each of them (again, after a crash) until the caller has stored it."""
+    return [o for o in orders if o.intent in PROTECTIVE and o.state == "filled" and o.filled > 0
+            and not (o.meta or {}).get(EXIT_RECORDED)]
 
 
 def protective_exit(book: BookPosition, order: OrderView) -> tuple[Fill, PositionEvent]:

@@ -83,5 +83,5 @@ def reconcile(factory: Factory, source: MarketDataSource, settings: Settings, no
     with transaction(factory) as s:
         save_account(s, settings, acct, None)
         lines = store_findings(s, findings, datetime.now(UTC))
-        record_exchange_exits(s, settings.mode, acct, findings)
+        record_exchange_exits(s, settings.mode, acct, findings, broker)
         return lines

@@ -26,13 +26,12 @@ from pipeline.account import Factory, load, record_fills, save_account, snapshot
 from pipeline.brokers import broker_for, store_findings
 from pipeline.positions import ATR_WARMUP_H, advance_position, marks
 from risk import exits
+from risk.exits import RESTING_EXITS
 from risk.profiles import get_profile
 from store import repo
 from store.db import transaction
 
 log = logging.getLogger(__name__)
-# exits a broker without simulated fills leaves to the exchange (risk.exits names a stop hit by its phase)
-RESTING_EXITS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
 def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
@@ -59,7 +58,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
         with transaction(factory) as s:
             save_account(s, settings, acct, None)
             summary["findings"] = store_findings(s, findings, datetime.now(UTC))
-            summary["events"] += summary["findings"] + record_exchange_exits(s, settings.mode, acct, findings)
+            summary["events"] += summary["findings"] + record_exchange_exits(s, settings.mode, acct, findings, broker)
         acct = acct.settled()
     # positions whose exits are resting orders (a grid level) are walked by pipeline.strategy_cycle.sync_orders
     for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))
@@ -143,18 +142,24 @@ def record_broker_fills(s: Session, mode: str, cycle_id: str | None, fills: Sequ
             repo.add_order_fill(s, coid, cycle_id, pid, fill, mode)
 
 
-def record_exchange_exits(s: Session, mode: str, acct: PaperAccount, findings: Sequence[Finding]) -> list[str]:
+def record_exchange_exits(s: Session, mode: str, acct: PaperAccount, findings: Sequence[Finding],
+                          broker: Broker) -> list[str]:
     """The exits a reconciliation found the exchange had filled (a stop or target), stored like any exit: the
-    fill as orders + fills (its client id is the exchange order's, so a second delivery stores nothing), the
-    exit event and its channel post, a reply to the entry post. Returns the event lines."""
+    fill as orders + fills, the exit event and its channel post, a reply to the entry post, then the broker
+    told (`exits_recorded`) in the same transaction. A crash before the commit leaves the exit unstored and
+    the broker reports it again next time; a fill whose order row (client id = the exchange order's) is
+    already stored is not stored again. Returns the event lines."""
     exits_found = [f for f in findings if f.event is not None and f.fill is not None and f.position_id]
+    events = []
     for f in exits_found:
         coid = f"{mode}:{f.client_id or f.event.kind}"
         if repo.order_exists(s, coid) is None:
             repo.add_order_fill(s, coid, None, f.position_id, f.fill, mode)
-    events = [f.event for f in exits_found]
+            events.append(f.event)
     repo.add_events(s, events)
     enqueue_event_posts(s, acct, events)
+    broker.exits_recorded(s, exits_found)
+    crash_point("reconcile:before-commit")
     return [f"{e.symbol} {e.kind} @ {e.price:.6g} ({e.reason})" for e in events]
 
 

@@ -75,6 +75,9 @@ class ExitOrder:
 # its trade record (a breakeven or trailing exit is not a stop loss) and the label of its reason
 STOP_KINDS = {"initial": ("stop", "stop loss"), "breakeven": ("breakeven_stop", "breakeven stop"),
               "trailing": ("trailing_stop", "trailing stop")}
+# the exits a resting order on an exchange fills by itself (a broker without simulated fills leaves them to
+# the exchange): the stop in every phase and the two take-profits
+RESTING_EXITS = frozenset({kind for kind, _ in STOP_KINDS.values()} | {"tp1", "tp2"})
 
 
 class StepResult(NamedTuple):

@@ -26,6 +26,22 @@ def kinds(findings) -> list[str]:
     return sorted(f.kind for f in findings)
 
 
+def assert_reported_until_recorded(b, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """A protective fill is reported by every reconciliation until the caller says, in its own transaction, that
+    it stored the exit (Broker.exits_recorded); then never again. A rolled-back transaction marks nothing."""
+    from store.db import transaction
+
+    again = b.reconcile()
+    assert [(f.kind, f.event.kind) for f in again] == [("protective_filled", kind)]
+    with pytest.raises(RuntimeError), transaction(b.factory) as s:
+        b.exits_recorded(s, again)
+        raise RuntimeError("the caller's transaction fails before its commit")
+    assert [f.client_id for f in b.reconcile()] == [again[0].client_id]
+    with transaction(b.factory) as s:
+        b.exits_recorded(s, again)
+    assert b.reconcile() == []
+
+
 def test_stop_filled_while_down_is_recorded_at_the_exchange_price(ex: str, tmp_path) -> None:
     with FakePrivateExchange(ex) as fx:
         pid = broker_for(fx, tmp_path).open_position(OpenRequest(plan(), DECISION)).position_id
@@ -43,7 +59,7 @@ def test_stop_filled_while_down_is_recorded_at_the_exchange_price(ex: str, tmp_p
         assert closed.realised_pnl == pytest.approx((38900 - 40000) * 0.012)
         assert fx.open_protective(MARKET) == []  # TP1/TP2 were orphans: cancelled
         assert_db_equals_exchange(fx, b)
-        assert b.reconcile() == []
+        assert_reported_until_recorded(b, "stop")
 
 
 def test_tp1_filled_while_down_shrinks_the_stop(ex: str, tmp_path) -> None:
@@ -57,7 +73,7 @@ def test_tp1_filled_while_down_shrinks_the_stop(ex: str, tmp_path) -> None:
         [pos] = b.positions()
         assert pos.tp1_done and pos.qty_open == Decimal("0.006")
         assert_db_equals_exchange(fx, b)
-        assert b.reconcile() == []
+        assert_reported_until_recorded(b, "tp1")
 
 
 def test_missing_stop_is_restored(ex: str, tmp_path) -> None:

@@ -1,13 +1,14 @@
 """A Quorum process for the crash tests: `python -m tests.fakes.live_run` builds the live broker from the
 QUORUM_* environment (keys, QUORUM_EXCHANGE_API_BASE, database), reconciles, then opens the standard
-test plan for the decision time in QUORUM_TEST_DECISION, like a cycle does. QUORUM_CRASH_AT kills it."""
+test plan for the decision time in QUORUM_TEST_DECISION, like a cycle does; with QUORUM_TEST_RUN=reconcile it runs
+`quorum reconcile`'s function instead (pipeline.manual.reconcile). QUORUM_CRASH_AT kills it."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 from core.settings import load_settings
 from exchange.broker import OpenRequest
@@ -16,8 +17,23 @@ from store.db import get_session_factory
 from tests.fakes.live_setup import plan
 
 
+class NoBars:
+    """The market-data source of a `QUORUM_TEST_RUN=reconcile` run (the live broker reads the exchange)."""
+
+    name = "none"
+
+    def price_after(self, symbol: str, t: datetime) -> None:
+        return None
+
+
 def main() -> int:
     settings = load_settings()
+    if os.environ.get("QUORUM_TEST_RUN") == "reconcile":  # what `quorum reconcile` runs
+        from pipeline.manual import reconcile
+
+        lines = reconcile(get_session_factory(settings), NoBars(), settings, datetime.now(UTC))  # type: ignore[arg-type]
+        print(json.dumps({"findings": lines}))
+        return 0
     broker = LiveBroker.from_settings(settings, get_session_factory(settings))
     findings = broker.reconcile()
     res = broker.open_position(OpenRequest(plan(), datetime.fromisoformat(os.environ["QUORUM_TEST_DECISION"])))
