@@ -40,3 +40,13 @@ def build_broker(settings: Settings, factory: Any, *, paper_account: Any = None,
         raise ConfigError("the paper broker needs the paper account and a market-data source")
     return PaperBroker(paper_account, source.price_after, now=now,
                        qty_step=lambda sym: source.market_rules(sym).qty_step)
+
+
+def check_broker(settings: Settings) -> None:
+    """The pre-flight check of the configured broker, before anything runs (ConfigError, one line): the paper
+    broker needs nothing; the live broker needs its keys set and accepted by the exchange (one balance read,
+    exchange.live_client.check_credentials). Like build_broker, the one place that looks at the mode."""
+    if settings.mode == "live":
+        from exchange.live_client import check_credentials
+
+        check_credentials(settings)
