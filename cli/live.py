@@ -106,15 +106,16 @@ def live_check_cmd(symbols: Annotated[str | None, typer.Option("--symbols", meta
     """Connect, show the account, each market's rules, the leverage and margin mode that would be set and the
     orders the next cycle would place (its decision stages run, nothing is executed). Places nothing, changes
     no setting."""
-    from exchange.factory import build_source, check_broker
+    from exchange.factory import build_source
     from exchange.live_check import live_check
+    from exchange.live_client import check_credentials
     from pipeline.account import decision_time
     from pipeline.brokers import broker_for
     from pipeline.preview import next_cycle
     from store.db import get_session_factory
 
     settings = _settings()
-    check_broker(settings)
+    check_credentials(settings)  # a live command: live mode, its confirmation and keys the exchange accepts
     source = build_source(settings)
     factory = get_session_factory(settings)
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
