@@ -57,7 +57,6 @@ STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile a
 __all__ = ["LiveBroker", "build_client", "point_api_at"]
 
 
-
 class LiveBroker(OrderDesk):
     name = "live"
 
