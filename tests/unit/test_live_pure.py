@@ -145,12 +145,11 @@ def test_an_exit_the_exchange_filled_is_the_paper_exit() -> None:
 
 
 def test_the_live_broker_leaves_every_stop_kind_to_the_exchange() -> None:
-    from exchange import live_broker
-    from pipeline import monitor
+    from exchange import live_broker, walk
     from risk.exits import RESTING_EXITS, STOP_KINDS
 
     assert {k for k, _ in STOP_KINDS.values()} | {"tp1", "tp2"} == RESTING_EXITS
-    assert live_broker.RESTING_EXITS is RESTING_EXITS is monitor.RESTING_EXITS  # one definition
+    assert live_broker.RESTING_EXITS is RESTING_EXITS is walk.RESTING_EXITS  # one definition
 
 
 def test_diff_findings_and_actions() -> None:
