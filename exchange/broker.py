@@ -14,6 +14,7 @@ How the cycle, the monitor and the CLI call it (the wiring the lead does after t
     broker.close_position(pid, reason="manual exit")          # reduce-only close, then cancel its protective orders
     broker.apply_exit_step(risk.exits.step(pos, bar, profile))  # the monitor: moved stop, stale/time/news exits
     broker.positions(); broker.open_orders(); broker.fills(); broker.balance()
+    broker.place_order(resting_order); broker.resting_orders(symbol); broker.cancel_order(order_id)  # grid levels
 
 Exactly-once: every order a broker sends has a deterministic client id (`client_order_id`), derived from
 what caused it (account, decision time, symbol, intent, sequence); calling `open_position` again with the
@@ -31,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.types import Fill, Position, TradePlan
+from core.types import Fill, Position, RestingOrder, TradePlan
 
 Intent = Literal["entry", "stop", "tp1", "tp2", "close"]
 INTENT_CODES: dict[str, str] = {"entry": "E", "stop": "S", "tp1": "T", "tp2": "U", "close": "X"}
@@ -134,7 +135,7 @@ class Finding:
     """One difference between the exchange and the database, and what the broker did about it."""
 
     kind: Literal["protective_filled", "position_closed_on_exchange", "stop_restored", "orphan_cancelled",
-                  "unknown_position", "qty_mismatch", "order_resolved", "stop_resized"]
+                  "unknown_position", "qty_mismatch", "order_resolved", "stop_resized", "resting_filled"]
     symbol: str
     detail: str
     position_id: str | None = None
@@ -175,6 +176,20 @@ class Broker(Protocol):
         ...
 
     def cancel(self, client_id: str) -> OrderView:
+        ...
+
+    def place_order(self, order: RestingOrder) -> OrderView:
+        """Rest an opening limit order (a grid level) with its stop and take-profit, placed when it fills
+        (paper: exchange/orders.py fills it on the bars; live: exchange/live_resting.py, post-only, the
+        fill found by reconcile())."""
+        ...
+
+    def resting_orders(self, symbol: str | None = None) -> list[RestingOrder]:
+        """The resting orders (entries, and the take-profits and stops of the positions they opened)."""
+        ...
+
+    def cancel_order(self, order_id: str, ts: datetime | None = None, reason: str = "canceled") -> OrderView | None:
+        """Cancel the resting order with this RestingOrder id; None when none rests."""
         ...
 
     def positions(self) -> list[Position]:

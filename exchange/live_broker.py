@@ -45,7 +45,8 @@ from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView
 from exchange.capabilities import Capabilities, classify
 from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
-from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
+from exchange.live_orders import OrderSpec, _d, _view
+from exchange.live_resting import RestingDesk
 from exchange.paper import PaperAccount, _Ledger
 from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, to_position
 from store import orders_journal as journal
@@ -60,7 +61,7 @@ __all__ = ["LiveBroker", "build_client", "point_api_at"]
 RESTING_EXIT_KINDS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
-class LiveBroker(OrderDesk):
+class LiveBroker(RestingDesk):  # RestingDesk: resting limit orders (grid levels), on top of OrderDesk
     name = "live"
     fills_simulated = False  # stops and targets rest on the exchange, which fills them (reconcile records it)
 
@@ -443,6 +444,8 @@ class LiveBroker(OrderDesk):
                                             f"filled on the exchange: {rec.filled} @ {rec.avg_price} (fee {rec.fee})",
                                             rec.position_id, "recorded", price=rec.avg_price, qty=rec.filled,
                                             fee=rec.fee, client_id=rec.client_id))
+        # 2b. resting limit entries that filled (grid levels): their stop and take-profit are placed
+        findings += self.reconcile_resting()
         # 3. the pure comparison, then its actions
         journal_map = {o.client_id: o for o in self.journal()}
         book = book_positions(journal_map.values())

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 
 from core.errors import OrderRejected
-from core.types import Fill, Position, Side
+from core.types import Fill, Position, RestingOrder, Side
 from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, client_order_id
 from exchange.paper import PaperAccount
 
@@ -129,6 +129,27 @@ class PaperBroker:
     def apply_exit_step(self, result: object) -> list[Fill]:
         """Carry out a risk.exits.StepResult (the monitor's bar-by-bar simulation fills the exits)."""
         return [fill for fill, _ in self.account.apply_exit_step(result)]
+
+    # ---------------------------------------------------------------- resting orders (a grid's levels)
+    @staticmethod
+    def _resting_view(o: RestingOrder, state: str = "open") -> OrderView:
+        intent = "entry" if not o.reduce_only else ("tp2" if o.type == "limit" else "stop")
+        return OrderView(o.id, o.position_id or o.id, o.symbol, intent, o.side, Decimal(o.amount), state,
+                         Decimal(str(o.price)) if o.type == "stop_market" else None, o.reduce_only,
+                         decision_time=o.created_at,
+                         meta={"order_id": o.id, "tag": o.tag,
+                               **({"limit_price": str(o.price)} if o.type == "limit" else {})})
+
+    def place_order(self, order: RestingOrder) -> OrderView:
+        """The order rests in the paper account until a bar trades through it (exchange/orders.py)."""
+        return self._resting_view(self.account.place_order(order))
+
+    def resting_orders(self, symbol: str | None = None) -> list[RestingOrder]:
+        return self.account.open_orders(symbol)
+
+    def cancel_order(self, order_id: str, ts: datetime | None = None, reason: str = "canceled") -> OrderView | None:
+        o = self.account.cancel_order(order_id, ts or self._now(), reason)
+        return None if o is None else self._resting_view(o, "cancelled")
 
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")
