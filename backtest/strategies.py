@@ -43,7 +43,7 @@ from agents.strategies.base import AccountView, Facts, Open
 from agents.strategies.rebalance import PortfolioFacts, weights
 from backtest.book import Book
 from backtest.data import H1_NS, change_4h_pct, decision_times, load_symbol
-from backtest.engine import _light_snapshot, run_backtest
+from backtest.engine import _light_snapshot, _range_notes, run_backtest
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
 from core.errors import ConfigError, DataError
@@ -105,11 +105,16 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     times = decision_times(start, end, settings.cycle_interval_minutes)
     known = source.symbols()
     universe, requested = _universe(settings, source, symbols)
-    ranges = [source.data_range(s) for s in universe]
-    lo, hi = min(r[0] for r in ranges), min(r[1] for r in ranges)
+    ranges = {s: source.data_range(s) for s in universe}
+    # as the trend engine (backtest/engine.py): from the first symbol's data to the end of the longest
+    # history (or --to); each symbol runs to its own end, then its resting orders are cancelled and its
+    # positions closed at its last close (reason data_end), and the report says so
+    lo, hi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+    req_start, req_end = (times[0], times[-1]) if len(times) else (pd.Timestamp(start), pd.Timestamp(end))
     times = times[(times >= lo) & (times <= hi)]
     if len(times) == 0:
         raise DataError(f"no decision time between {start} and {end} inside the replay data of {', '.join(universe)}")
+    range_notes = _range_notes(req_start, req_end, times, ranges)
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
@@ -137,6 +142,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                                 "votes": 0, "valid_votes": 0, "tokens": 0, "llm_cost_usd": 0.0, "intents": {},
                                 "resting_fills": 0, "repositions": 0, "handovers": 0}
     deny: dict[str, int] = {}
+    ended: set[str] = set()  # symbols whose history has ended (after their last bar: no candidate, no orders)
     t_loop = time.perf_counter()
     for k, t in enumerate(times.to_pydatetime()):
         counters["decision_times"] += 1
@@ -165,12 +171,15 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                         execution.monitor_bar(acct, pos.id, t_open, o, h, lw, c, due, prof, atr=float(sd.atr[j]),
                                               qty_step=sd.limits.qty_step)
             next_bar[s], next_fund[s] = max(next_bar[s], j1), fp
+            if not sd.has_fill[k] and next_bar[s] >= len(sd.open_ns) and s not in ended:
+                ended.add(s)
+                _end_symbol(acct, s, sd)
         # 2. candidates (liquidity filters)
         tickers: dict[str, TickerInfo] = {}
         for s in universe:
             sd = data[s]
             n = int(sd.n_closed[k])
-            if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns:
+            if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns or s in ended:
                 continue
             last = float(sd.c[n - 1])
             half = last * spread / 200
@@ -248,7 +257,23 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     counters["deny_reasons"] = dict(sorted(deny.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
     counters["orders"] = _order_counts(acct)
     return _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
-                   leaderboard_runs, spread)
+                   leaderboard_runs, spread, range_notes)
+
+
+def _end_symbol(acct: PaperAccount, symbol: str, sd: Any) -> None:
+    """The history of `symbol` has ended and its last bar was walked: its resting orders are cancelled and
+    its open positions closed at the last close (a market order: slippage and taker fee), reason data_end,
+    as the trend engine's `Book.close_ended`."""
+    ts = pd.Timestamp(int(sd.open_ns[-1]) + H1_NS, tz="UTC").to_pydatetime()
+    for o in acct.open_orders(symbol):
+        if not o.reduce_only:
+            acct.cancel_order(o.id, ts, f"history of {symbol} ends at {ts.isoformat()}")
+    for pos in acct.open_positions():
+        if pos.symbol == symbol:
+            acct.close(pos.id, pos.qty_open, float(sd.c[-1]), ts, reason=f"history of {symbol} ends at "
+                       f"{ts.isoformat()}", kind="data_end")
+    for o in acct.open_orders(symbol):  # the reduce-only orders of positions that closed another way
+        acct.cancel_order(o.id, ts, "position closed")
 
 
 def _label(intent: Any) -> str:
@@ -266,7 +291,8 @@ def _order_counts(acct: PaperAccount) -> dict[str, int]:
 
 def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: dict[str, Any], universe: list[str],
             book: Book, decisions: list[DecisionRecord], counters: dict[str, Any], timings: dict[str, float],
-            t0: float, seed: int, mc_runs: int, leaderboard_runs: int, spread: float) -> BacktestResult:
+            t0: float, seed: int, mc_runs: int, leaderboard_runs: int, spread: float,
+            range_notes: Sequence[str] = ()) -> BacktestResult:
     start_used, end_used = times[0].to_pydatetime(), times[-1].to_pydatetime()
     opening = ((times[0] - pd.Timedelta(minutes=settings.cycle_interval_minutes)).to_pydatetime(),
                float(settings.paper.starting_balance))
@@ -297,6 +323,7 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
              f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee; resting "
              f"limit orders fill at their price as maker ({settings.paper.maker_fee:.4%}) when a bar trades through "
              "them (path open-low-high-close on an up bar, open-high-low-close on a down bar)"]
+    notes += list(range_notes)
     if open_end:
         notes.append(f"{len(open_end)} position(s) still open at the end: marked to market at the last close, "
                      "not closed (not in the trade list)")

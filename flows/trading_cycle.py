@@ -222,7 +222,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     if any(settings.strategy_for(s) not in ("trend", "rebalance") for s in scores):
         acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
                                            decisions, news, acct)
-    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
+    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions, cycle_id)
                      if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
     logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()

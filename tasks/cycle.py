@@ -86,10 +86,10 @@ def strategy_task(factory, source, settings, cycle_id: str, decision_time: datet
 
 
 @task(name="rebalance", cache_policy=NO_CACHE)
-def rebalance_task(factory, source, settings, decision_time: datetime, decisions):  # type: ignore[no-untyped-def]
+def rebalance_task(factory, source, settings, decision_time: datetime, decisions, cycle_id=None):  # type: ignore[no-untyped-def]
     from pipeline.rebalance import run_rebalance
 
-    return run_rebalance(factory, source, settings, decision_time, decisions)
+    return run_rebalance(factory, source, settings, decision_time, decisions, cycle_id)
 
 
 @task(name="broadcast", cache_policy=NO_CACHE)

@@ -5,6 +5,8 @@ per-symbol strategies leave trend symbols on the trend path."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select
 
@@ -114,3 +116,17 @@ def test_rebalance_in_the_paper_cycle_trades_the_spot_account_once_per_decision_
         assert len(row.state["spot"]["trades"]) == 2
         snaps = list(s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.mode == "spot")))
         assert len(snaps) == 1 and snaps[0].equity < 10_000  # fees and slippage paid
+        # each trade is an order + fill row like any other trade: the cycle's id, mode spot, once
+        orders = list(s.scalars(select(OrderRow).where(OrderRow.mode == "spot").order_by(OrderRow.id)))
+        assert [(o.cycle_id, o.position_id, o.kind, o.status) for o in orders] == [
+            (r1["cycle_id"], f"spot-{t['asset']}", "open", "filled") for t in rb["trades"]]
+        fills = {f.order_id: f for f in s.scalars(select(FillRow))}
+        for o, t in zip(orders, rb["trades"], strict=True):
+            f = fills[o.id]
+            assert (o.symbol, o.qty, f.price, f.fee) == (f"{t['asset']}/USDT:USDT", Decimal(t["qty"]),
+                                                         Decimal(t["price"]), Decimal(t["fee"]))
+    from backtest.records import load_export_data
+
+    _, audit = load_export_data(factory, "paper", audit=True)
+    ords = [o for r in audit or [] if r.cycle_id == r1["cycle_id"] for o in r.orders]
+    assert sorted(o.side for o in ords) == ["buy", "buy"]
