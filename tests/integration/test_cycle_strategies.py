@@ -107,9 +107,14 @@ def test_rebalance_in_the_paper_cycle_trades_the_spot_account_once_per_decision_
     assert all(t["side"] == "buy" for t in rb["trades"])  # from all cash to the targets
     assert all(abs(w - 1 / 3) < 0.01 for w in rb["weights"].values())
     assert not r1["account"]["open_positions"]  # nothing on the futures account
+    factory = get_session_factory(load_settings())
+    from backtest.records import load_export_data
+
+    _, audit = load_export_data(factory, "paper", audit=True)  # the audit trail has the cycle's trades
+    ords = [o for r in audit or [] if r.cycle_id == r1["cycle_id"] for o in r.orders]
+    assert sorted(o.side for o in ords) == ["buy", "buy"]
     r2 = trading_cycle(as_of="2025-01-02T00:00:00Z", symbols=SYMS, broadcast=False)
     assert r2["rebalance"]["status"] == "skipped"
-    factory = get_session_factory(load_settings())
     with transaction(factory) as s:
         row = s.get(AccountRow, "spot")
         assert row is not None and set(row.state["spot"]["holdings"]) == {"BTC", "XRP", "USDT"}
@@ -125,8 +130,3 @@ def test_rebalance_in_the_paper_cycle_trades_the_spot_account_once_per_decision_
             f = fills[o.id]
             assert (o.symbol, o.qty, f.price, f.fee) == (f"{t['asset']}/USDT:USDT", Decimal(t["qty"]),
                                                          Decimal(t["price"]), Decimal(t["fee"]))
-    from backtest.records import load_export_data
-
-    _, audit = load_export_data(factory, "paper", audit=True)
-    ords = [o for r in audit or [] if r.cycle_id == r1["cycle_id"] for o in r.orders]
-    assert sorted(o.side for o in ords) == ["buy", "buy"]
