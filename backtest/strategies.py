@@ -42,7 +42,7 @@ from agents.strategies import build
 from agents.strategies.base import AccountView, Facts, Open
 from agents.strategies.rebalance import PortfolioFacts, weights
 from backtest.book import Book
-from backtest.data import H1_NS, change_4h_pct, decision_times, load_symbol
+from backtest.data import H1_NS, NoDecisionTime, change_4h_pct, decision_times, load_symbol
 from backtest.engine import _light_snapshot, _range_notes, run_backtest
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
@@ -63,7 +63,13 @@ from pipeline.strategy import ExecContext, execute_intents, monitor_order_manage
 from risk.intents import check_rebalance
 from risk.profiles import get_profile
 
-__all__ = ["run_rebalance_backtest", "run_strategy_backtest"]
+__all__ = ["WHY_MATH", "run_rebalance_backtest", "run_strategy_backtest"]
+# why the strategies other than trend backtest in math mode only (said with the error)
+WHY_MATH = ("the panel's recorded answers are keyed by the exact prompt of a trend cycle (its candidates and open "
+            "positions), which a grid, volatility, hybrid or rebalance run does not reproduce (every answer would "
+            "miss and the math score decide anyway), and live model calls are not wired into this engine; the "
+            "paper cycle runs these strategies with the panel (hybrid's trend half and rebalance's tilt read its "
+            "decisions)")
 # the score frame's state_4h -> the Score's trend, as math_engine.score_from_row maps it
 _REGIME = {code: trend.value for code, trend in math_engine._TREND_CODE.items()}
 
@@ -78,7 +84,7 @@ def run_strategy_backtest(settings: Settings, source: Any, start: datetime | str
         return run_backtest(settings, source, start, end, symbols=symbols, progress=progress, seed=seed,
                             mc_runs=mc_runs, leaderboard_runs=leaderboard_runs, **kwargs)
     if kwargs.get("panel_mode", "math") != "math":
-        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only")
+        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only: {WHY_MATH}")
     if strategy == "rebalance":
         return run_rebalance_backtest(settings, source, start, end, seed=seed, mc_runs=mc_runs,
                                       leaderboard_runs=leaderboard_runs)
@@ -113,7 +119,8 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     req_start, req_end = (times[0], times[-1]) if len(times) else (pd.Timestamp(start), pd.Timestamp(end))
     times = times[(times >= lo) & (times <= hi)]
     if len(times) == 0:
-        raise DataError(f"no decision time between {start} and {end} inside the replay data of {', '.join(universe)}")
+        raise NoDecisionTime(f"no decision time between {start} and {end} inside the replay data of "
+                             f"{', '.join(universe)}")
     range_notes = _range_notes(req_start, req_end, times, ranges)
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
@@ -392,11 +399,12 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
     closes = {a: pd.Series(h.h1["close"].to_numpy(dtype=float), index=h.h1.index + TF_DELTA["1h"])
               for a, h in hist.items()}
     times = decision_times(start, end, settings.cycle_interval_minutes)
+    req_end = times[-1] if len(times) else None
     first = max(c.index[0] for c in closes.values())
     last_open = min(o.index[-1] for o in opens.values())
     times = times[(times >= first) & (times <= last_open)]
     if len(times) == 0:
-        raise DataError(f"rebalance: no decision time between {start} and {end} inside the history of "
+        raise NoDecisionTime(f"rebalance: no decision time between {start} and {end} inside the history of "
                         f"{', '.join(syms.values())} ({first} .. {last_open})")
     steps = {a: source.market_rules(s).qty_step for a, s in syms.items()}
     # panel tilt (when configured): in math mode the "panel" is the consensus falling back to the math score
@@ -480,6 +488,11 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
              + ", ".join(f"{a} {ts:%Y-%m-%d}" for a, ts in spot_end.items())
              + " (the bundled spot history ends there); no funding on spot holdings",
              f"spot fee {cfg.fee:.3%} and {cfg.slippage_bps:g} bps slippage on every trade, at the next bar's open"]
+    if req_end is not None and req_end > times[-1]:
+        short = min(opens, key=lambda a: opens[a].index[-1])
+        notes.append(f"the run ends at {times[-1].isoformat()}, the last bar of {syms[short]}: a portfolio is "
+                     "valued and traded only while every target asset has a price (the other assets' longer "
+                     "histories are not used past it)")
     if tilt_data:
         notes.append(f"panel tilt up to {cfg.panel_tilt_pct:g} points per asset from the math-mode decisions "
                      "(no models in a backtest of this strategy)")

@@ -106,8 +106,18 @@ def test_cli_strategy_option_and_errors(tmp_path, monkeypatch):
     assert r2.exit_code == 0 and "strategy grid" in r2.stdout and "resting-order fills" in r2.stdout
     bad = runner.invoke(app, [*args[:-1], "nope"])
     assert bad.exit_code == 2 and "--strategy 'nope'" in bad.output
-    wf = runner.invoke(app, [*args, "--test-days", "2"])
-    assert wf.exit_code == 2 and "walk-forward runs with the trend strategy only" in wf.output
+    # walk-forward windows of the strategy (backtest/walkforward.py), a report per window
+    wf = runner.invoke(app, [*args, "--train-days", "1", "--test-days", "2", "--json"])
+    assert wf.exit_code == 0, wf.output
+    w = json.loads(wf.stdout)
+    assert [x["test_start"][:10] for x in w["walk_forward"]["windows"]] == ["2025-03-02", "2025-03-04"]
+    assert [r["html"].rsplit("-", 2)[-2:] for r in w["reports"]] == [["grid", "wf1.html"], ["grid", "wf2.html"]]
+    assert all(r["settings"]["strategy"] == "grid" for r in w["results"])
+    wf2 = runner.invoke(app, [*args, "--train-days", "1", "--test-days", "2"])
+    assert wf2.exit_code == 0, wf2.output
+    # the panel: math only, and the error says why
+    cache = runner.invoke(app, [*args, "--panel", "cache"])
+    assert cache.exit_code == 2 and "--panel math only" in cache.output and "prompt" in cache.output
 
 
 def test_strategy_settings_validate(monkeypatch):
