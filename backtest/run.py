@@ -100,12 +100,14 @@ def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | 
 def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, panel: str,
                       symbols: Sequence[str] | None, out_dir: str, train_days: int | None, test_days: int | None,
                       publish: bool) -> dict[str, Any]:
-    from backtest.strategies import WHY_MATH, run_strategy_backtest
+    from backtest.strategies import PANEL_STRATEGIES, WHY_MATH, run_strategy_backtest
 
-    if panel != "math":
-        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only: {WHY_MATH}")
+    if panel != "math" and strategy not in PANEL_STRATEGIES:
+        raise ConfigError(f"--strategy {strategy}: --panel {panel}: {WHY_MATH}")
     s, e = parse_range(start, end)
     kw: dict[str, Any] = {"strategy": strategy, "symbols": list(symbols) if symbols else None}
+    if panel != "math":
+        kw.update(panel_mode=panel, cache=response_cache(settings, panel))
     if train_days is not None or test_days is not None:
         return _walk_forward(settings, replay_source(settings), s, e, train_days, test_days, out_dir, publish,
                              run_strategy_backtest, f"-{strategy}", kw, {"strategy": strategy})

@@ -64,12 +64,12 @@ from risk.intents import check_rebalance
 from risk.profiles import get_profile
 
 __all__ = ["WHY_MATH", "run_rebalance_backtest", "run_strategy_backtest"]
-# why the strategies other than trend backtest in math mode only (said with the error)
-WHY_MATH = ("the panel's recorded answers are keyed by the exact prompt of a trend cycle (its candidates and open "
-            "positions), which a grid, volatility, hybrid or rebalance run does not reproduce (every answer would "
-            "miss and the math score decide anyway), and live model calls are not wired into this engine; the "
-            "paper cycle runs these strategies with the panel (hybrid's trend half and rebalance's tilt read its "
-            "decisions)")
+# the strategies whose backtest asks the panel (--panel cache|live): hybrid's trend half reads the consensus
+PANEL_STRATEGIES = ("hybrid",)
+# why the others backtest in math mode only (said with the error)
+WHY_MATH = ("only hybrid's trend half reads the panel's consensus in a backtest; grid and volatility decide from "
+            "prices and the regime alone (the panel would change nothing), and rebalance's tilt reads the "
+            "math-mode decisions in a backtest (the paper cycle tilts by the panel): use --panel math")
 # the score frame's state_4h -> the Score's trend, as math_engine.score_from_row maps it
 _REGIME = {code: trend.value for code, trend in math_engine._TREND_CODE.items()}
 
@@ -83,12 +83,19 @@ def run_strategy_backtest(settings: Settings, source: Any, start: datetime | str
     if strategy == "trend":
         return run_backtest(settings, source, start, end, symbols=symbols, progress=progress, seed=seed,
                             mc_runs=mc_runs, leaderboard_runs=leaderboard_runs, **kwargs)
-    if kwargs.get("panel_mode", "math") != "math":
-        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only: {WHY_MATH}")
+    panel_mode = kwargs.get("panel_mode", "math")
+    if panel_mode != "math" and strategy not in PANEL_STRATEGIES:
+        raise ConfigError(f"--strategy {strategy}: --panel {panel_mode}: {WHY_MATH}")
     if strategy == "rebalance":
         return run_rebalance_backtest(settings, source, start, end, seed=seed, mc_runs=mc_runs,
                                       leaderboard_runs=leaderboard_runs)
-    return _run_futures(settings, source, start, end, strategy, symbols, seed, mc_runs, leaderboard_runs)
+    panel = None
+    if panel_mode != "math":
+        from backtest.panel import panel_setup
+
+        panel = (panel_mode, *panel_setup(settings, panel_mode, kwargs.get("members"), kwargs.get("providers"),
+                                          kwargs.get("cache")), kwargs.get("cache"))
+    return _run_futures(settings, source, start, end, strategy, symbols, seed, mc_runs, leaderboard_runs, panel)
 
 
 def _universe(settings: Settings, source: Any, symbols: Sequence[str] | None) -> tuple[list[str], list[str] | None]:
@@ -105,7 +112,8 @@ def _universe(settings: Settings, source: Any, symbols: Sequence[str] | None) ->
 
 
 def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy: str,
-                 symbols: Sequence[str] | None, seed: int, mc_runs: int, leaderboard_runs: int) -> BacktestResult:
+                 symbols: Sequence[str] | None, seed: int, mc_runs: int, leaderboard_runs: int,
+                 panel: tuple[Any, ...] | None = None) -> BacktestResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     times = decision_times(start, end, settings.cycle_interval_minutes)
@@ -150,6 +158,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                                 "resting_fills": 0, "repositions": 0, "handovers": 0}
     deny: dict[str, int] = {}
     ended: set[str] = set()  # symbols whose history has ended (after their last bar: no candidate, no orders)
+    all_votes: list[tuple[datetime, Any]] = []
     t_loop = time.perf_counter()
     for k, t in enumerate(times.to_pydatetime()):
         counters["decision_times"] += 1
@@ -194,8 +203,11 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
         cands, _dropped, _note = select_candidates(settings, tickers, known, requested)
         allowed = {c.symbol for c in cands}
         counters["candidates"] += len(cands)
-        # 3. the strategy per symbol
+        # 3. the strategy per symbol (with a panel: hybrid's trend-regime symbols are asked first, in one
+        # prompt, as the live cycle asks about its candidates)
         prices = book.marks(data, k)
+        asked = _ask_panel(panel, settings, source, universe, tickers, data, k, t, acct, counters, all_votes) \
+            if panel is not None else {}
         account = None
         btc4h: float | None = None
         btc_done = False
@@ -213,9 +225,12 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
             need = sd.frame is not None and (
                 (strategy == "hybrid" and reg != "RANGE")
                 or (strategy == "volatility" and not mine and strat.signal(fe, reg)[0] is not Action.WAIT))
-            score = sd.score(k, settings.signal) if need else None
-            counters["scored"] += score is not None
-            dec = decide(s, t, [], score, settings) if score is not None else None
+            if s in asked:
+                score, dec = asked[s]
+            else:
+                score = sd.score(k, settings.signal) if need else None
+                counters["scored"] += score is not None
+                dec = decide(s, t, [], score, settings) if score is not None else None
             atr = float(sd.atr[n - 1]) if n else math.nan
             if account is None:
                 account = book.account_state(t, float(acct.equity(prices)))
@@ -263,8 +278,67 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     timings["loop"] = time.perf_counter() - t_loop
     counters["deny_reasons"] = dict(sorted(deny.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
     counters["orders"] = _order_counts(acct)
-    return _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
-                   leaderboard_runs, spread, range_notes)
+    notes = list(range_notes)
+    if panel is not None:
+        notes = panel[4] + [f"panel {panel[0]}: {len(panel[1])} member(s) asked about each trend-regime symbol of "
+                            "hybrid (its grid half reads no panel); the leaderboard has the consensus account only "
+                            "(no shadow accounts in a strategy backtest)"] + notes
+        if counters.get("panel_stopped"):
+            notes.append(counters["panel_stopped"])
+    res = _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
+                  leaderboard_runs, spread, notes)
+    if panel is not None:
+        from dataclasses import replace as _replace
+
+        res = _replace(res, panel_mode=panel[0], votes=all_votes)
+    return res
+
+
+def _ask_panel(panel: tuple[Any, ...], settings: Settings, source: Any, universe: Sequence[str],
+               tickers: dict[str, TickerInfo], data: dict[str, Any], k: int, t: datetime, acct: PaperAccount,
+               counters: dict[str, Any], all_votes: list[tuple[datetime, Any]]) -> dict[str, tuple[Any, Any]]:
+    """hybrid with a panel: the Score and the consensus decision of each symbol in a trend regime at t, the
+    panel asked once about all of them with the live cycle's prompt (backtest/panel.py); the math score
+    alone once the run's token budget is spent."""
+    from agents.prompt import build_payload
+    from backtest.panel import no_news_note_for, panel_votes
+    from core.types import NewsReport
+
+    mode, members, providers, budget, _notes, cache = panel
+    scores = {}
+    for s in universe:
+        sd = data[s]
+        if s not in tickers or sd.frame is None or sd.columns is None:
+            continue
+        if _REGIME.get(int(sd.columns["state_4h"][k]), "RANGE") != "RANGE":
+            scores[s] = sd.score(k, settings.signal)
+    counters["scored"] += len(scores)
+    run_budget = settings.token_budget_day
+    votes: list[Any] = []
+    if scores and members and not (mode == "live" and run_budget and counters["tokens"] >= run_budget):
+        snaps = {}
+        for s in scores:
+            try:
+                snaps[s] = source.snapshot(s, t)
+            except DataError:
+                continue
+        note = no_news_note_for(settings)
+        news = {s: NewsReport(s, t, available=False, note=note) for s in snaps}
+        payload = build_payload(snaps, scores, news, acct.open_positions(), settings, as_of=t)
+        votes = panel_votes(mode, members, providers, list(snaps), payload, cache, budget, t) if snaps else []
+        for v in votes:
+            all_votes.append((t, v))
+            counters["votes"] += 1
+            counters["valid_votes"] += int(v.valid)
+            counters["cache_miss"] += int(v.abstain_reason == "cache_miss")
+            counters["tokens"] += v.input_tokens + v.output_tokens
+            counters["llm_cost_usd"] += v.cost_usd
+        if budget is not None:
+            budget.new_cycle()
+    elif scores and members and "panel_stopped" not in counters:
+        counters["panel_stopped"] = (f"token budget of {run_budget:,} tokens spent by {t.isoformat()}: later "
+                                     "decisions by the math score alone")
+    return {s: (sc, decide(s, t, [v for v in votes if v.symbol == s], sc, settings)) for s, sc in scores.items()}
 
 
 def _end_symbol(acct: PaperAccount, symbol: str, sd: Any) -> None:

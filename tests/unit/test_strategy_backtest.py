@@ -115,9 +115,9 @@ def test_cli_strategy_option_and_errors(tmp_path, monkeypatch):
     assert all(r["settings"]["strategy"] == "grid" for r in w["results"])
     wf2 = runner.invoke(app, [*args, "--train-days", "1", "--test-days", "2"])
     assert wf2.exit_code == 0, wf2.output
-    # the panel: math only, and the error says why
+    # the panel: grid reads none, and the error says why
     cache = runner.invoke(app, [*args, "--panel", "cache"])
-    assert cache.exit_code == 2 and "--panel math only" in cache.output and "prompt" in cache.output
+    assert cache.exit_code == 2 and "only hybrid's trend half reads the panel" in cache.output
 
 
 def test_strategy_settings_validate(monkeypatch):
