@@ -53,6 +53,7 @@ class RestingDesk(OrderDesk):
             raise OrderRejected(f"order {order.id}: no created_at (its decision time, part of its client id)")
         side = order.position_side
         rows = self.journal()
+        prior = any(o.intent == "entry" and (o.meta or {}).get("order_id") == order.id for o in rows)
         for b in book_positions(rows):
             if b.is_open and b.symbol == order.symbol and b.side is not side:
                 raise OrderRejected(f"{order.symbol}: a {side.value} order against the open {b.side.value} "
@@ -65,8 +66,18 @@ class RestingDesk(OrderDesk):
         qty = self.qty_to_precision(order.symbol, Decimal(order.amount))
         if qty <= 0 or qty < self.min_qty(order.symbol):
             raise OrderRejected(f"{order.symbol}: quantity {order.amount} is below the market minimum")
-        self.prepare(order.symbol, order.leverage)
         px = self.price_to_precision(order.symbol, order.price)
+        if not prior:  # the live safety caps, as for a trend entry (a rerun of the same order sends nothing)
+            cap = getattr(self, "max_order_notional", None)
+            if cap is not None and qty * px > cap:
+                raise OrderRejected(f"{order.symbol}: notional {qty * px:.2f} exceeds the per-order cap {cap} "
+                                    "(QUORUM_MAX_ORDER_NOTIONAL_USD)")
+            per_cycle = getattr(self, "max_orders_per_cycle", None)
+            n = sum(1 for o in rows if o.intent == "entry" and o.decision_time == order.created_at)
+            if per_cycle is not None and n >= per_cycle:
+                raise OrderRejected(f"{order.symbol}: {n} entries already placed for this decision time "
+                                    f"(QUORUM_MAX_ORDERS_PER_CYCLE={per_cycle})")
+        self.prepare(order.symbol, order.leverage)
         meta: dict[str, Any] = {"limit_price": str(px), "post_only": True, "order_id": order.id, "tag": order.tag,
                                 "leverage": order.leverage, "tp1_fraction": 1.0, "plan_entry": float(px)}
         if order.stop is not None:

@@ -135,6 +135,20 @@ def test_one_way_mode_refuses_a_level_against_the_other_side(ex: str, tmp_path) 
                                        reduce_only=True, position_id="p", created_at=DECISION))
 
 
+def test_live_safety_caps_hold_for_levels(ex: str, tmp_path) -> None:
+    with FakePrivateExchange(ex) as fx:
+        b = broker_for(fx, tmp_path, max_order_notional=300)
+        with pytest.raises(OrderRejected, match="per-order cap"):
+            b.place_order(level(-1, 39000.0))  # 0.010 x 39,000 = 390 > 300
+        b2 = broker_for(fx, tmp_path, max_orders_per_cycle=2)
+        b2.place_order(level(-1, 39000.0))
+        b2.place_order(level(-2, 38000.0))
+        with pytest.raises(OrderRejected, match="QUORUM_MAX_ORDERS_PER_CYCLE"):
+            b2.place_order(level(-3, 37000.0))
+        assert b2.place_order(level(-2, 38000.0)).state == "open"  # the same order again: no new entry
+        assert len(limits(fx)) == 2
+
+
 FAULTS = ("500", "429", "500-after", "timeout-after", "drop-after")
 
 

@@ -153,4 +153,9 @@ def test_rebalance_in_the_cycle_needs_paper_mode():
     with pytest.raises(ConfigError, match="paper spot account only"):
         check_cycle_strategy(load_settings(strategy="rebalance", mode="live"))
     check_cycle_strategy(load_settings(strategy="rebalance"))
-    check_cycle_strategy(load_settings(strategy="grid", mode="live"))  # live is refused by the cycle itself
+    check_cycle_strategy(load_settings(strategy="grid"))
+    with pytest.raises(ConfigError, match="grid in live mode"):  # live runs trend only (no simulated orders)
+        check_cycle_strategy(load_settings(strategy="grid", mode="live"))
+    with pytest.raises(ConfigError, match="hybrid in live mode"):
+        check_cycle_strategy(load_settings(mode="live", strategy_symbols={"BTC/USDT:USDT": "hybrid"}))
+    check_cycle_strategy(load_settings(mode="live"))
