@@ -45,17 +45,18 @@ def position_id_for(symbol: str, decision_time: datetime) -> str:
 
 
 def client_order_id(account: str, decision_time: datetime, symbol: str, intent: str, seq: int = 0,
-                    *, max_len: int = 36, style: str = "text") -> str:
+                    *, max_len: int = 36, style: str = "text", key: str = "") -> str:
     """Deterministic client order id for (account, decision time, symbol, intent, sequence).
 
     style "text": `q<yymmddHHMM><BASE≤6><intent code><seq>-<hash8>` (≤ 30 chars, `^[.A-Z:/a-z0-9_-]{1,36}$`,
     fits Bybit orderLinkId ≤ 36 and Binance newClientOrderId ≤ 36); the hash covers every part, so two
     accounts or two symbols with the same base never collide. style "alnum": the same without the dash (OKX
 clOrdId). style "hex128": `0x` + 32 hex digits
-    (Hyperliquid's cloid).
+    (Hyperliquid's cloid). `key`, when given, is hashed too: what tells apart orders of the same intent,
+    decision time and symbol (one grid level of several, by its order id).
     """
-    key = f"{account}|{decision_time.isoformat()}|{symbol}|{intent}|{seq}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    parts = f"{account}|{decision_time.isoformat()}|{symbol}|{intent}|{seq}" + (f"|{key}" if key else "")
+    digest = hashlib.sha256(parts.encode()).hexdigest()
     if style == "hex128":
         return "0x" + digest[:32]
     base = "".join(ch for ch in symbol.split("/")[0] if ch.isalnum())[:6].upper()

@@ -118,9 +118,9 @@ class OrderDesk:
     def journal(self) -> list[OrderView]:
         return self._tx(lambda s: [_view(r) for r in journal.all_orders(s, self.account)])
 
-    def _cid(self, decision_time: datetime, symbol: str, intent: str, seq: int) -> str:
+    def _cid(self, decision_time: datetime, symbol: str, intent: str, seq: int, key: str = "") -> str:
         return client_order_id(self.account, decision_time, symbol, intent, seq, max_len=self.caps.client_id_max,
-                               style=self.caps.client_id_style)
+                               style=self.caps.client_id_style, key=key)
 
     def markets(self) -> dict[str, Any]:
         if not self.client.markets:
@@ -141,8 +141,7 @@ class OrderDesk:
 
     # ----------------------------------------------------------------------- exactly-once
     def _place(self, spec: OrderSpec) -> OrderView:
-        cid = self._cid(spec.decision_time, spec.symbol, f"{spec.intent}|{spec.key}" if spec.key else spec.intent,
-                        spec.seq)
+        cid = self._cid(spec.decision_time, spec.symbol, spec.intent, spec.seq, spec.key)
 
         def rec(s: Session) -> tuple[OrderView, bool]:
             row, created = journal.record_intent(

@@ -77,6 +77,9 @@ def test_grid_levels_rest_fill_as_maker_take_profit_and_equal_the_exchange(ex: s
         assert (tp.limit, tp.qty, tp.side, tp.post_only) == (Decimal("40000"), Decimal("0.010"), "Sell", False)
         assert_db_equals_exchange(fx, b)
         assert b.reconcile() == []
+        # the client ids name their intent as a trend position's do (entry E, stop S, take-profit U)
+        code = {o.client_id: o.client_id.split("-")[0][-2] for o in fx.orders_of(MARKET)}
+        assert sorted(code.values()) == ["E", "E", "S", "U"]
 
         fx.set_price(MARKET, "37900")  # level -2 too: two positions, one net position on the exchange
         assert kinds(b.reconcile()) == ["resting_filled"]
