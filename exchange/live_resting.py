@@ -72,11 +72,10 @@ class RestingDesk(OrderDesk):
             if cap is not None and qty * px > cap:
                 raise OrderRejected(f"{order.symbol}: notional {qty * px:.2f} exceeds the per-order cap {cap} "
                                     "(QUORUM_MAX_ORDER_NOTIONAL_USD)")
-            per_cycle = getattr(self, "max_orders_per_cycle", None)
-            n = sum(1 for o in rows if o.intent == "entry" and o.decision_time == order.created_at)
-            if per_cycle is not None and n >= per_cycle:
-                raise OrderRejected(f"{order.symbol}: {n} entries already placed for this decision time "
-                                    f"(QUORUM_MAX_ORDERS_PER_CYCLE={per_cycle})")
+            per_cycle = getattr(self, "max_orders_per_cycle", None)  # every order this run writes counts
+            if per_cycle is not None and self.orders_written + 1 > per_cycle:
+                raise OrderRejected(f"{order.symbol}: this run has written {self.orders_written} orders "
+                                    f"(QUORUM_MAX_ORDERS_PER_CYCLE={per_cycle}); no new level this cycle")
         self.prepare(order.symbol, order.leverage)
         meta: dict[str, Any] = {"limit_price": str(px), "post_only": True, "order_id": order.id, "tag": order.tag,
                                 "leverage": order.leverage, "tp1_fraction": 1.0, "plan_entry": float(px)}
