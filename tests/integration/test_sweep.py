@@ -80,7 +80,7 @@ def test_the_default_local_cluster_gives_the_sequential_results(prefect_harness,
 
     monkeypatch.delenv("QUORUM_DASK_ADDRESS", raising=False)
     monkeypatch.setenv("QUORUM_DASK_WORKERS", "2")
-    res = sweep(start="2025-05-20", end="2025-05-21", profiles="default,conservative",
+    res = sweep(start="2025-05-20", end="2025-05-21", profiles="default,kelly",
                 symbol_sets="BTC/USDT:USDT;ETH/USDT:USDT,SOL/USDT:USDT", test_days=2, out_dir=str(tmp_path / "r"))
     assert res["variants"] == 4
     assert res["workers"] and len(res["workers"]) <= 2, res["workers"]
@@ -93,5 +93,5 @@ def test_the_default_local_cluster_gives_the_sequential_results(prefect_harness,
         assert here["metrics"] == r["metrics"], name
         assert here["equity"] == r["equity"], name
         assert here["open_at_end"] == r["open_at_end"], name
-    assert sum(r["metrics"]["n_trades"] for r in on_dask.values()) > 0
+    assert sum(r["metrics"]["n_trades"] for r in on_dask.values()) > 0, "a comparison of something: kelly on BTC trades"
     assert Path(res["report_html"]).exists() and Path(res["report_json"]).exists()
