@@ -31,7 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.types import Fill, Position, TradePlan
+from core.types import Fill, Position, PositionEvent, TradePlan
 
 Intent = Literal["entry", "stop", "tp1", "tp2", "close"]
 INTENT_CODES: dict[str, str] = {"entry": "E", "stop": "S", "tp1": "T", "tp2": "U", "close": "X"}
@@ -74,6 +74,10 @@ class OpenRequest:
     decision_time: datetime
     cycle_id: str | None = None
     position_id: str | None = None  # default: position_id_for(plan.symbol, decision_time)
+    # what the caller keeps with the position (Position.extra, e.g. the entry post's key): the paper broker
+    # puts it on the position, the live broker journals it with the entry so a position rebuilt from the
+    # exchange keeps it
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> str:
@@ -144,6 +148,11 @@ class Finding:
     fee: Decimal | None = None
     client_id: str | None = None
     data: dict[str, str] = field(default_factory=dict)
+    # a stop or target the exchange filled (kind protective_filled): the exit as the paper account would
+    # record it (the fill at the exchange's price and fee, the exit event named stop | breakeven_stop |
+    # trailing_stop | tp1 | tp2), so the caller stores and posts it like any exit
+    fill: Fill | None = None
+    event: PositionEvent | None = None
 
 
 @runtime_checkable

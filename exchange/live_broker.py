@@ -47,7 +47,7 @@ from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
 from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
 from exchange.paper import PaperAccount, _Ledger
-from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, to_position
+from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, protective_exit, to_position
 from store import orders_journal as journal
 
 log = logging.getLogger("quorum.live")
@@ -153,7 +153,8 @@ class LiveBroker(OrderDesk):
         self.prepare(sym, plan.leverage)
         meta = {"stop": str(plan.stop), "tp1": str(plan.tp1), "tp2": str(plan.tp2), "leverage": plan.leverage,
                 "tp1_fraction": plan.tp1_fraction, "cycle_id": req.cycle_id, "plan_entry": plan.entry,
-                "liquidation_price": plan.liquidation_price, "reason": plan.reason[:200]}
+                "liquidation_price": plan.liquidation_price, "reason": plan.reason[:200],
+                "extra": dict(req.extra)}
         try:
             entry = self._place(OrderSpec(pid, sym, "entry", 0, "buy" if plan.side is Side.LONG else "sell", qty,
                                       req.decision_time, meta=meta))
@@ -435,14 +436,16 @@ class LiveBroker(OrderDesk):
         resting = {o.client_id for o in ex_open}
         for view in self.journal():
             if view.state == "open" and view.client_id not in resting:
+                before = self._book(view.position_id)
                 found = self._lookup(view)
                 rec = self._record(view, found) if found is not None else self._update(
                     view.client_id, state="cancelled", last_error="gone from the exchange")
-                if rec.state == "filled" and rec.intent in ("stop", "tp1", "tp2"):
-                    findings.append(Finding("protective_filled", rec.symbol, f"{rec.intent} of {rec.position_id} "
+                if rec.state == "filled" and rec.intent in ("stop", "tp1", "tp2") and before is not None:
+                    fill, event = protective_exit(before, rec)
+                    findings.append(Finding("protective_filled", rec.symbol, f"{event.kind} of {rec.position_id} "
                                             f"filled on the exchange: {rec.filled} @ {rec.avg_price} (fee {rec.fee})",
                                             rec.position_id, "recorded", price=rec.avg_price, qty=rec.filled,
-                                            fee=rec.fee, client_id=rec.client_id))
+                                            fee=rec.fee, client_id=rec.client_id, fill=fill, event=event))
         # 3. the pure comparison, then its actions
         journal_map = {o.client_id: o for o in self.journal()}
         book = book_positions(journal_map.values())

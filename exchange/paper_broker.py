@@ -100,6 +100,8 @@ class PaperBroker:
             pos, fill = self.account.open(plan, nxt[1], nxt[0], position_id=pid, cycle_id=req.cycle_id)
         except OrderRejected as exc:
             return OpenResult("rejected", pid, str(exc))
+        if req.extra:
+            pos = self.account.positions[pid] = pos.with_(extra={**pos.extra, **req.extra})
         return OpenResult("filled", pid, position=pos, fill=fill, orders=tuple(self._virtual(pos)))
 
     def move_stop(self, position_id: str, new_stop: Decimal, phase: str | None = None) -> OrderView:

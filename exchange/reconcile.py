@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from core.types import Position, Side
+from core.types import Fill, Position, PositionEvent, Side
 from exchange.broker import Finding, OrderView
 
 REDUCING = ("stop", "tp1", "tp2", "close")
@@ -54,6 +55,7 @@ class BookPosition:
     best_price: Decimal | None = None  # the exit rules' best price so far (trailing), kept in the entry's meta
     liquidation_price: float | None = None
     cycle_id: str | None = None
+    extra: Mapping[str, Any] | None = None  # the caller's Position.extra, journalled with the entry
 
     @property
     def is_open(self) -> bool:
@@ -86,10 +88,7 @@ def book_positions(orders: Iterable[OrderView]) -> list[BookPosition]:
         exit_reason = None
         if qty_open == 0:
             closed_at = max((o.filled_at for o in reducing if o.filled_at), default=None)
-            exit_reason = reducing[-1].intent if reducing else None
-            if exit_reason == "stop":  # named by the stop's phase, as the paper account and the backtest do
-                phase = str((reducing[-1].meta or {}).get("phase", "initial"))
-                exit_reason = {"breakeven": "breakeven_stop", "trailing": "trailing_stop"}.get(phase, "stop")
+            exit_reason = exit_kind(reducing[-1]) if reducing else None
         if meta.get("closed_external"):
             qty_open, closed_at = ZERO, closed_at or entry.filled_at
             exit_reason = "closed_on_exchange"
@@ -105,7 +104,7 @@ def book_positions(orders: Iterable[OrderView]) -> list[BookPosition]:
             initial_stop=stops[0].trigger_price if stops else _dec(meta.get("stop")),
             best_price=_dec(meta.get("best_price")) or entry.avg_price,
             liquidation_price=float(meta["liquidation_price"]) if meta.get("liquidation_price") else None,
-            cycle_id=meta.get("cycle_id")))
+            cycle_id=meta.get("cycle_id"), extra=dict(meta.get("extra") or {})))
     return out
 
 
@@ -184,7 +183,31 @@ def to_position(b: BookPosition) -> Position:
                     liquidation_price=liq, opened_at=b.opened_at or datetime.now(UTC),
                     best_price=float(b.best_price) if b.best_price is not None else entry, phase=b.phase,
                     tp1_done=b.tp1_done, realised_pnl=float(b.realised), fees_paid=float(b.fees),
-                    closed_at=b.closed_at, exit_reason=b.exit_reason, cycle_id=b.cycle_id)
+                    closed_at=b.closed_at, exit_reason=b.exit_reason, cycle_id=b.cycle_id,
+                    extra=dict(b.extra or {}))
+
+
+def exit_kind(order: OrderView) -> str:
+    """The exit kind of a filled protective order, named as the paper account and the backtest name it:
+    a stop by its phase (stop | breakeven_stop | trailing_stop), a target by itself (tp1 | tp2)."""
+    if order.intent != "stop":
+        return order.intent
+    phase = str((order.meta or {}).get("phase", "initial"))
+    return {"breakeven": "breakeven_stop", "trailing": "trailing_stop"}.get(phase, "stop")
+
+
+def protective_exit(book: BookPosition, order: OrderView) -> tuple[Fill, PositionEvent]:
+    """The fill and exit event of a protective order the exchange filled (at its price and fee): what the
+    paper account records for the same exit (gross P&L of the quantity, R against the initial stop)."""
+    kind = exit_kind(order)
+    px, qty = order.avg_price or ZERO, order.filled
+    ts = order.filled_at or datetime.now(UTC)
+    pnl = (px - book.entry_price) * qty * book.side.sign
+    risk = abs(book.entry_price - (book.initial_stop or book.entry_price))
+    r_mult = 0.0 if risk <= 0 else float((px - book.entry_price) * book.side.sign / risk)
+    reason = f"{kind} filled on the exchange ({order.client_id})"
+    return (Fill(book.symbol, book.side, "close", qty, px, order.fee, ts, reason=kind),
+            PositionEvent(book.position_id, book.symbol, kind, ts, float(px), qty, float(pnl), r_mult, reason))
 
 
 # ------------------------------------------------------------------------------ live check

@@ -29,7 +29,7 @@ _LIVE: dict[tuple[Any, ...], Broker] = {}
 def broker_for(factory: Any, source: MarketDataSource, settings: Settings, now: datetime,
                acct: PaperAccount | None, client: Any = None) -> Broker:
     """The configured broker (the paper one over `acct`, filling at the first price after `now`)."""
-    key = (id(factory), settings.mode, settings.exchange, settings.exchange_api_base, settings.live_account)
+    key = _key(factory, settings)
     if settings.mode == "live" and client is None and key in _LIVE:  # the factory's one cache, by mode
         return _LIVE[key]
     broker = build_broker(settings, factory, paper_account=acct, source=source, now=lambda: now, client=client)
@@ -42,8 +42,15 @@ def broker_for(factory: Any, source: MarketDataSource, settings: Settings, now: 
 
 def use_client(factory: Any, settings: Settings, client: Any) -> None:
     """Tests and tools: make this process's live broker use `client` (a ccxt client) for `factory`."""
-    key = (id(factory), settings.mode, settings.exchange, settings.exchange_api_base, settings.live_account)
-    _LIVE[key] = build_broker(settings, factory, client=client)
+    _LIVE[_key(factory, settings)] = build_broker(settings, factory, client=client)
+
+
+def _key(factory: Any, settings: Settings) -> tuple[Any, ...]:
+    """The cache key of a live broker: the database (its engine: store.db keeps one per URL, so every
+    session factory of a run, and of every run of a long-lived process, finds the same broker instead of
+    building a new ccxt client each time), the exchange and the account."""
+    db = getattr(factory, "kw", {}).get("bind") or factory
+    return (id(db), settings.mode, settings.exchange, settings.exchange_api_base, settings.live_account)
 
 
 def findings_events(findings: Sequence[Finding], now: datetime, known: set[str]) -> list[PositionEvent]:
@@ -55,7 +62,8 @@ def findings_events(findings: Sequence[Finding], now: datetime, known: set[str])
 
 
 def store_findings(s: Session, findings: Sequence[Finding], now: datetime) -> list[str]:
-    """Store each finding as a position event and queue its channel post; returns the finding lines."""
+    """Store each finding as a position event and queue its channel post (an exit the exchange filled is
+    posted as that exit, by pipeline.monitor.record_exchange_exits); returns the finding lines."""
     from exchange.reconcile import finding_text
     from store import outbox, repo
 
@@ -70,6 +78,8 @@ def store_findings(s: Session, findings: Sequence[Finding], now: datetime) -> li
     for i, f in enumerate(findings):
         text = finding_text(f)
         lines.append(text)
+        if f.event is not None:  # an exit the exchange filled: its post is the exit's own (record_exchange_exits)
+            continue
         outbox.enqueue(s, f"reconcile:{now:%Y%m%dT%H%M%S}:{f.kind}:{f.client_id or f.position_id or f.symbol}:{i}",
                        "reconcile", text, symbol=f.symbol, position_id=f.position_id)
     return lines

@@ -21,6 +21,7 @@ from core.types import Candidate, Decision, Fill, NewsReport, Position, RiskVerd
 from exchange.base import MarketDataSource
 from exchange.broker import OpenRequest, position_id_for
 from exchange.paper import PaperAccount
+from notify.format import entry_key
 from pipeline.account import Factory, load, save_account, snapshot_equity
 from pipeline.brokers import broker_for
 from pipeline.positions import marks
@@ -52,7 +53,8 @@ def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Se
             out[sym] = {"status": "skipped", "note": f"already executed for this decision time (cycle {prior[sym].cycle_id})"}
             continue
         pid = position_id_for(sym, as_of)
-        res = broker.open_position(OpenRequest(plan, as_of, cycle_id, pid))
+        extra = {"entry_post_key": entry_key(cycle_id, sym), "plan_entry": plan.entry}
+        res = broker.open_position(OpenRequest(plan, as_of, cycle_id, pid, extra))
         if res.status != "filled" or res.fill is None:
             out[sym] = {"status": res.status, "note": res.note}
             continue
@@ -64,8 +66,7 @@ def execute_and_persist(factory: Factory, source: MarketDataSource, settings: Se
                              {k: repo.jsonable(v) for k, v in news.items()}, votes, dict(decisions),
                              dict(verdicts), dict(prices))
         for sym, pid, plan, fill in filled:
-            pos = acct.positions[pid] = acct.positions[pid].with_(extra={"entry_post_key": f"{cycle_id}:{sym}:entry",
-                                                                         "plan_entry": plan.entry})
+            pos = acct.positions[pid]  # its extra (the entry post's key) kept by the broker, in paper and live
             opened.append((pos, plan, decisions[sym]))
             repo.add_order_fill(s, _open_key(settings, as_of, sym), cycle_id, pid, fill, settings.mode)
             out[sym] = {"status": "filled", "position_id": pid, "fill_price": float(fill.price),
@@ -85,7 +86,7 @@ def _open_key(settings: Settings, as_of: datetime, sym: str) -> str:
 
 
 def enqueue_entry_post(s: Session, cycle_id: str, pos: Position, plan: TradePlan, decision: Decision) -> None:
-    from notify.format import entry_key, entry_post
+    from notify.format import entry_post
     from store import outbox
 
     outbox.enqueue(s, entry_key(cycle_id, pos.symbol), "entry", entry_post(plan, decision), symbol=pos.symbol,

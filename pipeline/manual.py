@@ -17,7 +17,7 @@ from pipeline import record
 from pipeline.account import Factory, account_state, load, track_record
 from pipeline.brokers import broker_for, store_findings
 from pipeline.execute import execute_and_persist
-from pipeline.monitor import close_at_market, sync_positions
+from pipeline.monitor import close_at_market, record_exchange_exits, sync_positions
 from pipeline.positions import limits_for
 from pipeline.stages import risk_verdict
 from store.db import transaction
@@ -79,6 +79,9 @@ def reconcile(factory: Factory, source: MarketDataSource, settings: Settings, no
 
     broker = broker_for(factory, source, settings, now, load(factory, settings))
     findings = broker.reconcile()
+    acct = broker.account_snapshot()
     with transaction(factory) as s:
-        save_account(s, settings, broker.account_snapshot(), None)
-        return store_findings(s, findings, datetime.now(UTC))
+        save_account(s, settings, acct, None)
+        lines = store_findings(s, findings, datetime.now(UTC))
+        record_exchange_exits(s, settings.mode, acct, findings)
+        return lines

@@ -20,7 +20,7 @@ from core.faults import crash_point
 from core.settings import Settings
 from core.types import Fill, NewsReport, Position, PositionEvent
 from exchange.base import MarketDataSource
-from exchange.broker import Broker
+from exchange.broker import Broker, Finding
 from exchange.paper import PaperAccount
 from pipeline.account import Factory, load, record_fills, save_account, snapshot_equity
 from pipeline.brokers import broker_for, store_findings
@@ -59,7 +59,7 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
         with transaction(factory) as s:
             save_account(s, settings, acct, None)
             summary["findings"] = store_findings(s, findings, datetime.now(UTC))
-        summary["events"] += summary["findings"]
+            summary["events"] += summary["findings"] + record_exchange_exits(s, settings.mode, acct, findings)
         acct = acct.settled()
     # positions whose exits are resting orders (a grid level) are walked by pipeline.strategy_cycle.sync_orders
     for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))
@@ -141,6 +141,21 @@ def record_broker_fills(s: Session, mode: str, cycle_id: str | None, fills: Sequ
         seq[pid] += 1
         if repo.order_exists(s, coid) is None:
             repo.add_order_fill(s, coid, cycle_id, pid, fill, mode)
+
+
+def record_exchange_exits(s: Session, mode: str, acct: PaperAccount, findings: Sequence[Finding]) -> list[str]:
+    """The exits a reconciliation found the exchange had filled (a stop or target), stored like any exit: the
+    fill as orders + fills (its client id is the exchange order's, so a second delivery stores nothing), the
+    exit event and its channel post, a reply to the entry post. Returns the event lines."""
+    exits_found = [f for f in findings if f.event is not None and f.fill is not None and f.position_id]
+    for f in exits_found:
+        coid = f"{mode}:{f.client_id or f.event.kind}"
+        if repo.order_exists(s, coid) is None:
+            repo.add_order_fill(s, coid, None, f.position_id, f.fill, mode)
+    events = [f.event for f in exits_found]
+    repo.add_events(s, events)
+    enqueue_event_posts(s, acct, events)
+    return [f"{e.symbol} {e.kind} @ {e.price:.6g} ({e.reason})" for e in events]
 
 
 def close_at_market(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime,

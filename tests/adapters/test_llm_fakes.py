@@ -92,7 +92,7 @@ def test_stop_interrupts_a_scripted_delay():
             time.sleep(0.01)
         start = time.monotonic()
         srv.stop()
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 10  # stop() does not wait out the 30 s answer
         fut.result(timeout=5)
 
 

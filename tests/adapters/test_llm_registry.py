@@ -165,7 +165,7 @@ def test_probe_down_endpoints_are_unavailable_quickly():
         st = probe(m, env, timeout_s=0.5)
         assert not st.available, m.provider
         assert "secret-9876" not in st.reason
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 10  # three probes of 0.5 s, not the SDKs' default timeouts
 
 
 def test_auth_refused_names_the_key_variable_not_the_key():

@@ -188,23 +188,20 @@ def test_budget_stop_makes_no_call(setup):
 
 
 def test_six_members_run_concurrently(monkeypatch):
-    """Six real SDKs, six servers each answering after 1 s: the panel takes about 1 s, not 6."""
-    import time
-
+    """Six real SDKs, six servers each answering after 1 s: all six calls are in flight at once."""
     from agents.panel import run_panel, summarize_votes
     from tests.fakes.panel_answers import panel_responder
 
     with LocalPanel(delay_s=1.0, responder=panel_responder) as slow:
         members = [m.model_copy(update={"timeout_s": 10.0}) for m in default_panel()]
         providers = {m.id: build_provider(m, env=slow.env) for m in members}
-        t0 = time.monotonic()
         out = run_panel(members, providers, CANDS, PAYLOAD, cache=None, budget=None, now=NOW)
-        wall = time.monotonic() - t0
+        in_flight = slow.max_in_flight
         for p in providers.values():
             getattr(p, "close", lambda: None)()
     votes = [v for vs in out.values() for v in vs]
     assert summarize_votes(votes)["valid"] == 12, [(v.member_id, v.abstain_reason, v.rationale) for v in votes]
-    assert wall < 2.0, f"panel took {wall:.2f}s"
+    assert in_flight >= 6, f"at most {in_flight} calls were in flight together: not concurrent"
     # the candidate-aware responder: BTC's math score +0.5 -> LONG, ETH's -0.1 -> WAIT, for every SDK
     assert {(v.symbol, v.action) for v in votes} == {(BTC, Action.LONG), (ETH, Action.WAIT)}
 

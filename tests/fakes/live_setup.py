@@ -25,6 +25,22 @@ DECISION = datetime(2025, 5, 23, 4, tzinfo=UTC)
 ENTRY_PATH = {"bybit": "/v5/order/create", "binanceusdm": "/fapi/v1/order"}
 PROTECT_PATH = {"bybit": "/v5/order/create", "binanceusdm": "/fapi/v1/algoOrder"}
 CANCEL_PATH = {"bybit": "/v5/order/cancel", "binanceusdm": "/fapi/v1/algoOrder"}
+# the account settings a broker writes before an entry (leverage, isolated margin)
+SETTING_PATHS = {"bybit": ("/v5/position/set-leverage", "/v5/position/switch-isolated"),
+                 "binanceusdm": ("/fapi/v1/leverage", "/fapi/v1/marginType")}
+
+
+def order_writes(fx: FakePrivateExchange) -> list[str]:
+    """The order writes the exchange received, in order: "create" or "cancel" per request (Binance creates and
+    cancels algo orders on one path, by method)."""
+    creates = {ENTRY_PATH[fx.dialect], PROTECT_PATH[fx.dialect]}
+    out = []
+    for method, path, _ in fx.requests:
+        if path == CANCEL_PATH[fx.dialect] and (method == "DELETE" or path not in creates):
+            out.append("cancel")
+        elif path in creates and method == "POST":
+            out.append("create")
+    return out
 
 
 _CLIENTS: dict[tuple[str, str, int], Any] = {}

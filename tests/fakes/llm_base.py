@@ -174,6 +174,7 @@ class FakeLLMServer:
         self.usage = usage
         self.model = model
         self.requests: list[RecordedRequest] = []
+        self.spans: list[tuple[float, float]] = []  # (start, end) of each answer's wait: who was in flight when
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -189,6 +190,7 @@ class FakeLLMServer:
         with self._lock:
             self._script.clear()
             self.requests.clear()
+            self.spans.clear()
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -214,7 +216,10 @@ class FakeLLMServer:
 
     def _resolve(self, body: dict[str, Any]) -> Behaviour:
         """Apply the fixed delay and any scripted delays; return the behaviour to render."""
+        t0 = time.monotonic()
         self._sleep(self.delay_s)
+        with self._lock:
+            self.spans.append((t0, time.monotonic()))
         b = self._next()
         while b is not None and b.kind == "delay":
             self._sleep(b.delay_s)
@@ -248,3 +253,15 @@ class FakeLLMServer:
         self.stop()
 
 
+
+
+def max_in_flight(*servers: FakeLLMServer) -> int:
+    """The most requests any of these servers were holding at the same moment (their answer delays
+    overlapping): 6 for six calls sent concurrently, 1 for six sent one after another. Evidence of
+    concurrency that does not depend on how fast the machine is."""
+    edges = sorted((t, d) for s in servers for a, b in s.spans for t, d in ((a, 1), (b, -1)))
+    best = cur = 0
+    for _, d in edges:  # at equal times the end (-1) sorts first: touching spans do not overlap
+        cur += d
+        best = max(best, cur)
+    return best

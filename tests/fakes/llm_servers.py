@@ -41,6 +41,7 @@ from tests.fakes.llm_base import (
     example_from_schema,
     http_error,
     malformed,
+    max_in_flight,
     rate_limited,
     refusal,
     schema_in_text,
@@ -396,6 +397,11 @@ class LocalPanel:
     @property
     def calls(self) -> dict[str, int]:
         return {name: s.calls for name, s in self.servers.items()}
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many requests the six servers held at once (see llm_base.max_in_flight)."""
+        return max_in_flight(*self.servers.values())
 
 
 def main(argv: list[str] | None = None) -> None:

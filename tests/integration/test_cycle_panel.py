@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -83,18 +82,17 @@ def test_six_votes_consensus_dissent_cost_and_cache_replay(panel, prefect_harnes
 def test_six_slow_models_run_concurrently(monkeypatch: pytest.MonkeyPatch, prefect_harness) -> None:  # noqa: ARG001
     from flows.trading_cycle import trading_cycle
 
-    base = trading_cycle(as_of=AS_OF, symbols=SYMS, broadcast=False)["timings_s"]["total"]
+    trading_cycle(as_of=AS_OF, symbols=SYMS, broadcast=False)
     with LocalPanel(responder=panel_responder, delay_s=1.0) as p:
         for k, v in p.env.items():
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("QUORUM_LLM_CACHE", "false")
-        t = time.perf_counter()
         r = trading_cycle(as_of="2025-05-24T04:00:00Z", symbols=SYMS, broadcast=False, use_llm_cache=False)
-        wall = time.perf_counter() - t
+        in_flight = p.max_in_flight
     assert all(len(c["votes"]) == 6 and all(v["action"] for v in c["votes"]) for c in r["candidates"])
-    # six calls of 1 s each in parallel (plus news on the same servers): far below six seconds
-    assert r["timings_s"]["panel"] < 2.5, r["timings_s"]
-    assert wall < base + 1.0 + 2.5
+    # six members' calls, each held 1 s by its server, were all in flight at the same moment: the
+    # panel fans out inside the flow (measured on the servers, not by a wall clock; bench/panel.py times it)
+    assert in_flight >= 6, in_flight
 
 
 def test_bad_answers_end_as_stored_abstentions_and_the_cycle_completes(panel, prefect_harness) -> None:  # noqa: ARG001

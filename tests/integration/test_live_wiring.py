@@ -1,6 +1,6 @@
 """QUORUM_MODE=live through the pipeline's own functions (the cycle's execution step, the monitor, reconcile,
 close-all) and the CLI (`quorum enter/exit`, `halt --close-all`, `reconcile`, `live check`), against the local
-private exchange (Bybit v5 wire protocol) with the real ccxt client on the code path."""
+private exchange (Bybit v5 and Binance USDⓈ-M wire protocols) with the real ccxt client on the code path."""
 
 from __future__ import annotations
 
@@ -24,18 +24,19 @@ from pipeline.manual import reconcile
 from pipeline.monitor import close_all, sync_positions
 from store import repo
 from store.db import transaction
-from store.models import EquitySnapshotRow, PositionEventRow, PositionRow
+from store.models import EquitySnapshotRow, FillRow, OrderRow, PositionEventRow, PositionRow
 from store.outbox import OutboxPost
 from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import (
     DECISION,
-    ENTRY_PATH,
+    EXCHANGES,
     MARKET,
-    PROTECT_PATH,
+    SETTING_PATHS,
     SYMBOL,
     assert_db_equals_exchange,
     client_for,
     factory_for,
+    order_writes,
     plan,
 )
 
@@ -67,12 +68,12 @@ class Bars:
         return pd.Series(dtype=float)
 
 
-@pytest.fixture
-def live(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
-    with FakePrivateExchange("bybit") as fx:
+@pytest.fixture(params=EXCHANGES)
+def live(request, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    with FakePrivateExchange(request.param) as fx:
         db = tmp_path / "live.db"
         factory = factory_for(db)
-        for k, v in {"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true", "QUORUM_EXCHANGE": "bybit",
+        for k, v in {"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true", "QUORUM_EXCHANGE": fx.dialect,
                      "QUORUM_EXCHANGE_API_KEY": fx.api_key, "QUORUM_EXCHANGE_SECRET": fx.secret,
                      "QUORUM_EXCHANGE_API_BASE": fx.url, "QUORUM_DATABASE_URL": f"sqlite:///{db}"}.items():
             monkeypatch.setenv(k, v)
@@ -90,7 +91,7 @@ def _execute(factory, settings, source, cycle_id: str):  # type: ignore[no-untyp
 
 
 def _creates(fx: FakePrivateExchange) -> int:
-    return sum(1 for _, path, _ in fx.requests if path in (ENTRY_PATH["bybit"], PROTECT_PATH["bybit"]))
+    return order_writes(fx).count("create")
 
 
 def test_live_cycle_opens_with_protective_orders_once(live) -> None:
@@ -132,9 +133,9 @@ def test_live_monitor_moves_stop_to_breakeven_never_unprotected(live) -> None:
     resting = [o for o in stops if o.status == "Untriggered"]
     assert len(resting) == 1 and resting[0].trigger == Decimal("40060.0"), [(o.trigger, o.status) for o in stops]
     # place-new-then-cancel-old: the new stop was created before the old one was cancelled
-    paths = [p for _, p, _ in fx.requests]
-    last_create = max(i for i, p in enumerate(paths) if p == "/v5/order/create")
-    first_cancel = min(i for i, p in enumerate(paths) if p == "/v5/order/cancel")
+    writes = order_writes(fx)
+    last_create = max(i for i, w in enumerate(writes) if w == "create")
+    first_cancel = min(i for i, w in enumerate(writes) if w == "cancel")
     assert last_create < first_cancel
     assert acct.get(pos.id).stop == pytest.approx(40060.0) and acct.get(pos.id).phase == "breakeven"
     assert_db_equals_exchange(fx, broker)
@@ -148,14 +149,27 @@ def test_stop_filled_while_down_closes_at_the_exchange_price(live) -> None:
     source = Bars()
     _execute(factory, settings, source, "live-c1")
     fx.set_price(MARKET, "38900")  # through the stop at 39000 while Quorum is not running
+    [stop] = [o for o in fx.orders_of() if o.status == "Filled" and o.trigger is not None]
     lines = reconcile(factory, source, settings, DECISION)
     assert any("filled on the exchange" in x for x in lines), lines
     with transaction(factory) as s:
         [row] = s.scalars(select(PositionRow).where(PositionRow.mode == "live")).all()
-        assert row.closed_at is not None
+        assert row.closed_at is not None and row.exit_reason == "stop"
         assert row.realised_pnl == pytest.approx((38900 - 40000) * 0.012)
+        assert row.extra["entry_post_key"] == "live-c1:BTC/USDT:USDT:entry"  # the link survives the rebuild
         assert s.scalars(select(PositionEventRow).where(PositionEventRow.kind == "reconcile")).all()
-        assert s.scalars(select(OutboxPost).where(OutboxPost.kind == "reconcile")).all()
+        # the same exit handling as a paper stop-out: the stop event, the trade's fill at the exchange's price
+        # and fee, and the stop post as a reply to the entry post (not a second, reconcile post about it)
+        [ev] = s.scalars(select(PositionEventRow).where(PositionEventRow.kind == "stop")).all()
+        assert ev.price == pytest.approx(38900) and ev.r_multiple == pytest.approx(-1.1)
+        [fill] = s.scalars(select(FillRow).join(OrderRow, FillRow.order_id == OrderRow.id)
+                           .where(OrderRow.reason == "stop")).all()
+        assert (Decimal(str(fill.price)), Decimal(str(fill.fee))) == (Decimal("38900"), stop.fee)
+        [post] = s.scalars(select(OutboxPost).where(OutboxPost.kind == "stop")).all()
+        assert post.parent_key == "live-c1:BTC/USDT:USDT:entry" and post.position_id == row.id
+        assert s.scalar(select(OutboxPost).where(OutboxPost.key == post.parent_key)) is not None
+        recon = [p.text for p in s.scalars(select(OutboxPost).where(OutboxPost.kind == "reconcile"))]
+        assert recon and not [x for x in recon if "filled on the exchange" in x], recon
     broker = broker_for(factory, source, settings, DECISION, None)
     assert broker.positions() == [] and fx.position(MARKET).size == 0
     assert reconcile(factory, source, settings, DECISION) == []  # nothing left to do: the orphans are cancelled
@@ -186,8 +200,8 @@ def test_cli_live_enter_exit_check_halt(live) -> None:
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     assert report["balance"]["equity"].startswith("10000") and report["position_mode"] == "one-way"
-    assert not [p for _, p, _ in fx.requests if p in ("/v5/order/create", "/v5/position/set-leverage",
-                                                       "/v5/position/switch-isolated")], "live check changed something"
+    assert not order_writes(fx) and not [p for _, p, _ in fx.requests if p in SETTING_PATHS[fx.dialect]], \
+        "live check changed something"
     # enter: scored and sized by the risk manager on the bundled history; the order goes to the exchange,
     # whose clock is the history's last bar (so the monitor has no bars to walk before the fill)
     from cli.common import now_for

@@ -18,7 +18,7 @@ from core.types import Side
 from exchange.broker import OrderView, client_order_id, position_id_for
 from exchange.capabilities import CAPABILITIES, capabilities_for, classify, exchange_code, protective_params
 from exchange.live_client import build_client
-from exchange.reconcile import ExchangeOrder, book_positions, diff
+from exchange.reconcile import ExchangeOrder, book_positions, diff, exit_kind, protective_exit, to_position
 
 T = datetime(2025, 5, 23, 4, tzinfo=UTC)
 ALLOWED = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -124,6 +124,24 @@ def test_book_position_from_journal_fills() -> None:
         [b] = book_positions([ENTRY, o("s0", "stop", "cancelled", "1", trig="95"),
                               o("s1", "stop", "filled", "1", "1", "100.1", "100.15", seq=1, at=9, meta={"phase": phase})])
         assert not b.is_open and b.exit_reason == kind
+
+
+def test_an_exit_the_exchange_filled_is_the_paper_exit() -> None:
+    """protective_exit: the fill (at the exchange's price and fee) and the exit event of a filled stop or target,
+    named and measured like the paper account's (gross P&L of the quantity, R against the initial stop)."""
+    entry = o("e", "entry", "filled", "1", "1", "100", side="buy",
+              meta={"stop": "95", "tp1": "105", "tp2": "110", "leverage": 5, "extra": {"entry_post_key": "k"}})
+    [b] = book_positions([entry, o("s0", "stop", "open", "1", trig="95")])
+    assert to_position(b).extra == {"entry_post_key": "k"}  # the caller's extra, rebuilt from the journal
+    fill, ev = protective_exit(b, o("t1", "tp1", "filled", "0.5", "0.5", "105.5", "105", at=3))
+    assert (fill.kind, fill.reason, fill.qty, fill.price, fill.fee) == ("close", "tp1", Decimal("0.5"),
+                                                                        Decimal("105.5"), Decimal("0.1"))
+    assert (ev.kind, ev.price, ev.pnl, ev.r_multiple, ev.ts) == ("tp1", 105.5, 2.75, 1.1, T + timedelta(minutes=3))
+    _, ev = protective_exit(b, o("s1", "stop", "filled", "1", "1", "94", "95", at=9))
+    assert (ev.kind, ev.pnl, ev.r_multiple) == ("stop", -6.0, -1.2)
+    _, ev = protective_exit(b, o("s2", "stop", "filled", "1", "1", "101", "101", seq=2, at=9,
+                                 meta={"phase": "trailing"}))
+    assert ev.kind == "trailing_stop" and exit_kind(o("x", "tp2", "filled", "1")) == "tp2"
 
 
 def test_the_live_broker_leaves_every_stop_kind_to_the_exchange() -> None:

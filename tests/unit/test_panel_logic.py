@@ -141,10 +141,10 @@ def test_timeout_abstains():
 
 
 def test_hard_time_limit_when_provider_hangs():
-    p = FakeProvider(lambda t: time.sleep(3) or GOOD)
-    t0 = time.monotonic()
+    answered = threading.Event()
+    p = FakeProvider(lambda t: time.sleep(3) or answered.set() or GOOD)
     votes = decide(member(timeout_s=0.2), p, CANDS, PAYLOAD, cache=None, budget=None, now=NOW)
-    assert time.monotonic() - t0 < 2.9
+    assert not answered.is_set(), "decide waited for the hung provider instead of its time limit"
     assert {v.abstain_reason for v in votes} == {"timeout"}
 
 
@@ -287,14 +287,20 @@ def test_invalid_answers_are_not_cached():
 def test_run_panel_concurrent():
     members = [member(mid=f"m{i}") for i in range(6)]
 
+    lock, in_flight, most = threading.Lock(), [0], [0]
+
     def slow(_t):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
         time.sleep(0.3)
+        with lock:
+            in_flight[0] -= 1
         return GOOD
 
     providers = {m.id: FakeProvider(slow) for m in members[:5]}  # m5 unavailable
-    t0 = time.monotonic()
     out = run_panel(members, providers, CANDS, PAYLOAD, cache=None, budget=None, now=NOW)
-    assert time.monotonic() - t0 < 1.0
+    assert most[0] == 5, f"at most {most[0]} of five members were asked at once"
     assert list(out) == [m.id for m in members]
     assert all(v.valid for mid in list(out)[:5] for v in out[mid])
     assert {v.abstain_reason for v in out["m5"]} == {"unavailable"}
