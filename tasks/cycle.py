@@ -40,8 +40,8 @@ def collect_task(source: MarketDataSource, symbol: str, as_of: datetime) -> Mark
 @task(name="math-score", task_run_name="score-candidates", cache_policy=NO_CACHE)
 def score_task(snapshots: Mapping[str, MarketSnapshot], signal: SignalSettings,
                news: Mapping[str, NewsReport]) -> dict[str, Score]:
-    """The math engine over every candidate: one task for the stage (a score is a few ms of pandas
-    under the GIL; one task run per symbol cost more in Prefect bookkeeping than the scoring)."""
+    """The math engine over every candidate: one task for the stage. Scoring is pandas under the GIL,
+    so one task per symbol ran one after another anyway and added a task run's bookkeeping each."""
     return {s: score_snapshot(snap, signal, news.get(s)) for s, snap in snapshots.items()}
 
 
