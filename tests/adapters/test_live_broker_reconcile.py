@@ -15,6 +15,7 @@ from tests.fakes.live_setup import (
     EXCHANGES,
     MARKET,
     assert_db_equals_exchange,
+    assert_reported_until_recorded,
     broker_for,
     plan,
 )
@@ -24,22 +25,6 @@ pytestmark = pytest.mark.parametrize("ex", EXCHANGES)
 
 def kinds(findings) -> list[str]:
     return sorted(f.kind for f in findings)
-
-
-def assert_reported_until_recorded(b, kind: str) -> None:  # type: ignore[no-untyped-def]
-    """A protective fill is reported by every reconciliation until the caller says, in its own transaction, that
-    it stored the exit (Broker.exits_recorded); then never again. A rolled-back transaction marks nothing."""
-    from store.db import transaction
-
-    again = b.reconcile()
-    assert [(f.kind, f.event.kind) for f in again] == [("protective_filled", kind)]
-    with pytest.raises(RuntimeError), transaction(b.factory) as s:
-        b.exits_recorded(s, again)
-        raise RuntimeError("the caller's transaction fails before its commit")
-    assert [f.client_id for f in b.reconcile()] == [again[0].client_id]
-    with transaction(b.factory) as s:
-        b.exits_recorded(s, again)
-    assert b.reconcile() == []
 
 
 def test_stop_filled_while_down_is_recorded_at_the_exchange_price(ex: str, tmp_path) -> None:

@@ -23,6 +23,7 @@ from tests.fakes.live_setup import (
     MARKET,
     SYMBOL,
     assert_db_equals_exchange,
+    assert_reported_until_recorded,
     broker_for,
     plan,
 )
@@ -95,7 +96,7 @@ def test_grid_levels_rest_fill_as_maker_take_profit_and_equal_the_exchange(ex: s
         assert [p.id for p in b.positions()] == ["g0-BTC--1-202505230400"]
         assert fx.position(MARKET).size == Decimal("0.010")
         assert_db_equals_exchange(fx, b)
-        assert b.reconcile() == []
+        assert_reported_until_recorded(b, "tp")
 
 
 def test_cancel_and_list(ex: str, tmp_path) -> None:

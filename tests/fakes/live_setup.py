@@ -126,3 +126,21 @@ def assert_db_equals_exchange(fx: FakePrivateExchange, broker: LiveBroker) -> No
     pos = fx.position(MARKET).size
     mine = sum((p.qty_open * p.side.sign for p in broker.positions() if p.symbol == SYMBOL), Decimal(0))
     assert mine == pos, f"database position {mine} != exchange {pos}"
+
+
+def assert_reported_until_recorded(b: LiveBroker, kind: str) -> None:
+    """A protective fill is reported by every reconciliation until the caller says, in its own transaction, that
+    it stored the exit (Broker.exits_recorded); then never again. A rolled-back transaction marks nothing."""
+    import pytest
+
+    from store.db import transaction
+
+    again = b.reconcile()
+    assert [(f.kind, f.event.kind) for f in again] == [("protective_filled", kind)]
+    with pytest.raises(RuntimeError), transaction(b.factory) as s:
+        b.exits_recorded(s, again)
+        raise RuntimeError("the caller's transaction fails before its commit")
+    assert [f.client_id for f in b.reconcile()] == [again[0].client_id]
+    with transaction(b.factory) as s:
+        b.exits_recorded(s, again)
+    assert b.reconcile() == []
