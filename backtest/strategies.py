@@ -50,7 +50,7 @@ from core.errors import ConfigError, DataError
 from core.frames import TF_DELTA
 from core.leaderboard import CONSENSUS_ID, MemberResult, leaderboard
 from core.metrics import compute_metrics, trade_records_from_positions
-from core.settings import STRATEGIES, Settings
+from core.settings import STRATEGIES, Settings, StrategyParams
 from core.types import Action
 from exchange.base import TickerInfo
 from exchange.money import D
@@ -291,7 +291,7 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
     fills = [{"time": f.ts, "symbol": f.symbol, "side": f.side.value, "kind": f.kind, "fill_price": float(f.price),
               "qty": str(f.qty), "fee": float(f.fee), "reason": f.reason} for f in book.acct.fills]
     timings["total"] = time.perf_counter() - t0
-    notes = [f"strategy {strategy}: {_describe(strategy, settings)}",
+    notes = [f"strategy {strategy}: {_describe(strategy, settings.strategies)}",
              "replay: no open interest and no news in the bundled history (both components neutral)",
              f"replay: spread is an estimate ({spread:g}%); market intents fill at the next bar's open with "
              f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee; resting "
@@ -305,7 +305,7 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
         settings_summary={"strategy": strategy, "risk_profile": settings.risk_profile,
                           "cycle_interval_minutes": settings.cycle_interval_minutes,
                           "starting_balance": settings.paper.starting_balance, "universe": settings.universe,
-                          "members": [], "seed": seed, "strategy_settings": _params(strategy, settings)},
+                          "members": [], "seed": seed, "strategy_settings": _params(strategy, settings.strategies)},
         equity=equity, trades=trades, positions=list(book.acct.positions.values()), open_at_end=open_end,
         metrics=metrics, monte_carlo=mc, buy_and_hold=bh, decisions=decisions, fills=fills, votes=[],
         leaderboard=board, member_results={CONSENSUS_ID: MemberResult(CONSENSUS_ID, equity, trades, [])},
@@ -318,15 +318,14 @@ def _next_open(idx: np.ndarray, val: np.ndarray, t_ns: int) -> tuple[datetime, f
     return None if i >= len(idx) else (pd.Timestamp(int(idx[i]), tz="UTC").to_pydatetime(), float(val[i]))
 
 
-def _params(strategy: str, settings: Settings) -> dict[str, Any]:
-    p = settings.strategies
+def _params(strategy: str, p: StrategyParams) -> dict[str, Any]:
     if strategy == "hybrid":
         return {"grid": p.grid.model_dump(), "hybrid": p.hybrid.model_dump()}
     return getattr(p, strategy).model_dump()
 
 
-def _describe(strategy: str, settings: Settings) -> str:
-    return ", ".join(f"{k}={v}" for k, v in _flat(_params(strategy, settings)).items())
+def _describe(strategy: str, p: StrategyParams) -> str:
+    return ", ".join(f"{k}={v}" for k, v in _flat(_params(strategy, p)).items())
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -445,7 +444,7 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
     board = leaderboard([MemberResult(CONSENSUS_ID, equity, [], [])], opening[0], end_used, runs=leaderboard_runs,
                         seed=seed)
     spot_end = {a: h.futures_start for a, h in hist.items()}
-    notes = [f"strategy rebalance: {_describe('rebalance', settings)}",
+    notes = [f"strategy rebalance: {_describe('rebalance', settings.strategies)}",
              f"tracking error vs target: RMS {te_target['rms']:.2%} of weight, largest drift {te_target['max_drift']:.2%}, "
              f"mean largest drift {te_target['mean_drift']:.2%}; vs buy-and-hold of the start allocation: "
              f"{te_bh:.2%} annualised",
@@ -462,7 +461,7 @@ def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | st
         settings_summary={"strategy": "rebalance", "risk_profile": settings.risk_profile,
                           "cycle_interval_minutes": settings.cycle_interval_minutes,
                           "starting_balance": settings.paper.starting_balance, "universe": "rebalance targets",
-                          "members": [], "seed": seed, "strategy_settings": _params("rebalance", settings)},
+                          "members": [], "seed": seed, "strategy_settings": _params("rebalance", settings.strategies)},
         equity=equity, trades=[], positions=[], open_at_end=[], metrics=metrics, monte_carlo=mc, buy_and_hold=bh,
         decisions=decisions, fills=fills, votes=[], leaderboard=board,
         member_results={CONSENSUS_ID: MemberResult(CONSENSUS_ID, equity, [], [])}, member_positions={},

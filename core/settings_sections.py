@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from core.types import Action
 
 FINITE = ConfigDict(allow_inf_nan=False)  # every number setting must be finite (inf/nan rejected)
+# the sections the pure leaves take as their parameters (the math engine, the consensus) are frozen too
+FROZEN = ConfigDict(allow_inf_nan=False, frozen=True)
 
 
 class PanelMember(BaseModel):
@@ -56,7 +58,7 @@ class PaperSettings(BaseModel):
 
 
 class SignalSettings(BaseModel):
-    model_config = FINITE
+    model_config = FROZEN
     long_threshold: float = Field(0.45, gt=0, lt=1)
     short_threshold: float = Field(-0.45, gt=-1, lt=0)
     tf_weights: dict[str, float] = Field(default_factory=lambda: {"1h": 0.30, "4h": 0.50, "1d": 0.20})
@@ -92,7 +94,7 @@ class SignalSettings(BaseModel):
 
 
 class ConsensusSettings(BaseModel):
-    model_config = FINITE
+    model_config = FROZEN
     quorum: int = Field(3, ge=1, description="minimum valid votes before the panel counts")
     agreement: float = Field(0.6, gt=0, le=1, description="share of valid weight on the winning side")
     panel_weight: float = Field(0.6, ge=0, le=1, description="weight of the panel vs the math score")

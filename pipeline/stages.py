@@ -23,7 +23,7 @@ BTC = "BTC/USDT:USDT"
 
 
 # The stages read only a few settings: each says which, as a Protocol. `Settings` satisfies all three;
-# `UniverseRules` (and the settings' own sections) let a caller or a test pass just those values.
+# `UniverseRules` and `ConsensusRules` (frozen) let a caller or a test pass just those values.
 
 
 class UniverseConfig(Protocol):
@@ -59,6 +59,14 @@ class DecisionRules(Protocol):
     def consensus(self) -> ConsensusSettings: ...
     @property
     def signal(self) -> SignalSettings: ...
+
+
+@dataclass(frozen=True)
+class ConsensusRules:
+    """The consensus rule and the signal thresholds on their own (a `DecisionRules`)."""
+
+    consensus: ConsensusSettings
+    signal: SignalSettings
 
 
 class RiskChoice(Protocol):
