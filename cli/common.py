@@ -80,17 +80,20 @@ def fmt(x: Any, digits: int = 6) -> str:
     return str(x)
 
 
-def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True) -> None:
-    """Check settings, the database, --as-of and --symbols before Prefect starts (clear errors, nothing written)."""
+def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True, broker: bool = True) -> None:
+    """Check settings, the broker (live: keys set and accepted by the exchange), the database, --as-of and
+    --symbols before Prefect starts (clear errors, nothing written)."""
     from cli.lifecycle import before_flow
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
-    from exchange.factory import build_source
+    from exchange.factory import build_source, check_broker
     from pipeline.stages import check_symbols
     from store.db import open_database
 
     settings = settings_or_fail()
     require_live_confirmation(settings)
+    if broker:
+        check_broker(settings)
     before_flow()
     source = build_source(settings)
     if hasattr(source, "check_as_of") and as_of != "next":

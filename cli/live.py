@@ -30,10 +30,11 @@ live_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_except
 
 
 def _context():  # type: ignore[no-untyped-def]
-    from exchange.factory import build_source
+    from exchange.factory import build_source, check_broker
     from store.db import get_session_factory
 
     settings = _settings()
+    check_broker(settings)  # live: keys set and accepted by the exchange, before anything is read or written
     source = build_source(settings)
     return settings, source, get_session_factory(settings), _now_for(source, settings)
 
@@ -99,13 +100,72 @@ def exit_cmd(symbol: Annotated[Symbol, typer.Argument(parser=Symbol, metavar="SY
 
 @live_app.command("check")
 def live_check_cmd(symbols: Annotated[str | None, typer.Option("--symbols", metavar="SYMBOLS", help="comma-separated; default: "
-                                                                                   "QUORUM_SYMBOLS")] = None) -> None:
-    """Connect, show the account, each market's rules, the leverage and margin mode that would be set. Places
-    nothing, changes no setting."""
+                                                                                   "QUORUM_SYMBOLS")] = None,
+                   as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="replay data: the decision time "
+                                                            "to preview (default: the next cycle's, as `quorum cycle`)")] = None) -> None:
+    """Connect, show the account, each market's rules, the leverage and margin mode that would be set and the
+    orders the next cycle would place (its decision stages run, nothing is executed). Places nothing, changes
+    no setting."""
+    from exchange.factory import build_source
     from exchange.live_check import live_check
+    from exchange.live_client import check_credentials
+    from pipeline.account import decision_time
+    from pipeline.brokers import broker_for
+    from pipeline.preview import next_cycle
     from store.db import get_session_factory
 
     settings = _settings()
-    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else list(settings.symbols)
-    report = live_check(settings, get_session_factory(settings), (), syms)
+    check_credentials(settings)  # a live command: live mode, its confirmation and keys the exchange accepts
+    source = build_source(settings)
+    factory = get_session_factory(settings)
+    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    when = decision_time(factory, source, settings.mode, as_of)
+    broker = broker_for(factory, source, settings, when, None)
+    preview = next_cycle(factory, source, settings, when, broker.account_snapshot(), syms, _panel(settings))
+    report = live_check(settings, factory, preview.plans, syms or list(settings.symbols), broker=broker, now=when)
+    report["next_cycle"] = _preview_dict(preview)
+    report["orders_to_place"] = sum(len(p["orders"]) for p in report["plans"])
     sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def _panel(settings):  # type: ignore[no-untyped-def]
+    """The configured panel's votes (each available member asked once, in parallel, like a cycle), or None
+    when no member is available: the math score decides alone."""
+    from agents.llm.registry import member_status
+
+    members = [m for m in settings.panel if member_status(m).available]
+    if not members:
+        return None
+
+    def votes(snapshots, scores, positions, now):  # type: ignore[no-untyped-def]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from agents.prompt import build_payload
+        from core.types import Vote
+        from tasks.panel import decide_member
+
+        payload = build_payload(snapshots, scores, {}, positions, settings, as_of=now)
+
+        def ask(m):  # type: ignore[no-untyped-def]
+            try:
+                return decide_member(m, list(snapshots), payload, now, settings=settings)
+            except Exception as exc:  # noqa: BLE001 - a member never fails the check, as in a cycle
+                return [Vote(m.id, sym, None, abstain_reason=f"error:{type(exc).__name__}", provider=m.provider,
+                             model=m.model) for sym in snapshots]
+
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:
+            return [v for vs in pool.map(ask, members) for v in vs]
+
+    return votes
+
+
+def _preview_dict(p) -> dict:  # type: ignore[no-untyped-def]
+    from pipeline import record
+
+    return {"decision_time": p.decision_time.isoformat(), "universe": p.universe,
+            "panel": f"{len({v.member_id for v in p.votes})} member(s) voted" if p.votes else
+            "no panel member available: the math score decides alone",
+            "dropped": [{"symbol": s, "reason": r} for s, r in p.dropped],
+            "decisions": [{"symbol": s, "action": d.action.value, "confidence": round(d.confidence, 3),
+                           "combined_score": round(d.combined_score, 4), "reason": d.reason,
+                           "risk": record.verdict_dict(p.verdicts[s])} for s, d in p.decisions.items()]}

@@ -158,7 +158,7 @@ def monitor(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME",
 @app.command("daily-report")
 def daily_report_cmd(as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME", help="report on the UTC day that contains this time")] = None) -> None:
     """Post the daily stats and the market pulse (console/outbox without a Telegram token)."""
-    preflight(as_of, None, trading=False)
+    preflight(as_of, None, trading=False, broker=False)
     prefect_server()
     from flows.daily_report import daily_report
 

@@ -122,7 +122,10 @@ class Settings(BaseSettings):
     live_account: str = Field("live", min_length=1, max_length=32)
     live_margin_mode: Literal["isolated", "cross"] = "isolated"
     max_order_notional_usd: float = Field(25_000.0, gt=0, description="per-order notional cap (live)")
-    max_orders_per_cycle: int = Field(6, ge=1, description="entries one decision time may place (live)")
+    max_orders_per_cycle: int = Field(
+        16, ge=4, description="orders one cycle or monitor run may write (live): entries, their stops and targets, "
+        "stop moves, closes; checked before each new entry with the orders it needs (an entry with its stop and "
+        "two targets is 4), never refusing a protective order or a close")
     strategy: Literal["trend", "grid", "volatility", "hybrid", "rebalance"] = "trend"
     strategy_symbols: dict[str, str] = Field(default_factory=dict, description="per-symbol strategy override")
     strategies: StrategyParams = Field(default_factory=StrategyParams)

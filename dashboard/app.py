@@ -35,12 +35,14 @@ from fastapi.responses import (
 )
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import QuorumError, StorageError
 from core.settings import Settings, load_settings
 from dashboard import charts
 from dashboard import data as q
+from store.lock import AccountBusy
 from store.repo import jsonable
 
 log = logging.getLogger("quorum.dashboard")
@@ -204,6 +206,12 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
         if api(request):
             return JSONResponse({"detail": text}, status_code=404)
         return message(request, 404, "Not found", text)
+
+    @app.exception_handler(AccountBusy)
+    async def _busy(request: Request, exc: AccountBusy) -> Response:
+        if api(request):  # a cycle or the monitor holds the account: nothing was closed, try again
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return message(request, 409, "Account busy", str(exc))
 
     @app.exception_handler(QuorumError)
     async def _quorum(request: Request, exc: QuorumError) -> Response:
@@ -410,7 +418,7 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
         who = authorize(request)
         reason = await reason_of(request)
         q.halt(ctx, reason)  # as `quorum halt --close-all`: no new entries, then everything closed
-        res = q.close_all(ctx, reason)
+        res = await run_in_threadpool(q.close_all, ctx, reason)  # may wait for the account's lock
         log.warning("close-all from the dashboard (%s): %s", who, res["closed"])
         return js({**res, "halted": True,
                    "message": f"halted and closed {len(res['closed'])} position(s): {', '.join(res['closed']) or 'none open'}"})

@@ -421,7 +421,9 @@ def resume(ctx: Ctx) -> dict[str, Any]:
 
 def close_all(ctx: Ctx, reason: str) -> dict[str, Any]:
     from pipeline.monitor import close_all as close_all_positions
+    from store.lock import account_lock
 
-    t = now(ctx)
-    closed = close_all_positions(ctx.factory(), ctx.source(), ctx.settings, t, reason)
+    with account_lock(ctx.settings, "close-all from the dashboard"):  # as `quorum halt --close-all`
+        t = now(ctx)
+        closed = close_all_positions(ctx.factory(), ctx.source(), ctx.settings, t, reason)
     return {"closed": closed, "at": t.isoformat()}

@@ -12,7 +12,8 @@ How the cycle, the monitor and the CLI call it (the wiring the lead does after t
     broker.move_stop(pid, new_stop, phase="breakeven")        # place-new-then-cancel-old (never unprotected)
     broker.take_partial(pid, qty, reason="tp1")               # reduce-only; the stop shrinks to what is left
     broker.close_position(pid, reason="manual exit")          # reduce-only close, then cancel its protective orders
-    broker.apply_exit_step(risk.exits.step(pos, bar, profile))  # the monitor: moved stop, stale/time/news exits
+    broker.apply_exit_step(risk.exits.step(pos, bar, profile))  # moved stop, stale/time/news exits
+    w = broker.walk(pid, bars, funding, profile)              # the monitor: a position through its new bars
     broker.positions(); broker.open_orders(); broker.fills(); broker.balance()
 
 Exactly-once: every order a broker sends has a deterministic client id (`client_order_id`), derived from
@@ -155,12 +156,20 @@ class Finding:
     event: PositionEvent | None = None
 
 
+@dataclass(frozen=True)
+class Walked:
+    """What `Broker.walk` did to one position: the close time of the last bar applied, the fills it made
+    (the caller stores them as orders + fills rows) and the events the broker's account snapshot does not
+    hold itself (the caller stores them and posts them with the snapshot's)."""
+
+    last: datetime | None
+    fills: tuple[Fill, ...] = ()
+    events: tuple[PositionEvent, ...] = ()
+
+
 @runtime_checkable
 class Broker(Protocol):
     name: str
-    # True: the broker simulates its stops/targets/funding/liquidation on market bars (the monitor walks
-    # them); False: they rest on the exchange and reconcile() records their fills
-    fills_simulated: bool
 
     def open_position(self, req: OpenRequest) -> OpenResult:
         """Enter `req.plan` and place its stop-loss, TP1 (partial) and TP2 as reduce-only orders."""
@@ -181,6 +190,15 @@ class Broker(Protocol):
 
     def apply_exit_step(self, result: Any) -> list[Fill]:
         """Carry out what the exit rules decided (risk.exits.StepResult): moved stop, partial or full exits."""
+        ...
+
+    def walk(self, position_id: str, bars: Any, funding: Any, profile: str, atr: Any = None,
+             qty_step: Decimal | None = None) -> Walked:
+        """Bring an open position through `bars` (hourly, indexed by open time; `funding` a series of rates
+        by funding time; `atr` the 1h ATR per bar) under the exit rules of `profile`. The paper broker
+        simulates everything on the bars (funding, stop, targets, trailing, liquidation); the live broker
+        carries out the stop moves and stale/time exits the rules decide and leaves the resting stop and
+        targets to the exchange (reconcile() records their fills). The caller never needs to know which."""
         ...
 
     def cancel(self, client_id: str) -> OrderView:

@@ -41,13 +41,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import ConfigError, ExchangeError, OrderRejected
 from core.types import Fill, Position, Side
-from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView
+from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, Walked
 from exchange.capabilities import Capabilities, classify
 from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
 from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
 from exchange.paper import PaperAccount, _Ledger
 from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, protective_exit, to_position
+from exchange.walk import RESTING_EXIT_KINDS, follow_on_exchange
 from store import orders_journal as journal
 
 log = logging.getLogger("quorum.live")
@@ -55,14 +56,9 @@ ZERO = Decimal(0)
 STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile after its decision is this old
 __all__ = ["LiveBroker", "build_client", "point_api_at"]
 
-# exits the exchange fills itself: the stop in every phase (risk.exits names a stop hit by its phase:
-# stop, breakeven_stop, trailing_stop) and the two take-profits
-RESTING_EXIT_KINDS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
-
 
 class LiveBroker(OrderDesk):
     name = "live"
-    fills_simulated = False  # stops and targets rest on the exchange, which fills them (reconcile records it)
 
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
                  caps: Capabilities | None = None, max_order_notional: Decimal | float | None = None,
@@ -145,11 +141,12 @@ class LiveBroker(OrderDesk):
             if self.max_order_notional is not None and notional > self.max_order_notional:
                 return OpenResult("rejected", pid, f"{sym}: notional {notional:.2f} exceeds the per-order cap "
                                                    f"{self.max_order_notional} (QUORUM_MAX_ORDER_NOTIONAL_USD)")
-            if self.max_orders_per_cycle is not None:
-                n = self._tx(lambda s: journal.entries_for_decision(s, self.account, req.decision_time))
-                if n >= self.max_orders_per_cycle:
-                    return OpenResult("rejected", pid, f"{sym}: {n} entries already placed for this decision time "
-                                                       f"(QUORUM_MAX_ORDERS_PER_CYCLE={self.max_orders_per_cycle})")
+            need = self.orders_needed(sym, qty, plan.tp1_fraction)
+            if self.max_orders_per_cycle is not None and self.orders_written + need > self.max_orders_per_cycle:
+                return OpenResult("rejected", pid, f"{sym}: this entry needs {need} orders (entry, stop, targets) "
+                                                   f"and this run has written {self.orders_written} "
+                                                   f"(QUORUM_MAX_ORDERS_PER_CYCLE={self.max_orders_per_cycle}); "
+                                                   "no new entry this cycle")
         self.prepare(sym, plan.leverage)
         meta = {"stop": str(plan.stop), "tp1": str(plan.tp1), "tp2": str(plan.tp2), "leverage": plan.leverage,
                 "tp1_fraction": plan.tp1_fraction, "cycle_id": req.cycle_id, "plan_entry": plan.entry,
@@ -168,6 +165,16 @@ class LiveBroker(OrderDesk):
         fill = Fill(sym, plan.side, "open", entry.filled, entry.avg_price or ZERO, entry.fee,
                     entry.filled_at or datetime.now(UTC), reason=plan.reason[:200])
         return OpenResult("filled", pid, position=pos, fill=fill, orders=tuple(self._orders_of(pid)))
+
+    def tp1_qty(self, symbol: str, qty: Decimal, fraction: float) -> Decimal:
+        """TP1's share of `qty` at the market's step; zero (no TP1 order, TP2 takes all) when it rounds below
+        the market's minimum or to the whole quantity."""
+        q1 = self.qty_to_precision(symbol, qty * Decimal(str(fraction)))
+        return ZERO if q1 < self.min_qty(symbol) or q1 >= qty else q1
+
+    def orders_needed(self, symbol: str, qty: Decimal, tp1_fraction: float) -> int:
+        """Orders an entry of `qty` writes: the entry, its stop, TP1 (unless it rounds away) and TP2."""
+        return 3 + (1 if self.tp1_qty(symbol, qty, tp1_fraction) > 0 else 0)
 
     def _orders_of(self, pid: str) -> list[OrderView]:
         return self._tx(lambda s: [_view(r) for r in journal.for_position(s, self.account, pid)])
@@ -188,9 +195,7 @@ class LiveBroker(OrderDesk):
         if not any(o.intent == "stop" for o in rows):
             self._place(OrderSpec(pid, book.symbol, "stop", 0, exit_side, book.qty_open, dt,
                               self.price_to_precision(book.symbol, Decimal(meta["stop"])), True, {"phase": "initial"}))
-        q1 = self.qty_to_precision(book.symbol, entry.filled * Decimal(str(meta.get("tp1_fraction", 0.5))))
-        if q1 < self.min_qty(book.symbol) or q1 >= entry.filled:
-            q1 = ZERO
+        q1 = self.tp1_qty(book.symbol, entry.filled, meta.get("tp1_fraction", 0.5))
         q2 = entry.filled - q1
         if q1 > 0 and not any(o.intent == "tp1" for o in rows):
             self._place(OrderSpec(pid, book.symbol, "tp1", 0, exit_side, q1, dt,
@@ -304,6 +309,16 @@ class LiveBroker(OrderDesk):
                     fills.append(f)
         return fills
 
+    def walk(self, position_id: str, bars: Any, funding: Any, profile: str, atr: Any = None,
+             qty_step: Decimal | None = None) -> Walked:
+        """The exit rules on each new bar; the stop moves and stale/time exits they decide are placed here,
+        the stop and targets rest on the exchange (funding is the exchange's: reconcile and balance read it)."""
+        pos = self.position(position_id)
+        if pos is None or not pos.is_open:
+            return Walked(None)
+        last, fills, moved = follow_on_exchange(self, pos, bars, profile, atr, qty_step)
+        return Walked(last, tuple(fills), tuple(moved))
+
     # ---------------------------------------------------------------------------- reads
     def position(self, position_id: str) -> Position | None:
         book = self._book(position_id)
@@ -403,7 +418,10 @@ class LiveBroker(OrderDesk):
 
     # ------------------------------------------------------------------------ reconcile
     def reconcile(self) -> list[Finding]:
-        """Bring the journal in line with the exchange and return what differed (an event each)."""
+        """Bring the journal in line with the exchange and return what differed (an event each). Every cycle
+        and monitor run begins here, so this is where a run's count of written orders starts again (the
+        per-cycle cap counts the orders reconciliation itself writes too)."""
+        self.orders_written = 0
         findings: list[Finding] = []
         now = datetime.now(UTC)
         # 1. orders in doubt (a crash or a lost answer): the exchange says what happened

@@ -43,9 +43,9 @@ def _credentials(settings: Any) -> dict[str, str]:
         creds = {k: str(value[k]) for k in ("api_key", "secret", "password") if value.get(k)}
     for name in ("api_key", "secret", "password"):
         v = getattr(settings, f"exchange_{name}")
-        if v is not None and v.get_secret_value():
-            creds[name] = v.get_secret_value()
-    return creds
+        if v is not None and v.get_secret_value().strip():  # an empty or blank value is a missing one
+            creds[name] = v.get_secret_value().strip()
+    return {k: v for k, v in creds.items() if v.strip()}
 
 
 def build_client(settings: Any) -> Any:
@@ -70,3 +70,39 @@ def build_client(settings: Any) -> Any:
     if settings.exchange_api_base:
         point_api_at(client, settings.exchange_api_base)
     return client
+
+
+def _scrub(text: str, settings: Any) -> str:
+    """`text` with any credential replaced (an exchange's or a proxy's error body may echo what it got)."""
+    for v in _credentials(settings).values():
+        if len(v) >= 4:
+            text = text.replace(v, "***")
+    return text
+
+
+def check_credentials(settings: Any, client: Any = None) -> None:
+    """Before a live run starts: the keys are set (build_client names what is missing) and the exchange
+    accepts them, by one balance read (reads only: nothing is placed, no setting is changed). One
+    ConfigError line otherwise, never echoing a key: refused credentials, or an exchange that cannot be
+    reached."""
+    import ccxt
+
+    from core.errors import TransientError
+    from exchange.ccxt_errors import translate
+
+    client = client if client is not None else build_client(settings)
+    last: BaseException | None = None
+    for _ in range(2):  # one retry of a transient failure; refused keys are never retried
+        try:
+            client.fetch_balance()
+            return
+        except ccxt.BaseError as exc:
+            err = translate(exc, settings.exchange)
+        if not isinstance(err, TransientError):
+            if isinstance(err, ConfigError):
+                raise err from None
+            raise ConfigError(_scrub(f"{settings.exchange}: the balance read that checks the API keys failed: "
+                                     f"{err}", settings)) from None
+        last = err
+    raise ConfigError(_scrub(f"cannot reach the exchange {settings.exchange!r} to check the API keys ({last}); check "
+                             "the network and QUORUM_EXCHANGE_API_BASE / QUORUM_EXCHANGE_SANDBOX", settings)) from None

@@ -88,6 +88,7 @@ class OrderDesk:
         # an order accepted a moment ago may not show in queries yet: "absent" is believed only after
         # `absent_checks` more lookups `absent_wait_s` apart
         self.absent_checks, self.absent_wait_s = absent_checks, absent_wait_s
+        self.orders_written = 0  # new order intents journalled since the run began (the per-cycle cap)
 
     # ------------------------------------------------------------------------------ plumbing
     def _read(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -140,6 +141,7 @@ class OrderDesk:
 
         view, created = self._tx(rec)
         if created:
+            self.orders_written += 1
             crash_point("live:intent-committed")
             crash_point(f"live:intent-committed:{spec.intent}")
         if view.state not in journal.IN_DOUBT:

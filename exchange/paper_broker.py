@@ -2,8 +2,8 @@
 
 It keeps today's behaviour: an entry fills at the first price after the decision (`price_after`, e.g.
 MarketDataSource.price_after), fees and slippage as the account sets them, and the exits (stop, TP1, TP2,
-trailing) are simulated bar by bar by the existing monitor functions on `broker.account`
-(pipeline.positions.advance_position). Its protective orders are virtual: they are derived from each open
+trailing, funding, liquidation) are simulated bar by bar on `broker.account` by `walk`
+(exchange.walk.advance_position, the backtest's bar function). Its protective orders are virtual: they are derived from each open
 position (the stop for what is open, TP1 until it is done, TP2 for the rest), so they can never be
 orphaned, lost or doubled, and `reconcile()` has nothing to compare and returns [].
 
@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from core.errors import OrderRejected
 from core.types import Fill, Position, Side
-from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, client_order_id
+from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, Walked, client_order_id
 from exchange.paper import PaperAccount
+from exchange.walk import advance_position
 
 PriceAfter = Callable[[str, datetime], "tuple[datetime, float] | None"]
 ZERO = Decimal(0)
@@ -28,7 +30,6 @@ ZERO = Decimal(0)
 
 class PaperBroker:
     name = "paper"
-    fills_simulated = True  # stops, targets, funding and liquidation are simulated on the bars (the monitor)
 
     def __init__(self, account: PaperAccount, price_after: PriceAfter, *, now: Callable[[], datetime] | None = None,
                  account_name: str = "paper", qty_step: Callable[[str], Decimal] | None = None,
@@ -131,6 +132,14 @@ class PaperBroker:
     def apply_exit_step(self, result: object) -> list[Fill]:
         """Carry out a risk.exits.StepResult (the monitor's bar-by-bar simulation fills the exits)."""
         return [fill for fill, _ in self.account.apply_exit_step(result)]
+
+    def walk(self, position_id: str, bars: Any, funding: Any, profile: str, atr: Any = None,
+             qty_step: Decimal | None = None) -> Walked:
+        """Simulate the position on the bars: funding, the exit rules (stop, targets, trailing, stale/time),
+        liquidation. Its fills and events are in the account (the caller stores `account_snapshot()`)."""
+        n = len(self.account.fills)
+        last = advance_position(self.account, self._open(position_id), bars, funding, profile, False, atr, qty_step)
+        return Walked(last, tuple(self.account.fills[n:]))
 
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")

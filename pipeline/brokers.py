@@ -1,9 +1,8 @@
 """The broker a run talks to (exchange.broker.Broker), built once per run with exchange.factory.build_broker,
 and what the pipeline does with a reconciliation's findings.
 
-Nothing here knows which broker it holds. The paper broker is a thin view over the in-memory paper account
-(cheap: a new one over each account object); the live broker holds a ccxt client (building one takes about a
-second), so it is kept per (database, exchange, account) for the life of the process.
+Nothing here knows which broker it holds (exchange/factory.py builds it: the paper broker is a thin view over
+the in-memory paper account, a new one over each account object; the live broker is kept for the process).
 """
 
 from __future__ import annotations
@@ -23,34 +22,19 @@ from exchange.factory import build_broker
 from exchange.paper import PaperAccount
 from pipeline.positions import marks
 
-_LIVE: dict[tuple[Any, ...], Broker] = {}
-
 
 def broker_for(factory: Any, source: MarketDataSource, settings: Settings, now: datetime,
                acct: PaperAccount | None, client: Any = None) -> Broker:
     """The configured broker (the paper one over `acct`, filling at the first price after `now`)."""
-    key = _key(factory, settings)
-    if settings.mode == "live" and client is None and key in _LIVE:  # the factory's one cache, by mode
-        return _LIVE[key]
-    broker = build_broker(settings, factory, paper_account=acct, source=source, now=lambda: now, client=client)
-    if hasattr(broker, "_marks"):
-        broker._marks = lambda sym: marks(source, [sym], now).get(sym)
-    if settings.mode == "live" and client is None:
-        _LIVE[key] = broker
-    return broker
+    return build_broker(settings, factory, paper_account=acct, source=source, now=lambda: now, client=client,
+                        marks=lambda sym: marks(source, [sym], now).get(sym))
 
 
 def use_client(factory: Any, settings: Settings, client: Any) -> None:
     """Tests and tools: make this process's live broker use `client` (a ccxt client) for `factory`."""
-    _LIVE[_key(factory, settings)] = build_broker(settings, factory, client=client)
+    from exchange.factory import use_client as use
 
-
-def _key(factory: Any, settings: Settings) -> tuple[Any, ...]:
-    """The cache key of a live broker: the database (its engine: store.db keeps one per URL, so every
-    session factory of a run, and of every run of a long-lived process, finds the same broker instead of
-    building a new ccxt client each time), the exchange and the account."""
-    db = getattr(factory, "kw", {}).get("bind") or factory
-    return (id(db), settings.mode, settings.exchange, settings.exchange_api_base, settings.live_account)
+    use(settings, factory, client)
 
 
 def findings_events(findings: Sequence[Finding], now: datetime, known: set[str]) -> list[PositionEvent]:

@@ -4,9 +4,11 @@ broker's reduce-only close and cancel of the position's protective orders) and `
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.math_engine import score_snapshot
 from core.errors import ConfigError
@@ -21,8 +23,24 @@ from pipeline.monitor import close_at_market, record_exchange_exits, sync_positi
 from pipeline.positions import limits_for
 from pipeline.stages import risk_verdict
 from store.db import transaction
+from store.lock import account_lock
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _one_run_at_a_time(what: str) -> Callable[[F], F]:
+    """Hold the account's lock (store/lock.py) for the whole command, like a cycle or a monitor run: a
+    manual entry, exit or reconciliation never interleaves with a run that loaded the same account."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(factory: Factory, source: MarketDataSource, settings: Settings, *args: Any, **kw: Any) -> Any:
+            with account_lock(settings, what):
+                return fn(factory, source, settings, *args, **kw)
+        return run  # type: ignore[return-value]
+    return wrap
+
+
+@_one_run_at_a_time("quorum enter")
 def manual_entry(factory: Factory, source: MarketDataSource, settings: Settings, symbol: str, side: str,
                  now: datetime) -> dict[str, Any]:
     """Enter `symbol` long or short now: the positions are reconciled and brought up to now first, then
@@ -60,6 +78,7 @@ def manual_entry(factory: Factory, source: MarketDataSource, settings: Settings,
     return result
 
 
+@_one_run_at_a_time("quorum exit")
 def manual_exit(factory: Factory, source: MarketDataSource, settings: Settings, symbol: str,
                 now: datetime) -> list[str]:
     """Close the open position(s) of `symbol` at market through the broker (live: reduce-only, then its
@@ -72,6 +91,7 @@ def manual_exit(factory: Factory, source: MarketDataSource, settings: Settings, 
     return closed
 
 
+@_one_run_at_a_time("quorum reconcile")
 def reconcile(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime) -> list[str]:
     """Compare the broker's exchange with the database and act (see exchange/reconcile.py); each finding
     is stored as an event and a channel post. Returns the finding lines (none in paper)."""

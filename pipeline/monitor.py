@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -20,19 +19,16 @@ from core.faults import crash_point
 from core.settings import Settings
 from core.types import Fill, NewsReport, Position, PositionEvent
 from exchange.base import MarketDataSource
-from exchange.broker import Broker, Finding
+from exchange.broker import Finding
 from exchange.paper import PaperAccount
-from pipeline.account import Factory, load, record_fills, save_account, snapshot_equity
+from pipeline.account import Factory, load, save_account, snapshot_equity
 from pipeline.brokers import broker_for, store_findings
-from pipeline.positions import ATR_WARMUP_H, advance_position, marks
-from risk import exits
+from pipeline.positions import ATR_WARMUP_H, marks
 from risk.profiles import get_profile
 from store import repo
 from store.db import transaction
 
 log = logging.getLogger(__name__)
-# exits a broker without simulated fills leaves to the exchange (risk.exits names a stop hit by its phase)
-RESTING_EXITS = frozenset({"stop", "breakeven_stop", "trailing_stop", "tp1", "tp2"})
 
 
 def sync_positions(factory: Factory, source: MarketDataSource, settings: Settings, until: datetime,
@@ -40,10 +36,10 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
     """Reconcile with the broker, then bring every open position up to `until`, one transaction per
     position. (Critical news closes positions at the next price through `news_exits`, not on past bars.)
 
-    A broker that simulates its fills (paper) walks each position through the bars (funding, stops,
-    targets, trailing, liquidation); one whose stops and targets rest on an exchange (live) applies the
-    same exit rules to each bar through the broker (breakeven/trailing stop moves, stale/time exits) and
-    leaves the fills to the exchange (reconcile records them). Each reconciliation finding is stored as a
+    The broker walks each position through the bars (`broker.walk`: the paper account simulates funding,
+    stops, targets, trailing and liquidation; the live broker applies the same exit rules to each bar and
+    carries out the stop moves and stale/time exits, leaving the resting stop and targets to the exchange,
+    whose fills reconcile records); this function stores what the walk returns. Each reconciliation finding is stored as a
     position event and a channel post, and listed in `summary["findings"]`.
 
     A symbol whose market data fails its checks (DataError: corrupt file, NaN/zero/negative bars, a
@@ -84,17 +80,12 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
                 continue
             atr = pd.Series(hourly_atr(warm), index=warm.index) if len(warm) else None
             bars = warm.loc[pd.Timestamp(start):] if len(warm) else warm
-            if broker.fills_simulated:
-                n_fills = len(acct.fills)
-                last = advance_position(acct, pos, bars, funding, settings.risk_profile, False, atr, qty_step)
-                record_fills(s, acct, settings.mode, None, n_fills, [pid] * (len(acct.fills) - n_fills))
-                events = save_account(s, settings, acct, until, {pid: last or start})
-            else:
-                last, fills, moved = follow_position(broker, pos, bars, settings.risk_profile, atr, qty_step)
-                acct = broker.account_snapshot()
-                record_broker_fills(s, settings.mode, None, [(pid, f) for f in fills])
-                events = save_account(s, settings, acct, until, {pid: last or start}) + moved
-                repo.add_events(s, moved)
+            broker = broker_for(factory, source, settings, until, acct)  # over the account as it stands now
+            walked = broker.walk(pid, bars, funding, settings.risk_profile, atr, qty_step)
+            acct = broker.account_snapshot()
+            record_broker_fills(s, settings.mode, None, [(pid, f) for f in walked.fills])
+            events = save_account(s, settings, acct, until, {pid: walked.last or start}) + list(walked.events)
+            repo.add_events(s, list(walked.events))
             enqueue_event_posts(s, acct, events)
             crash_point("monitor:before-commit")
             summary["checked"] += 1
@@ -103,32 +94,6 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
         crash_point("monitor:after-commit")
         acct = acct.settled()
     return acct, summary
-
-
-def follow_position(broker: Broker, pos: Position, bars: pd.DataFrame, profile_name: str,
-                    atr: pd.Series | None = None, qty_step: Decimal | None = None
-                    ) -> tuple[datetime | None, list[Fill], list[PositionEvent]]:
-    """The exit rules on each bar for a position whose stops and targets rest on the exchange: the broker
-    carries out what they decide (moved stop, stale/time exits at market) and the exchange fills the
-    resting orders. Returns the last bar's close time, the fills of the broker's market exits and the
-    stop moves (events)."""
-    prof = get_profile(profile_name)
-    last, fills, moved = None, [], []
-    cols = bars[["open", "high", "low", "close"]].to_numpy(dtype=float)
-    for t_open, (o, h, lo, c) in zip(bars.index, cols, strict=True):
-        cur = next((p for p in broker.positions() if p.id == pos.id), None)
-        if cur is None:
-            break
-        t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
-        a = None if atr is None else atr.get(t_open)
-        result = exits.step(cur, exits.Bar(t_close, float(o), float(h), float(lo), float(c)), prof,
-                            atr=None if a is None or a != a else float(a), qty_step=qty_step)
-        # exits the exchange fills itself (stop, TP1, TP2) are not simulated: only what the broker places
-        result = result._replace(events=[e for e in result.events if e.kind not in RESTING_EXITS])
-        fills += broker.apply_exit_step(result)
-        moved += [e for e in result.events if e.kind == "stop_moved"]
-        last = t_close
-    return last, fills, moved
 
 
 def record_broker_fills(s: Session, mode: str, cycle_id: str | None, fills: Sequence[tuple[str, Fill]]) -> None:

@@ -77,13 +77,6 @@ def in_doubt(s: Session, account: str) -> list[BrokerOrderRow]:
     return list(s.scalars(q.order_by(BrokerOrderRow.id)))
 
 
-def entries_for_decision(s: Session, account: str, decision_time: datetime) -> int:
-    q = select(func.count()).select_from(BrokerOrderRow).where(
-        BrokerOrderRow.account == account, BrokerOrderRow.decision_time == decision_time,
-        BrokerOrderRow.intent == "entry")
-    return int(s.scalar(q) or 0)
-
-
 def next_seq(s: Session, account: str, position_id: str, intent: str) -> int:
     q = select(func.max(BrokerOrderRow.seq)).where(BrokerOrderRow.account == account,
                                                    BrokerOrderRow.position_id == position_id,

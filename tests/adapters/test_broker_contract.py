@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from core.errors import OrderRejected
@@ -128,3 +129,35 @@ def test_the_exit_rules_state_survives_a_reload(harness: Harness) -> None:
     again = b.positions()[0]
     assert (again.best_price, again.stop, again.phase, again.initial_stop) == (41200.0, 40060.0, "breakeven", 39000.0)
     assert harness.stop_on_venue() == [(Decimal("0.012"), Decimal("40060"))]
+
+
+def _bars(start: datetime, rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
+    idx = pd.date_range(pd.Timestamp(start), periods=len(rows), freq="h")
+    return pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=idx).assign(volume=1.0)
+
+
+def test_walk_applies_the_exit_rules_whichever_broker(harness: Harness) -> None:
+    """`walk` is what the monitor calls: the exit rules on each new bar, the stop moved on the venue, and what
+    the caller must store (fills, and the events the account snapshot does not hold itself)."""
+    b = harness.broker
+    b.open_position(OpenRequest(plan(qty="0.012"), DECISION))
+    [pos] = b.positions()
+    t0 = pos.opened_at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    harness.set_price(41100)
+    w = b.walk(pos.id, _bars(t0, [(40000.0, 41200.0, 39950.0, 41100.0)]), pd.Series(dtype=float), "default")
+    assert w.last == t0 + timedelta(hours=1) and w.fills == ()
+    assert harness.stop_on_venue() == [(Decimal("0.012"), Decimal("40060"))]  # +2.75 %: breakeven (entry +0.15 %)
+    events = list(w.events) + list(b.account_snapshot().events)
+    assert [e.kind for e in events if e.kind == "stop_moved"] == ["stop_moved"]
+    assert b.positions()[0].phase == "breakeven"
+    # a bar through the stop: a simulating broker fills it in the walk; an exchange's stop rests there and
+    # the exchange fills it (reconcile records that); either way the stop is never lost
+    harness.set_price(40060)
+    w2 = b.walk(pos.id, _bars(t0 + timedelta(hours=1), [(40100.0, 40150.0, 39990.0, 40000.0)]),
+                pd.Series(dtype=float), "default")
+    assert w2.last == t0 + timedelta(hours=2)
+    if w2.fills:
+        assert [(f.kind, f.qty, f.price) for f in w2.fills] == [("close", Decimal("0.012"), Decimal("40060"))]
+        assert b.positions() == [] and harness.stop_on_venue() == []
+    else:
+        assert harness.stop_on_venue() == [(Decimal("0.012"), Decimal("40060"))] and len(b.positions()) == 1

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from core.errors import ConfigError
-from core.types import Side
+from core.types import Side, TradePlan
 from exchange.broker import OpenRequest
 from tests.fakes.exchange_private import FakePrivateExchange
 from tests.fakes.live_setup import (
@@ -19,6 +19,7 @@ from tests.fakes.live_setup import (
     EXCHANGES,
     MARKET,
     PROTECT_PATH,
+    SYMBOL,
     assert_db_equals_exchange,
     broker_for,
     client_for,
@@ -96,17 +97,56 @@ def test_bad_signature_is_refused_like_the_exchange(ex: str, tmp_path) -> None:
         assert fx.rejected_signatures >= 1 and fx.orders_of() == []
 
 
+def _eth_plan() -> TradePlan:
+    return TradePlan("ETH/USDT:USDT", Side.LONG, 2000.0, 1950.0, 2075.0, 2125.0, 5, Decimal("0.5"), 1000.0, 200.0,
+                     25.0, 0.25, 1610.0, 2.5, reason="test eth long")
+
+
 def test_caps_refuse_before_any_intent(ex: str, tmp_path) -> None:
     with FakePrivateExchange(ex) as fx:
         b = broker_for(fx, tmp_path, max_order_notional=100)
         res = b.open_position(OpenRequest(plan(), DECISION))
         assert res.status == "rejected" and "per-order cap" in res.note
-        b2 = broker_for(fx, tmp_path, max_orders_per_cycle=1)
-        assert b2.open_position(OpenRequest(plan(), DECISION)).status == "filled"
-        eth = plan(symbol="ETH/USDT:USDT", qty="0.1")
-        res = b2.open_position(OpenRequest(eth, DECISION))
-        assert res.status == "rejected" and "QUORUM_MAX_ORDERS_PER_CYCLE" in res.note
-        assert fx.orders_of("ETHUSDT") == [] and b2.journal()[-1].symbol == "BTC/USDT:USDT"
+        assert b.journal() == [] and fx.orders_of() == []
+
+
+def test_cycle_cap_counts_every_order_and_never_skips_protection(ex: str, tmp_path) -> None:
+    """QUORUM_MAX_ORDERS_PER_CYCLE counts every order a run writes; it is checked before each new entry with
+    the orders that entry needs (entry, stop, TP1, TP2), so an entry it lets through always gets its whole
+    protection, and stop moves and closes are never refused (they only count)."""
+    with FakePrivateExchange(ex) as fx:
+        b = broker_for(fx, tmp_path, max_orders_per_cycle=6)
+        b.reconcile()  # a run begins
+        assert b.open_position(OpenRequest(plan(), DECISION)).status == "filled"
+        assert b.orders_written == 4 and len([o for o in fx.orders_of() if o.reduce_only]) == 3
+        res = b.open_position(OpenRequest(_eth_plan(), DECISION))  # 4 + 4 > 6: refused before anything is sent
+        assert res.status == "rejected" and "needs 4 orders" in res.note and "QUORUM_MAX_ORDERS_PER_CYCLE=6" in res.note
+        assert fx.orders_of("ETHUSDT") == [] and all(o.symbol == SYMBOL for o in b.journal())
+        [pos] = b.positions()
+        b.move_stop(pos.id, Decimal("39200"), "breakeven")  # 5 (the cancel of the old stop is not an order)
+        b.move_stop(pos.id, Decimal("39400"), "trailing")  # 6
+        b.close_position(pos.id, "manual")  # 7 > 6: a close is never refused
+        assert b.orders_written == 7 and fx.position(MARKET).size == 0
+        assert not [o for o in fx.orders_of() if o.status in ("New", "Untriggered")]
+        # the next run (every cycle and monitor run begins with reconciliation) starts counting again
+        b.reconcile()
+        assert b.orders_written == 0
+        assert b.open_position(OpenRequest(_eth_plan(), DECISION)).status == "filled"
+        assert b.orders_written == 4 and len([o for o in fx.orders_of("ETHUSDT") if o.reduce_only]) == 3
+        assert_db_equals_exchange(fx, b)
+
+
+def test_cycle_cap_of_one_trade_fits_its_protection(ex: str, tmp_path) -> None:
+    """A cap of exactly one trade's orders: the entry and its three protective orders, then nothing new."""
+    with FakePrivateExchange(ex) as fx:
+        b = broker_for(fx, tmp_path, max_orders_per_cycle=4)
+        res = b.open_position(OpenRequest(plan(), DECISION))
+        assert res.status == "filled" and sorted(o.intent for o in res.orders) == ["entry", "stop", "tp1", "tp2"]
+        assert b.open_position(OpenRequest(_eth_plan(), DECISION)).status == "rejected"
+        # the same decision again is not a new entry: skipped, never refused by the cap, nothing sent
+        n = len(fx.requests)
+        assert b.open_position(OpenRequest(plan(), DECISION)).status == "skipped"
+        assert not [r for r in fx.requests[n:] if r[0] != "GET"]
 
 
 FAULTS = ("500", "429", "500-after", "timeout-after", "drop-after")

@@ -114,3 +114,42 @@ def test_checker_catches_violations(tmp_path):
                      "    importlib.import_module('sqlalchemy.orm')\nfrom exchange.base import MarketRules\n")
     mods = {m for _, m in imported_modules(probe)}
     assert {"ccxt.async_support", "prefect", "sqlalchemy.orm", "exchange.base", "os"} <= mods
+
+
+# DESIGN: one broker interface; nothing outside the two brokers knows which one it holds (no `if live:`)
+BROKER_PRIVATE_NAMES = {"fills_simulated", "LiveBroker", "PaperBroker", "OrderDesk"}
+BROKER_PRIVATE_MODULES = {"exchange.live_broker", "exchange.paper_broker", "exchange.live_orders"}
+
+
+def broker_leaks(path: Path) -> list[str]:
+    """Where `path` names a broker implementation (its class, its module, or a flag saying which it is)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = [f"{lineno}: imports {mod}" for lineno, mod in imported_modules(path) if mod in BROKER_PRIVATE_MODULES]
+    for node in ast.walk(tree):
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+        if isinstance(node, ast.ImportFrom):
+            found += [f"{node.lineno}: imports {a.name}" for a in node.names if a.name in BROKER_PRIVATE_NAMES]
+        elif name in BROKER_PRIVATE_NAMES:
+            found.append(f"{node.lineno}: uses {name}")
+    return found
+
+
+def test_only_the_brokers_know_which_broker():
+    """Outside exchange/ (where exchange/factory.py picks the implementation) no module imports a broker
+    implementation or asks which one it holds: the cycle, the monitor, the CLI and the backtest hold a
+    `Broker` and call its port (`walk`, `open_position`, `reconcile`, ...)."""
+    problems = [f"{f.relative_to(ROOT)}:{where}" for pkg in sorted(PROJECT_PACKAGES - {"exchange"})
+                if (ROOT / pkg).is_dir() for f in sources(pkg) for where in broker_leaks(f)]
+    assert not problems, "\n".join(problems)
+    # the port itself carries no such flag
+    port = (ROOT / "exchange" / "broker.py").read_text(encoding="utf-8")
+    assert "fills_simulated" not in port
+
+
+def test_broker_leak_checker_catches_violations(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from exchange.live_broker import LiveBroker\ndef f(b):\n    if b.fills_simulated:\n"
+                     "        return isinstance(b, PaperBroker)\n")
+    leaks = broker_leaks(probe)
+    assert any("exchange.live_broker" in x for x in leaks) and any("fills_simulated" in x for x in leaks)
+    assert any("PaperBroker" in x for x in leaks)
