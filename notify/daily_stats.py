@@ -42,7 +42,7 @@ class DailyStats:
     max_drawdown_usd: float  # positive number, peak-to-trough
     max_drawdown_pct: float | None  # from the equity curve when given
     model_hit_rates: tuple[ModelHitRate, ...] = ()
-    draws: int = 0  # scratches within +-0.1R (core.metrics.trade_outcome), neither wins nor losses
+    draws: int = 0  # scratches within +-0.1R (core.trades.trade_outcome), neither wins nor losses
 
 
 def _dd_from_series(values: Sequence[float]) -> tuple[float, float | None]:
@@ -78,7 +78,7 @@ def compute_daily_stats(
     """Stats for the positions closed on `day` (UTC).
 
     - P&L of a trade is `pnl_of(position)`: by default `Position.realised_pnl` as recorded by the broker.
-    - Wins, draws and losses as the trade records count them (`core.metrics.trade_outcome`: a scratch
+    - Wins, draws and losses as the trade records count them (`core.trades.trade_outcome`: a scratch
       within ±0.1R of the position's initial risk is a draw); the win rate is wins / trades, and the
       post adds the rate without the scratches.
     - Profit factor = gross profit / gross loss (inf without losing trades, None without trades).
