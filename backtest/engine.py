@@ -57,7 +57,7 @@ import pandas as pd
 
 from backtest.book import Book
 from backtest.data import H1_NS, NoDecisionTime, SymbolData, change_4h_pct, decision_times, load_symbol
-from backtest.panel import no_news_note_for, panel_votes
+from backtest.panel import no_news_note_for, panel_setup, panel_votes
 from backtest.result import BacktestResult, DecisionRecord
 from core.baselines import buy_and_hold, monte_carlo
 from core.errors import DataError
@@ -164,25 +164,8 @@ def run_backtest(
     prof = get_profile(settings.risk_profile)
     mm = prof.maintenance_margin_rate
     main = Book(CONSENSUS_ID, PaperAccount.from_settings(settings.paper, mm), prof)
-    panel_members = list(members if members is not None else settings.panel) if panel_mode != "math" else []
-    if panel_mode == "cache" and cache is None:
-        raise ValueError("panel mode 'cache' needs a response cache (cache=...)")
-    budget = None
-    run_notes: list[str] = []
+    panel_members, providers, budget, run_notes = panel_setup(settings, panel_mode, members, providers, cache)
     run_budget = token_budget if token_budget is not None else settings.token_budget_day
-    if panel_mode == "live":
-        from agents.budget import TokenBudget
-
-        budget = TokenBudget(per_cycle=settings.token_budget_cycle or None, per_day=None)
-        if providers is None:
-            from agents.llm.registry import build_provider, member_status
-
-            providers = {m.id: build_provider(m) for m in panel_members if member_status(m).available}
-        missing = [m.id for m in panel_members if providers.get(m.id) is None]
-        if missing:
-            run_notes.append(f"live: {len(panel_members) - len(missing)}/{len(panel_members)} panel members available; "
-                             f"not called (no key/endpoint): {', '.join(missing)}")
-            panel_members = [m for m in panel_members if providers.get(m.id) is not None]
     no_news_note = no_news_note_for(settings) if panel_members else ""
     shadows = {m.id: Book(m.id, PaperAccount.from_settings(settings.paper, mm), prof) for m in panel_members}
     books = [main, *shadows.values()]

@@ -15,6 +15,34 @@ from core.types import Vote
 # the panel in the loop
 
 
+def panel_setup(settings: Settings, panel_mode: str, members: Sequence[PanelMember] | None,
+                providers: Mapping[str, Any] | None, cache: Any) -> tuple[list[PanelMember], dict[str, Any], Any,
+                                                                          list[str]]:
+    """The members a backtest asks (none in math mode), their providers (live: built from the environment
+    unless given; members without a key or endpoint are left out and the run says so), the per-cycle
+    token budget (live) and the run's notes."""
+    panel_members = list(members if members is not None else settings.panel) if panel_mode != "math" else []
+    if panel_mode == "cache" and cache is None:
+        raise ValueError("panel mode 'cache' needs a response cache (cache=...)")
+    budget = None
+    notes: list[str] = []
+    provs = dict(providers or {})
+    if panel_mode == "live":
+        from agents.budget import TokenBudget
+
+        budget = TokenBudget(per_cycle=settings.token_budget_cycle or None, per_day=None)
+        if providers is None:
+            from agents.llm.registry import build_provider, member_status
+
+            provs = {m.id: build_provider(m) for m in panel_members if member_status(m).available}
+        missing = [m.id for m in panel_members if provs.get(m.id) is None]
+        if missing:
+            notes.append(f"live: {len(panel_members) - len(missing)}/{len(panel_members)} panel members available; "
+                         f"not called (no key/endpoint): {', '.join(missing)}")
+            panel_members = [m for m in panel_members if provs.get(m.id) is not None]
+    return panel_members, provs, budget, notes
+
+
 class _CacheOnly:
     """A provider that never answers: with `agents.panel.decide` it turns every cache miss into an
     abstention (relabelled "cache_miss"), while a hit returns the stored answer."""

@@ -31,7 +31,9 @@ def load_export_data(factory: Any, mode: str, audit: bool = False) -> tuple[list
         decisions = {(d.cycle_id, d.symbol): d for d in s.scalars(select(DecisionRow))}
         verdicts = {(r.cycle_id, r.symbol): r for r in s.scalars(select(RiskVerdictRow))}
         orders: dict[tuple[str, str], list[OrderRow]] = {}
-        for o in s.scalars(select(OrderRow).where(OrderRow.cycle_id.is_not(None), OrderRow.mode == mode)
+        # the paper cycle's rebalance trades are the spot account's (mode "spot"), under the same cycle ids
+        modes = (mode, "spot") if mode == "paper" else (mode,)
+        for o in s.scalars(select(OrderRow).where(OrderRow.cycle_id.is_not(None), OrderRow.mode.in_(modes))
                            .order_by(OrderRow.id)):
             orders.setdefault((o.cycle_id or "", o.symbol), []).append(o)
         fills: dict[int, list[FillRow]] = {}

@@ -90,21 +90,8 @@ def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | 
     cache = response_cache(settings, panel)
     kw: dict[str, Any] = dict(panel_mode=panel, symbols=list(symbols) if symbols else None, progress=progress,
                               cache=cache)
-    out: dict[str, Any]
     if train_days is not None or test_days is not None:
-        if not test_days:
-            raise ConfigError("walk-forward needs --test-days > 0 (and --train-days >= 0)")
-        wf: WalkForwardResult = walk_forward(settings, source, s, e, int(train_days or 0), int(test_days), **kw)
-        reports = []
-        for i, r in enumerate(wf.results):
-            html, js = write_backtest_report(r, out_dir, report_basename(r, f"-wf{i + 1}"),
-                                             {"walk_forward": wf.note})
-            reports.append({"html": str(html), "json": str(js)})
-        out = {"walk_forward": wf.summary(), "reports": reports,
-               "results": [r.summary() for r in wf.results]}
-        if publish:
-            _publish_walk_forward(wf, reports)
-        return out
+        return _walk_forward(settings, source, s, e, train_days, test_days, out_dir, publish, run_backtest, "", kw)
     result = run_backtest(settings, source, s, e, **kw)
     html, js = write_backtest_report(result, out_dir)
     return _summary_with_report(result, html, js, publish)
@@ -113,18 +100,40 @@ def execute(start: str, end: str, panel: str = "math", symbols: Sequence[str] | 
 def _execute_strategy(settings: Settings, strategy: str, start: str, end: str, panel: str,
                       symbols: Sequence[str] | None, out_dir: str, train_days: int | None, test_days: int | None,
                       publish: bool) -> dict[str, Any]:
-    from backtest.strategies import run_strategy_backtest
+    from backtest.strategies import PANEL_STRATEGIES, WHY_MATH, run_strategy_backtest
 
-    if train_days is not None or test_days is not None:
-        raise ConfigError(f"--strategy {strategy}: walk-forward runs with the trend strategy only")
-    if panel != "math":
-        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only")
+    if panel != "math" and strategy not in PANEL_STRATEGIES:
+        raise ConfigError(f"--strategy {strategy}: --panel {panel}: {WHY_MATH}")
     s, e = parse_range(start, end)
-    result = run_strategy_backtest(settings, replay_source(settings), s, e, strategy=strategy,
-                                   symbols=list(symbols) if symbols else None)
+    kw: dict[str, Any] = {"strategy": strategy, "symbols": list(symbols) if symbols else None}
+    if panel != "math":
+        kw.update(panel_mode=panel, cache=response_cache(settings, panel))
+    if train_days is not None or test_days is not None:
+        return _walk_forward(settings, replay_source(settings), s, e, train_days, test_days, out_dir, publish,
+                             run_strategy_backtest, f"-{strategy}", kw, {"strategy": strategy})
+    result = run_strategy_backtest(settings, replay_source(settings), s, e, **kw)
     html, js = write_backtest_report(result, out_dir, report_basename(result, f"-{strategy}"),
                                      {"strategy": strategy})
     return _summary_with_report(result, html, js, publish)
+
+
+def _walk_forward(settings: Settings, source: Any, s: pd.Timestamp, e: pd.Timestamp, train_days: int | None,
+                  test_days: int | None, out_dir: str, publish: bool, runner: Any, label: str, kw: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Walk-forward windows of `runner` (the trend engine or a strategy's backtest), a report per window."""
+    if not test_days:
+        raise ConfigError("walk-forward needs --test-days > 0 (and --train-days >= 0)")
+    wf: WalkForwardResult = walk_forward(settings, source, s, e, int(train_days or 0), int(test_days), runner=runner,
+                                         **kw)
+    reports = []
+    for i, r in enumerate(wf.results):
+        html, js = write_backtest_report(r, out_dir, report_basename(r, f"{label}-wf{i + 1}"),
+                                         {"walk_forward": wf.note, **(extra or {})})
+        reports.append({"html": str(html), "json": str(js)})
+    out = {"walk_forward": wf.summary(), "reports": reports, "results": [r.summary() for r in wf.results]}
+    if publish:
+        _publish_walk_forward(wf, reports)
+    return out
 
 
 def _summary_with_report(result: BacktestResult, html: Path, js: Path, publish: bool) -> dict[str, Any]:

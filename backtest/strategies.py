@@ -31,7 +31,6 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -40,30 +39,31 @@ import pandas as pd
 from agents import math_engine
 from agents.strategies import build
 from agents.strategies.base import AccountView, Facts, Open
-from agents.strategies.rebalance import PortfolioFacts, weights
 from backtest.book import Book
-from backtest.data import H1_NS, change_4h_pct, decision_times, load_symbol
-from backtest.engine import _light_snapshot, run_backtest
+from backtest.data import H1_NS, NoDecisionTime, change_4h_pct, decision_times, load_symbol
+from backtest.engine import _light_snapshot, _range_notes, run_backtest
+from backtest.rebalance_backtest import _describe, _params, run_rebalance_backtest
 from backtest.result import BacktestResult, DecisionRecord
-from core.baselines import buy_and_hold, monte_carlo, tracking_error_vs_benchmark, tracking_error_vs_target
+from core.baselines import buy_and_hold, monte_carlo
 from core.errors import ConfigError, DataError
-from core.frames import TF_DELTA
 from core.leaderboard import CONSENSUS_ID, MemberResult, leaderboard
 from core.metrics import compute_metrics, trade_records_from_positions
-from core.settings import STRATEGIES, Settings, StrategyParams
+from core.settings import STRATEGIES, Settings
 from core.types import Action
 from exchange.base import TickerInfo
-from exchange.money import D
 from exchange.paper import PaperAccount
-from exchange.spot import SpotAccount
 from pipeline import positions as execution
-from pipeline.rebalance import execute_rebalance
 from pipeline.stages import BTC, decide, select_candidates
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
-from risk.intents import check_rebalance
 from risk.profiles import get_profile
 
-__all__ = ["run_rebalance_backtest", "run_strategy_backtest"]
+__all__ = ["WHY_MATH", "run_rebalance_backtest", "run_strategy_backtest"]
+# the strategies whose backtest asks the panel (--panel cache|live): hybrid's trend half reads the consensus
+PANEL_STRATEGIES = ("hybrid",)
+# why the others backtest in math mode only (said with the error)
+WHY_MATH = ("only hybrid's trend half reads the panel's consensus in a backtest; grid and volatility decide from "
+            "prices and the regime alone (the panel would change nothing), and rebalance's tilt reads the "
+            "math-mode decisions in a backtest (the paper cycle tilts by the panel): use --panel math")
 # the score frame's state_4h -> the Score's trend, as math_engine.score_from_row maps it
 _REGIME = {code: trend.value for code, trend in math_engine._TREND_CODE.items()}
 
@@ -77,12 +77,19 @@ def run_strategy_backtest(settings: Settings, source: Any, start: datetime | str
     if strategy == "trend":
         return run_backtest(settings, source, start, end, symbols=symbols, progress=progress, seed=seed,
                             mc_runs=mc_runs, leaderboard_runs=leaderboard_runs, **kwargs)
-    if kwargs.get("panel_mode", "math") != "math":
-        raise ConfigError(f"--strategy {strategy}: backtests of this strategy run in --panel math only")
+    panel_mode = kwargs.get("panel_mode", "math")
+    if panel_mode != "math" and strategy not in PANEL_STRATEGIES:
+        raise ConfigError(f"--strategy {strategy}: --panel {panel_mode}: {WHY_MATH}")
     if strategy == "rebalance":
         return run_rebalance_backtest(settings, source, start, end, seed=seed, mc_runs=mc_runs,
                                       leaderboard_runs=leaderboard_runs)
-    return _run_futures(settings, source, start, end, strategy, symbols, seed, mc_runs, leaderboard_runs)
+    panel = None
+    if panel_mode != "math":
+        from backtest.panel import panel_setup
+
+        panel = (panel_mode, *panel_setup(settings, panel_mode, kwargs.get("members"), kwargs.get("providers"),
+                                          kwargs.get("cache")), kwargs.get("cache"))
+    return _run_futures(settings, source, start, end, strategy, symbols, seed, mc_runs, leaderboard_runs, panel)
 
 
 def _universe(settings: Settings, source: Any, symbols: Sequence[str] | None) -> tuple[list[str], list[str] | None]:
@@ -99,17 +106,24 @@ def _universe(settings: Settings, source: Any, symbols: Sequence[str] | None) ->
 
 
 def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy: str,
-                 symbols: Sequence[str] | None, seed: int, mc_runs: int, leaderboard_runs: int) -> BacktestResult:
+                 symbols: Sequence[str] | None, seed: int, mc_runs: int, leaderboard_runs: int,
+                 panel: tuple[Any, ...] | None = None) -> BacktestResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     times = decision_times(start, end, settings.cycle_interval_minutes)
     known = source.symbols()
     universe, requested = _universe(settings, source, symbols)
-    ranges = [source.data_range(s) for s in universe]
-    lo, hi = min(r[0] for r in ranges), min(r[1] for r in ranges)
+    ranges = {s: source.data_range(s) for s in universe}
+    # as the trend engine (backtest/engine.py): from the first symbol's data to the end of the longest
+    # history (or --to); each symbol runs to its own end, then its resting orders are cancelled and its
+    # positions closed at its last close (reason data_end), and the report says so
+    lo, hi = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+    req_start, req_end = (times[0], times[-1]) if len(times) else (pd.Timestamp(start), pd.Timestamp(end))
     times = times[(times >= lo) & (times <= hi)]
     if len(times) == 0:
-        raise DataError(f"no decision time between {start} and {end} inside the replay data of {', '.join(universe)}")
+        raise NoDecisionTime(f"no decision time between {start} and {end} inside the replay data of "
+                             f"{', '.join(universe)}")
+    range_notes = _range_notes(req_start, req_end, times, ranges)
     end_ts = times[-1]
     load = sorted(set(universe) | ({BTC} if BTC in known else set()))
     data = {s: load_symbol(source, s, times, end_ts, settings, timings) for s in load}
@@ -137,6 +151,8 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                                 "votes": 0, "valid_votes": 0, "tokens": 0, "llm_cost_usd": 0.0, "intents": {},
                                 "resting_fills": 0, "repositions": 0, "handovers": 0}
     deny: dict[str, int] = {}
+    ended: set[str] = set()  # symbols whose history has ended (after their last bar: no candidate, no orders)
+    all_votes: list[tuple[datetime, Any]] = []
     t_loop = time.perf_counter()
     for k, t in enumerate(times.to_pydatetime()):
         counters["decision_times"] += 1
@@ -165,12 +181,15 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                         execution.monitor_bar(acct, pos.id, t_open, o, h, lw, c, due, prof, atr=float(sd.atr[j]),
                                               qty_step=sd.limits.qty_step)
             next_bar[s], next_fund[s] = max(next_bar[s], j1), fp
+            if not sd.has_fill[k] and next_bar[s] >= len(sd.open_ns) and s not in ended:
+                ended.add(s)
+                _end_symbol(acct, s, sd)
         # 2. candidates (liquidity filters)
         tickers: dict[str, TickerInfo] = {}
         for s in universe:
             sd = data[s]
             n = int(sd.n_closed[k])
-            if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns:
+            if n == 0 or sd.open_ns[n - 1] < sd.futures_start_ns or s in ended:
                 continue
             last = float(sd.c[n - 1])
             half = last * spread / 200
@@ -178,8 +197,11 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
         cands, _dropped, _note = select_candidates(settings, tickers, known, requested)
         allowed = {c.symbol for c in cands}
         counters["candidates"] += len(cands)
-        # 3. the strategy per symbol
+        # 3. the strategy per symbol (with a panel: hybrid's trend-regime symbols are asked first, in one
+        # prompt, as the live cycle asks about its candidates)
         prices = book.marks(data, k)
+        asked = _ask_panel(panel, settings, source, universe, tickers, data, k, t, acct, counters, all_votes) \
+            if panel is not None else {}
         account = None
         btc4h: float | None = None
         btc_done = False
@@ -197,9 +219,12 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
             need = sd.frame is not None and (
                 (strategy == "hybrid" and reg != "RANGE")
                 or (strategy == "volatility" and not mine and strat.signal(fe, reg)[0] is not Action.WAIT))
-            score = sd.score(k, settings.signal) if need else None
-            counters["scored"] += score is not None
-            dec = decide(s, t, [], score, settings) if score is not None else None
+            if s in asked:
+                score, dec = asked[s]
+            else:
+                score = sd.score(k, settings.signal) if need else None
+                counters["scored"] += score is not None
+                dec = decide(s, t, [], score, settings) if score is not None else None
             atr = float(sd.atr[n - 1]) if n else math.nan
             if account is None:
                 account = book.account_state(t, float(acct.equity(prices)))
@@ -247,8 +272,83 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
     timings["loop"] = time.perf_counter() - t_loop
     counters["deny_reasons"] = dict(sorted(deny.items(), key=lambda kv: (-kv[1], kv[0]))[:15])
     counters["orders"] = _order_counts(acct)
-    return _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
-                   leaderboard_runs, spread)
+    notes = list(range_notes)
+    if panel is not None:
+        notes = panel[4] + [f"panel {panel[0]}: {len(panel[1])} member(s) asked about each trend-regime symbol of "
+                            "hybrid (its grid half reads no panel); the leaderboard has the consensus account only "
+                            "(no shadow accounts in a strategy backtest)"] + notes
+        if counters.get("panel_stopped"):
+            notes.append(counters["panel_stopped"])
+    res = _finish(settings, strategy, times, data, universe, book, decisions, counters, timings, t0, seed, mc_runs,
+                  leaderboard_runs, spread, notes)
+    if panel is not None:
+        from dataclasses import replace as _replace
+
+        res = _replace(res, panel_mode=panel[0], votes=all_votes)
+    return res
+
+
+def _ask_panel(panel: tuple[Any, ...], settings: Settings, source: Any, universe: Sequence[str],
+               tickers: dict[str, TickerInfo], data: dict[str, Any], k: int, t: datetime, acct: PaperAccount,
+               counters: dict[str, Any], all_votes: list[tuple[datetime, Any]]) -> dict[str, tuple[Any, Any]]:
+    """hybrid with a panel: the Score and the consensus decision of each symbol in a trend regime at t, the
+    panel asked once about all of them with the live cycle's prompt (backtest/panel.py); the math score
+    alone once the run's token budget is spent."""
+    from agents.prompt import build_payload
+    from backtest.panel import no_news_note_for, panel_votes
+    from core.types import NewsReport
+
+    mode, members, providers, budget, _notes, cache = panel
+    scores = {}
+    for s in universe:
+        sd = data[s]
+        if s not in tickers or sd.frame is None or sd.columns is None:
+            continue
+        if _REGIME.get(int(sd.columns["state_4h"][k]), "RANGE") != "RANGE":
+            scores[s] = sd.score(k, settings.signal)
+    counters["scored"] += len(scores)
+    run_budget = settings.token_budget_day
+    votes: list[Any] = []
+    if scores and members and not (mode == "live" and run_budget and counters["tokens"] >= run_budget):
+        snaps = {}
+        for s in scores:
+            try:
+                snaps[s] = source.snapshot(s, t)
+            except DataError:
+                continue
+        note = no_news_note_for(settings)
+        news = {s: NewsReport(s, t, available=False, note=note) for s in snaps}
+        payload = build_payload(snaps, scores, news, acct.open_positions(), settings, as_of=t)
+        votes = panel_votes(mode, members, providers, list(snaps), payload, cache, budget, t) if snaps else []
+        for v in votes:
+            all_votes.append((t, v))
+            counters["votes"] += 1
+            counters["valid_votes"] += int(v.valid)
+            counters["cache_miss"] += int(v.abstain_reason == "cache_miss")
+            counters["tokens"] += v.input_tokens + v.output_tokens
+            counters["llm_cost_usd"] += v.cost_usd
+        if budget is not None:
+            budget.new_cycle()
+    elif scores and members and "panel_stopped" not in counters:
+        counters["panel_stopped"] = (f"token budget of {run_budget:,} tokens spent by {t.isoformat()}: later "
+                                     "decisions by the math score alone")
+    return {s: (sc, decide(s, t, [v for v in votes if v.symbol == s], sc, settings)) for s, sc in scores.items()}
+
+
+def _end_symbol(acct: PaperAccount, symbol: str, sd: Any) -> None:
+    """The history of `symbol` has ended and its last bar was walked: its resting orders are cancelled and
+    its open positions closed at the last close (a market order: slippage and taker fee), reason data_end,
+    as the trend engine's `Book.close_ended`."""
+    ts = pd.Timestamp(int(sd.open_ns[-1]) + H1_NS, tz="UTC").to_pydatetime()
+    for o in acct.open_orders(symbol):
+        if not o.reduce_only:
+            acct.cancel_order(o.id, ts, f"history of {symbol} ends at {ts.isoformat()}")
+    for pos in acct.open_positions():
+        if pos.symbol == symbol:
+            acct.close(pos.id, pos.qty_open, float(sd.c[-1]), ts, reason=f"history of {symbol} ends at "
+                       f"{ts.isoformat()}", kind="data_end")
+    for o in acct.open_orders(symbol):  # the reduce-only orders of positions that closed another way
+        acct.cancel_order(o.id, ts, "position closed")
 
 
 def _label(intent: Any) -> str:
@@ -266,7 +366,8 @@ def _order_counts(acct: PaperAccount) -> dict[str, int]:
 
 def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: dict[str, Any], universe: list[str],
             book: Book, decisions: list[DecisionRecord], counters: dict[str, Any], timings: dict[str, float],
-            t0: float, seed: int, mc_runs: int, leaderboard_runs: int, spread: float) -> BacktestResult:
+            t0: float, seed: int, mc_runs: int, leaderboard_runs: int, spread: float,
+            range_notes: Sequence[str] = ()) -> BacktestResult:
     start_used, end_used = times[0].to_pydatetime(), times[-1].to_pydatetime()
     opening = ((times[0] - pd.Timedelta(minutes=settings.cycle_interval_minutes)).to_pydatetime(),
                float(settings.paper.starting_balance))
@@ -291,12 +392,13 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
     fills = [{"time": f.ts, "symbol": f.symbol, "side": f.side.value, "kind": f.kind, "fill_price": float(f.price),
               "qty": str(f.qty), "fee": float(f.fee), "reason": f.reason} for f in book.acct.fills]
     timings["total"] = time.perf_counter() - t0
-    notes = [f"strategy {strategy}: {_describe(strategy, settings.strategies)}",
+    notes = [f"strategy {strategy}: {_describe(strategy, settings)}",
              "replay: no open interest and no news in the bundled history (both components neutral)",
              f"replay: spread is an estimate ({spread:g}%); market intents fill at the next bar's open with "
              f"{settings.paper.slippage_bps:g} bps slippage and {settings.paper.taker_fee:.4%} taker fee; resting "
              f"limit orders fill at their price as maker ({settings.paper.maker_fee:.4%}) when a bar trades through "
              "them (path open-low-high-close on an up bar, open-high-low-close on a down bar)"]
+    notes += list(range_notes)
     if open_end:
         notes.append(f"{len(open_end)} position(s) still open at the end: marked to market at the last close, "
                      "not closed (not in the trade list)")
@@ -305,165 +407,8 @@ def _finish(settings: Settings, strategy: str, times: pd.DatetimeIndex, data: di
         settings_summary={"strategy": strategy, "risk_profile": settings.risk_profile,
                           "cycle_interval_minutes": settings.cycle_interval_minutes,
                           "starting_balance": settings.paper.starting_balance, "universe": settings.universe,
-                          "members": [], "seed": seed, "strategy_settings": _params(strategy, settings.strategies)},
+                          "members": [], "seed": seed, "strategy_settings": _params(strategy, settings)},
         equity=equity, trades=trades, positions=list(book.acct.positions.values()), open_at_end=open_end,
         metrics=metrics, monte_carlo=mc, buy_and_hold=bh, decisions=decisions, fills=fills, votes=[],
         leaderboard=board, member_results={CONSENSUS_ID: MemberResult(CONSENSUS_ID, equity, trades, [])},
         member_positions={}, member_decisions={}, counters=counters, timings=timings, notes=notes)
-
-
-def _next_open(idx: np.ndarray, val: np.ndarray, t_ns: int) -> tuple[datetime, float] | None:
-    """The open of the first bar starting at or after t (the first price after the decision)."""
-    i = int(np.searchsorted(idx, t_ns, side="left"))
-    return None if i >= len(idx) else (pd.Timestamp(int(idx[i]), tz="UTC").to_pydatetime(), float(val[i]))
-
-
-def _params(strategy: str, p: StrategyParams) -> dict[str, Any]:
-    if strategy == "hybrid":
-        return {"grid": p.grid.model_dump(), "hybrid": p.hybrid.model_dump()}
-    return getattr(p, strategy).model_dump()
-
-
-def _describe(strategy: str, p: StrategyParams) -> str:
-    return ", ".join(f"{k}={v}" for k, v in _flat(_params(strategy, p)).items())
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "targets":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# rebalance
-
-
-def run_rebalance_backtest(settings: Settings, source: Any, start: datetime | str, end: datetime | str, *,
-                           seed: int = 0, mc_runs: int = 1000, leaderboard_runs: int = 1000) -> BacktestResult:
-    """Target weights on spot holdings, from all quote at the start (the first allocation is the
-    first rebalance). Prices: the 1h history of each asset's `ASSET/QUOTE:QUOTE` market in the
-    replay store: its spot bars where the store has them, the perpetual's after (stated in the notes).
-    A decision at t sees closes by t; trades fill at the next bar's open with the spot fee and
-    slippage of the settings; buys are cut to the cash available at the fill."""
-    t0 = time.perf_counter()
-    cfg = settings.strategies.rebalance
-    strat = build("rebalance", settings)
-    quote = cfg.quote
-    assets = [a for a in cfg.targets if a != quote]
-    syms = {a: f"{a}/{quote}:{quote}" for a in assets}
-    known = source.symbols()
-    missing = [s for s in syms.values() if s not in known]
-    if missing:
-        raise DataError(f"rebalance: no history for {', '.join(missing)}; the source has: {', '.join(known)}")
-    hist = {a: source.history(s) for a, s in syms.items()}
-    opens = {a: h.h1["open"] for a, h in hist.items()}
-    closes = {a: pd.Series(h.h1["close"].to_numpy(dtype=float), index=h.h1.index + TF_DELTA["1h"])
-              for a, h in hist.items()}
-    times = decision_times(start, end, settings.cycle_interval_minutes)
-    first = max(c.index[0] for c in closes.values())
-    last_open = min(o.index[-1] for o in opens.values())
-    times = times[(times >= first) & (times <= last_open)]
-    if len(times) == 0:
-        raise DataError(f"rebalance: no decision time between {start} and {end} inside the history of "
-                        f"{', '.join(syms.values())} ({first} .. {last_open})")
-    steps = {a: source.market_rules(s).qty_step for a, s in syms.items()}
-    # panel tilt (when configured): in math mode the "panel" is the consensus falling back to the math score
-    tilt_data = ({a: load_symbol(source, sym, times, times[-1], settings) for a, sym in syms.items()}
-                 if cfg.panel_tilt_pct > 0 else {})
-    spot = SpotAccount(quote=quote, fee=D(cfg.fee), slippage_bps=D(cfg.slippage_bps),
-                       holdings={quote: D(settings.paper.starting_balance), **{a: Decimal(0) for a in assets}})
-    close_idx = {a: c.index.as_unit("ns").asi8 for a, c in closes.items()}
-    close_val = {a: c.to_numpy() for a, c in closes.items()}
-    open_idx = {a: o.index.as_unit("ns").asi8 for a, o in opens.items()}
-    open_val = {a: o.to_numpy(dtype=float) for a, o in opens.items()}
-    curve: list[tuple[datetime, float]] = []
-    wrows: list[dict[str, float]] = []
-    st_state: Any = None
-    counters: dict[str, Any] = {"decision_times": 0, "rebalances": 0, "trades": 0, "denied": 0, "rejected": 0,
-                                "fees": 0.0, "turnover": 0.0, "candidates": 0, "scored": 0, "non_wait_decisions": 0,
-                                "approved": 0, "denied_non_wait": 0, "filled": 0, "cache_miss": 0, "votes": 0,
-                                "valid_votes": 0, "tokens": 0, "llm_cost_usd": 0.0}
-    decisions: list[DecisionRecord] = []
-    fills: list[dict[str, Any]] = []
-    bh_holdings: dict[str, Decimal] | None = None
-    bh_curve: list[tuple[datetime, float]] = []
-    for k, t in enumerate(times.to_pydatetime()):
-        counters["decision_times"] += 1
-        tn = pd.Timestamp(t).as_unit("ns").value
-        prices = {a: float(close_val[a][np.searchsorted(close_idx[a], tn, side="right") - 1]) for a in assets}
-        decided = {a: decide(syms[a], t, [], sd.score(k, settings.signal), settings) for a, sd in tilt_data.items()
-                   if sd.frame is not None and sd.pre_signal[k] != 0}
-        facts = PortfolioFacts(t, dict(spot.holdings), prices, decided, steps, False, st_state)
-        st = strat.step(facts)
-        st_state = st.state
-        for rb in st.intents:
-            v = check_rebalance(rb.weights, rb.trades, spot.holdings, quote, cfg.min_trade_usd, cfg.fee, False)
-            if not v.approved:
-                counters["denied"] += 1
-                decisions.append(DecisionRecord(t, "portfolio", "REBALANCE", 0.0, 0.0, 0, False, v.reasons))
-                continue
-            counters["rebalances"] += 1
-            decisions.append(DecisionRecord(t, "portfolio", "REBALANCE", 0.0, 0.0, 0, True, (rb.reason,), True))
-            done = execute_rebalance(spot, rb, lambda a, tn=tn: _next_open(open_idx[a], open_val[a], tn), cfg, steps)
-            counters["rejected"] += len(done["rejected"])
-            for rec in done["trades"]:
-                counters["trades"] += 1
-                counters["fees"] += float(rec["fee"])
-                counters["turnover"] += float(rec["notional"])
-                fills.append({"time": rec["ts"], "symbol": syms[rec["asset"]], "side": rec["side"], "kind": "spot",
-                              "fill_price": float(rec["price"]), "qty": rec["qty"], "fee": float(rec["fee"])})
-            if bh_holdings is None:
-                bh_holdings = dict(spot.holdings)  # buy-and-hold of the start allocation
-        eq = float(spot.value(prices))
-        curve.append((t, eq))
-        wrows.append(weights({a: spot.holdings.get(a, Decimal(0)) for a in cfg.targets}, prices, quote))
-        if bh_holdings is not None:
-            bh_curve.append((t, float(sum((q if a == quote else q * D(prices[a])) for a, q in bh_holdings.items()))))
-    start_used, end_used = times[0].to_pydatetime(), times[-1].to_pydatetime()
-    opening = ((times[0] - pd.Timedelta(minutes=settings.cycle_interval_minutes)).to_pydatetime(),
-               float(settings.paper.starting_balance))
-    idx = pd.DatetimeIndex([opening[0]] + [t for t, _ in curve])
-    equity = pd.Series([opening[1]] + [e for _, e in curve], index=idx, dtype=float)
-    bench = pd.Series([e for _, e in bh_curve], index=pd.DatetimeIndex([t for t, _ in bh_curve]), dtype=float)
-    w = pd.DataFrame(wrows, index=pd.DatetimeIndex([t for t, _ in curve]))
-    te_target = tracking_error_vs_target(w.iloc[1:] if len(w) > 1 else w, cfg.targets)
-    te_bh = tracking_error_vs_benchmark(equity.loc[bench.index] if len(bench) else equity, bench)
-    metrics = compute_metrics(equity, [], opening[0], end_used)
-    mc = monte_carlo([], settings.paper.starting_balance, runs=mc_runs, seed=seed)
-    bh: dict[str, float] = {}
-    for a in assets:
-        bh[syms[a]] = buy_and_hold(closes[a], start_used, end_used)
-    bh["start allocation (held)"] = float(bench.iloc[-1] / bench.iloc[0] - 1) if len(bench) > 1 else math.nan
-    counters["tracking_error_vs_target"] = te_target
-    counters["tracking_error_vs_buy_and_hold"] = te_bh
-    counters["return_vs_buy_and_hold"] = (float(equity.iloc[-1] / bench.iloc[-1] - 1) if len(bench) else math.nan)
-    board = leaderboard([MemberResult(CONSENSUS_ID, equity, [], [])], opening[0], end_used, runs=leaderboard_runs,
-                        seed=seed)
-    spot_end = {a: h.futures_start for a, h in hist.items()}
-    notes = [f"strategy rebalance: {_describe('rebalance', settings.strategies)}",
-             f"tracking error vs target: RMS {te_target['rms']:.2%} of weight, largest drift {te_target['max_drift']:.2%}, "
-             f"mean largest drift {te_target['mean_drift']:.2%}; vs buy-and-hold of the start allocation: "
-             f"{te_bh:.2%} annualised",
-             "prices: each asset's spot bars in the replay store, then its perpetual's bars from "
-             + ", ".join(f"{a} {ts:%Y-%m-%d}" for a, ts in spot_end.items())
-             + " (the bundled spot history ends there); no funding on spot holdings",
-             f"spot fee {cfg.fee:.3%} and {cfg.slippage_bps:g} bps slippage on every trade, at the next bar's open"]
-    if tilt_data:
-        notes.append(f"panel tilt up to {cfg.panel_tilt_pct:g} points per asset from the math-mode decisions "
-                     "(no models in a backtest of this strategy)")
-    timings = {"total": time.perf_counter() - t0}
-    return BacktestResult(
-        start=start_used, end=end_used, panel_mode="math", symbols=list(syms.values()),
-        settings_summary={"strategy": "rebalance", "risk_profile": settings.risk_profile,
-                          "cycle_interval_minutes": settings.cycle_interval_minutes,
-                          "starting_balance": settings.paper.starting_balance, "universe": "rebalance targets",
-                          "members": [], "seed": seed, "strategy_settings": _params("rebalance", settings.strategies)},
-        equity=equity, trades=[], positions=[], open_at_end=[], metrics=metrics, monte_carlo=mc, buy_and_hold=bh,
-        decisions=decisions, fills=fills, votes=[], leaderboard=board,
-        member_results={CONSENSUS_ID: MemberResult(CONSENSUS_ID, equity, [], [])}, member_positions={},
-        member_decisions={}, counters=counters, timings=timings, notes=notes)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,10 +39,13 @@ WALK_FORWARD_NOTE = (
 
 
 def walk_forward(settings: Settings, source: Any, start: datetime | str, end: datetime | str, train_days: int,
-                 test_days: int, **kwargs: Any) -> WalkForwardResult:
+                 test_days: int, runner: Callable[..., BacktestResult] = run_backtest,
+                 **kwargs: Any) -> WalkForwardResult:
     """Rolling windows [train | test] from `start`: train_days of warm-up (honestly: the engine fits
     nothing, so the train window only guarantees the indicators are warm), then a backtest over the
-    next test_days; the windows roll by test_days until `end`. Reports the test windows only."""
+    next test_days; the windows roll by test_days until `end`. Reports the test windows only.
+    `runner(settings, source, start, end, **kwargs)` runs one window: the trend engine's `run_backtest`,
+    or a strategy's (`backtest.strategies.run_strategy_backtest` with `strategy=`)."""
     if train_days < 0 or test_days <= 0:
         raise ValueError("train days must be >= 0 and test days > 0")
     s, e = to_utc(start), to_utc(end)
@@ -52,7 +56,7 @@ def walk_forward(settings: Settings, source: Any, start: datetime | str, end: da
     while cur < e:
         t_end = min(cur + pd.Timedelta(days=test_days) - pd.Timedelta(minutes=settings.cycle_interval_minutes), e)
         try:
-            res = run_backtest(settings, source, cur, t_end, **kwargs)
+            res = runner(settings, source, cur, t_end, **kwargs)
         except NoDecisionTime as exc:
             # a window outside the data (typically past the end of the history) is reported as
             # skipped; the windows already finished are kept

@@ -9,6 +9,8 @@ One offline paper cycle (replay, 6 symbols, no keys, a fresh SQLite file each ru
       per run (flow-run and task-run records, logs and artifacts through the API);
 2. with a temporary server (no PREFECT_API_URL): the `quorum cycle --json` process wall time.
 "The flow's own work" is the cycle's `timings_s.total` (its stages, measured inside the flow).
+For scale, the last row is a Python process that only imports what a cycle needs (the CLI, Prefect,
+pandas, SQLAlchemy, pandas-ta): the part of 1a that no Prefect setting changes.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ def start_server(env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, str,
         time.sleep(0.3)
 
 
+def imports_only(env: dict[str, str]) -> float:
+    """Wall s of a Python process that imports the CLI and the cycle's flow, and exits."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import cli.app, cli.trading, flows.trading_cycle"], env=env, cwd=ROOT,
+                   check=True, timeout=300)
+    return time.perf_counter() - t0
+
+
 def in_process(api: str, tmp: Path, runs: int) -> list[tuple[float, float]]:
     """The flow call as the CLI makes it, in one process with a running server."""
     code = f"""
@@ -125,10 +135,12 @@ def main() -> None:
             ("running server: the flow call (after imports)", [w for w, _ in inproc], [f for _, f in inproc]),
             ("temporary server: quorum cycle process", [w for w, _ in temp], [f for _, f in temp]),
         ]
+        imports = [imports_only(env) for _ in range(args.runs)]
         print(f"median of {args.runs} runs, one offline paper cycle (replay, 6 symbols) as of {AS_OF}")
         print(f"{'':48} {'wall s':>8} {'flow work s':>12} {'ratio':>7}")
         for label, walls, works in rows:
             print(f"{label:48} {med(walls):8.2f} {med(works):12.2f} {med(walls) / med(works):6.2f}x")
+        print(f"{'python start-up + the imports of a cycle':48} {med(imports):8.2f}")
     finally:
         if server is not None:
             stop(server)

@@ -101,5 +101,16 @@ def main() -> None:
         sys.exit(1)
 
 
+def entry() -> None:
+    """The `quorum` console script: `main()`, then a quick exit (see lifecycle.quick_exit)."""
+    from cli import lifecycle
+
+    try:
+        main()
+    except SystemExit as exc:
+        lifecycle.quick_exit(exc.code)
+    lifecycle.quick_exit(0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -170,8 +170,9 @@ def create_app(settings: Settings | None = None, reports_dir: str | Path = "repo
 
     def page(request: Request, template: str, title: str, active: str = "", status: int = 200,
              **kw: Any) -> HTMLResponse:
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         html = env.get_template(template).render(title=title, nav=NAV, active=active, mode=settings.mode,
-                                                 logged_in=logged_in(request), refresh_s=refresh_s, **kw)
+                                                 logged_in=logged_in(request), refresh_s=refresh_s, here=here, **kw)
         return HTMLResponse(html, status_code=status)
 
     def message(request: Request, status: int, heading: str, text: str, hint: str = "",

@@ -15,6 +15,7 @@ How the cycle, the monitor and the CLI call it (the wiring the lead does after t
     broker.apply_exit_step(risk.exits.step(pos, bar, profile))  # moved stop, stale/time/news exits
     w = broker.walk(pid, bars, funding, profile)              # the monitor: a position through its new bars
     broker.positions(); broker.open_orders(); broker.fills(); broker.balance()
+    broker.place_order(resting_order); broker.resting_orders(symbol); broker.cancel_order(order_id)  # grid levels
 
 Exactly-once: every order a broker sends has a deterministic client id (`client_order_id`), derived from
 what caused it (account, decision time, symbol, intent, sequence); calling `open_position` again with the
@@ -32,7 +33,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from core.types import Fill, Position, PositionEvent, TradePlan
+from core.types import Fill, Position, PositionEvent, RestingOrder, TradePlan
 
 Intent = Literal["entry", "stop", "tp1", "tp2", "close"]
 INTENT_CODES: dict[str, str] = {"entry": "E", "stop": "S", "tp1": "T", "tp2": "U", "close": "X"}
@@ -45,17 +46,18 @@ def position_id_for(symbol: str, decision_time: datetime) -> str:
 
 
 def client_order_id(account: str, decision_time: datetime, symbol: str, intent: str, seq: int = 0,
-                    *, max_len: int = 36, style: str = "text") -> str:
+                    *, max_len: int = 36, style: str = "text", key: str = "") -> str:
     """Deterministic client order id for (account, decision time, symbol, intent, sequence).
 
     style "text": `q<yymmddHHMM><BASE≤6><intent code><seq>-<hash8>` (≤ 30 chars, `^[.A-Z:/a-z0-9_-]{1,36}$`,
     fits Bybit orderLinkId ≤ 36 and Binance newClientOrderId ≤ 36); the hash covers every part, so two
     accounts or two symbols with the same base never collide. style "alnum": the same without the dash (OKX
 clOrdId). style "hex128": `0x` + 32 hex digits
-    (Hyperliquid's cloid).
+    (Hyperliquid's cloid). `key`, when given, is hashed too: what tells apart orders of the same intent,
+    decision time and symbol (one grid level of several, by its order id).
     """
-    key = f"{account}|{decision_time.isoformat()}|{symbol}|{intent}|{seq}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    parts = f"{account}|{decision_time.isoformat()}|{symbol}|{intent}|{seq}" + (f"|{key}" if key else "")
+    digest = hashlib.sha256(parts.encode()).hexdigest()
     if style == "hex128":
         return "0x" + digest[:32]
     base = "".join(ch for ch in symbol.split("/")[0] if ch.isalnum())[:6].upper()
@@ -139,7 +141,7 @@ class Finding:
     """One difference between the exchange and the database, and what the broker did about it."""
 
     kind: Literal["protective_filled", "position_closed_on_exchange", "stop_restored", "orphan_cancelled",
-                  "unknown_position", "qty_mismatch", "order_resolved", "stop_resized"]
+                  "unknown_position", "qty_mismatch", "order_resolved", "stop_resized", "resting_filled"]
     symbol: str
     detail: str
     position_id: str | None = None
@@ -202,6 +204,20 @@ class Broker(Protocol):
         ...
 
     def cancel(self, client_id: str) -> OrderView:
+        ...
+
+    def place_order(self, order: RestingOrder) -> OrderView:
+        """Rest an opening limit order (a grid level) with its stop and take-profit, placed when it fills
+        (paper: exchange/orders.py fills it on the bars; live: exchange/live_resting.py, post-only, the
+        fill found by reconcile())."""
+        ...
+
+    def resting_orders(self, symbol: str | None = None) -> list[RestingOrder]:
+        """The resting orders (entries, and the take-profits and stops of the positions they opened)."""
+        ...
+
+    def cancel_order(self, order_id: str, ts: datetime | None = None, reason: str = "canceled") -> OrderView | None:
+        """Cancel the resting order with this RestingOrder id; None when none rests."""
         ...
 
     def positions(self) -> list[Position]:

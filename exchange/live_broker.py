@@ -45,7 +45,8 @@ from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView
 from exchange.capabilities import Capabilities, classify
 from exchange.ccxt_errors import translate
 from exchange.live_client import build_client, point_api_at
-from exchange.live_orders import OrderDesk, OrderSpec, _d, _view
+from exchange.live_orders import OrderSpec, _d, _view
+from exchange.live_resting import RestingDesk
 from exchange.paper import PaperAccount, _Ledger
 from exchange.reconcile import BookPosition, ExchangeOrder, book_positions, diff, protective_exit, to_position
 from exchange.walk import RESTING_EXIT_KINDS, follow_on_exchange
@@ -57,7 +58,7 @@ STALE_ENTRY_S = 2 * 3600  # an entry intent never sent is dropped by reconcile a
 __all__ = ["LiveBroker", "build_client", "point_api_at"]
 
 
-class LiveBroker(OrderDesk):
+class LiveBroker(RestingDesk):  # RestingDesk: resting limit orders (grid levels), on top of OrderDesk
     name = "live"
 
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
@@ -464,6 +465,8 @@ class LiveBroker(OrderDesk):
                                             f"filled on the exchange: {rec.filled} @ {rec.avg_price} (fee {rec.fee})",
                                             rec.position_id, "recorded", price=rec.avg_price, qty=rec.filled,
                                             fee=rec.fee, client_id=rec.client_id, fill=fill, event=event))
+        # 2b. resting limit entries that filled (grid levels): their stop and take-profit are placed
+        findings += self.reconcile_resting()
         # 3. the pure comparison, then its actions
         journal_map = {o.client_id: o for o in self.journal()}
         book = book_positions(journal_map.values())

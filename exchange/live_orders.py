@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.errors import ExchangeError, OrderRejected, TransientError
 from core.faults import crash_point
 from core.types import Side
-from exchange.broker import OrderView, client_order_id
+from exchange.broker import OrderView, client_order_id, position_id_for
 from exchange.capabilities import Capabilities, capabilities_for, classify, protective_params
 from exchange.ccxt_errors import retry_reads, translate
 from store import orders_journal as journal
@@ -54,6 +54,19 @@ class OrderSpec:
     trigger: Decimal | None = None
     reduce_only: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What tells this order's client id apart beyond (account, decision time, symbol, intent, seq): the
+        position id when it is not the one a decision gives (`position_id_for`), e.g. one grid level of
+        several placed at the same decision time; empty for a trend position (its ids are unchanged)."""
+        return "" if self.position_id == position_id_for(self.symbol, self.decision_time) else self.position_id
+
+
+def limit_price(view: OrderView) -> Decimal | None:
+    """A resting limit order's price (kept in the journal row's meta), or None for a market / conditional one."""
+    lp = (view.meta or {}).get("limit_price")
+    return None if lp in (None, "") else Decimal(str(lp))
 
 
 def _view(row: BrokerOrderRow) -> OrderView:
@@ -106,9 +119,9 @@ class OrderDesk:
     def journal(self) -> list[OrderView]:
         return self._tx(lambda s: [_view(r) for r in journal.all_orders(s, self.account)])
 
-    def _cid(self, decision_time: datetime, symbol: str, intent: str, seq: int) -> str:
+    def _cid(self, decision_time: datetime, symbol: str, intent: str, seq: int, key: str = "") -> str:
         return client_order_id(self.account, decision_time, symbol, intent, seq, max_len=self.caps.client_id_max,
-                               style=self.caps.client_id_style)
+                               style=self.caps.client_id_style, key=key)
 
     def markets(self) -> dict[str, Any]:
         if not self.client.markets:
@@ -129,7 +142,7 @@ class OrderDesk:
 
     # ----------------------------------------------------------------------- exactly-once
     def _place(self, spec: OrderSpec) -> OrderView:
-        cid = self._cid(spec.decision_time, spec.symbol, spec.intent, spec.seq)
+        cid = self._cid(spec.decision_time, spec.symbol, spec.intent, spec.seq, spec.key)
 
         def rec(s: Session) -> tuple[OrderView, bool]:
             row, created = journal.record_intent(
@@ -158,6 +171,10 @@ class OrderDesk:
             params["reduceOnly"] = self.caps.reduce_only_value
         if self.caps.margin_mode_per_order:
             params["marginMode"] = self.margin_mode
+        if limit_price(view) is not None:  # a resting limit order (a grid level, its take-profit)
+            if (view.meta or {}).get("post_only"):
+                params["postOnly"] = True
+            return "limit", params
         if view.trigger_price is not None:
             pos_side = Side.LONG if view.side == "sell" else Side.SHORT
             kind = "stop" if view.intent == "stop" else "tp"
@@ -166,11 +183,12 @@ class OrderDesk:
 
     def _send(self, view: OrderView) -> OrderView:
         typ, params = self._order_params(view)
-        price = None
+        lp = limit_price(view)
+        price = None if lp is None else float(lp)
         last: BaseException | None = None
         for attempt in range(1, self.send_attempts + 1):
             self._update(view.client_id, attempts=attempt)
-            if self.caps.market_order_needs_price:
+            if self.caps.market_order_needs_price and lp is None:
                 price = float(self._read("fetch_ticker", lambda: self.client.fetch_ticker(view.symbol))["last"])
             try:
                 answer = self.client.create_order(view.symbol, typ, view.side, float(view.qty), price, dict(params))

@@ -275,11 +275,15 @@ class PaperAccount(RestingOrders):
                                          r_mult, reason))
         return fill, pnl
 
-    def apply_funding(self, position: Position | str, rate: Any, mark_price: Any, ts: datetime) -> Decimal:
-        """Settle one funding payment. Returns the amount PAID (negative: received)."""
+    def apply_funding(self, position: Position | str, rate: Any, mark_price: Any, ts: datetime,
+                      held_at_open: bool = False) -> Decimal:
+        """Settle one funding payment. Returns the amount PAID (negative: received). A position opened at
+        `ts` does not pay it, unless `held_at_open`: its fill is stamped at `ts` but happened before (a
+        resting order filled inside the bar that closes at `ts`), so it was open at the funding time."""
         pid = position if isinstance(position, str) else position.id
         pos = self.get(pid)
-        if not pos.is_open or (pos.last_funding_at is not None and ts <= pos.last_funding_at) or ts <= pos.opened_at:
+        too_new = ts < pos.opened_at if held_at_open else ts <= pos.opened_at
+        if not pos.is_open or (pos.last_funding_at is not None and ts <= pos.last_funding_at) or too_new:
             return Decimal(0)
         led = self._ledger[pid]
         amount = _q(pos.qty_open * D(mark_price) * D(rate) * pos.side.sign)

@@ -19,7 +19,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from core.errors import OrderRejected
-from core.types import Fill, Position, Side
+from core.types import Fill, Position, RestingOrder, Side
 from exchange.broker import Balance, Finding, OpenRequest, OpenResult, OrderView, Walked, client_order_id
 from exchange.paper import PaperAccount
 from exchange.walk import advance_position
@@ -140,6 +140,27 @@ class PaperBroker:
         n = len(self.account.fills)
         last = advance_position(self.account, self._open(position_id), bars, funding, profile, False, atr, qty_step)
         return Walked(last, tuple(self.account.fills[n:]))
+
+    # ---------------------------------------------------------------- resting orders (a grid's levels)
+    @staticmethod
+    def _resting_view(o: RestingOrder, state: str = "open") -> OrderView:
+        intent = "entry" if not o.reduce_only else ("tp2" if o.type == "limit" else "stop")
+        return OrderView(o.id, o.position_id or o.id, o.symbol, intent, o.side, Decimal(o.amount), state,
+                         Decimal(str(o.price)) if o.type == "stop_market" else None, o.reduce_only,
+                         decision_time=o.created_at,
+                         meta={"order_id": o.id, "tag": o.tag,
+                               **({"limit_price": str(o.price)} if o.type == "limit" else {})})
+
+    def place_order(self, order: RestingOrder) -> OrderView:
+        """The order rests in the paper account until a bar trades through it (exchange/orders.py)."""
+        return self._resting_view(self.account.place_order(order))
+
+    def resting_orders(self, symbol: str | None = None) -> list[RestingOrder]:
+        return self.account.open_orders(symbol)
+
+    def cancel_order(self, order_id: str, ts: datetime | None = None, reason: str = "canceled") -> OrderView | None:
+        o = self.account.cancel_order(order_id, ts or self._now(), reason)
+        return None if o is None else self._resting_view(o, "cancelled")
 
     def cancel(self, client_id: str) -> OrderView:
         raise OrderRejected("paper protective orders follow their position: move the stop or close the position")

@@ -56,6 +56,8 @@ class BookPosition:
     liquidation_price: float | None = None
     cycle_id: str | None = None
     extra: Mapping[str, Any] | None = None  # the caller's Position.extra, journalled with the entry
+    order_id: str | None = None  # opened by a resting limit order (a grid level): that order's id; its exits
+    tag: str = ""  # are its own resting take-profit and stop (the exit rules leave it alone)
 
     @property
     def is_open(self) -> bool:
@@ -104,7 +106,8 @@ def book_positions(orders: Iterable[OrderView]) -> list[BookPosition]:
             initial_stop=stops[0].trigger_price if stops else _dec(meta.get("stop")),
             best_price=_dec(meta.get("best_price")) or entry.avg_price,
             liquidation_price=float(meta["liquidation_price"]) if meta.get("liquidation_price") else None,
-            cycle_id=meta.get("cycle_id"), extra=dict(meta.get("extra") or {})))
+            cycle_id=meta.get("cycle_id"), extra=dict(meta.get("extra") or {}), order_id=meta.get("order_id"),
+            tag=str(meta.get("tag", ""))))
     return out
 
 
@@ -130,6 +133,9 @@ def diff(book: Sequence[BookPosition], exchange_positions: Mapping[str, Decimal]
     resting_ids = {o.client_id for o in exchange_open}
     open_book = [p for p in book if p.is_open]
     book_by_pid = {p.position_id: p for p in book}
+    net: dict[str, Decimal] = {}  # one-way mode: the exchange holds one net position per symbol
+    for p in open_book:
+        net[p.symbol] = net.get(p.symbol, ZERO) + p.qty_open * p.side.sign
     # positions Quorum holds
     for p in open_book:
         ex = exchange_positions.get(p.symbol, ZERO)
@@ -139,9 +145,10 @@ def diff(book: Sequence[BookPosition], exchange_positions: Mapping[str, Decimal]
                                     f"Quorum or liquidated); closed in the database", p.position_id, "mark_closed",
                                     qty=p.qty_open))
             continue
-        if ex != p.qty_open * p.side.sign:
+        if ex != net[p.symbol]:
+            total = "" if net[p.symbol] == p.qty_open * p.side.sign else f" (all positions in {p.symbol}: {net[p.symbol]})"
             findings.append(Finding("qty_mismatch", p.symbol, f"{p.position_id}: database {p.side.value} "
-                                    f"{p.qty_open}, exchange {ex}", p.position_id, "none", qty=ex))
+                                    f"{p.qty_open}{total}, exchange {ex}", p.position_id, "none", qty=ex))
         stop = p.active_stop
         if stop is None or (stop.state == "open" and stop.client_id not in resting_ids):
             findings.append(Finding("stop_restored", p.symbol, f"{p.position_id}: no stop on the exchange; a new "
@@ -156,6 +163,8 @@ def diff(book: Sequence[BookPosition], exchange_positions: Mapping[str, Decimal]
         row = journal.get(o.client_id)
         if row is None:
             continue  # not Quorum's order: left alone
+        if row.intent == "entry" and not row.reduce_only:
+            continue  # a resting entry (a grid level's limit order): no position yet, none needed
         pos = book_by_pid.get(row.position_id)
         if pos is None or not pos.is_open or exchange_positions.get(o.symbol, ZERO) == 0:
             findings.append(Finding("orphan_cancelled", o.symbol, f"{row.intent} {o.client_id} of closed position "
@@ -184,12 +193,15 @@ def to_position(b: BookPosition) -> Position:
                     best_price=float(b.best_price) if b.best_price is not None else entry, phase=b.phase,
                     tp1_done=b.tp1_done, realised_pnl=float(b.realised), fees_paid=float(b.fees),
                     closed_at=b.closed_at, exit_reason=b.exit_reason, cycle_id=b.cycle_id,
-                    extra=dict(b.extra or {}))
+                    extra={**(b.extra or {}), **({} if b.order_id is None else
+                                                {"managed": "orders", "order_id": b.order_id, "tag": b.tag})})
 
 
 def exit_kind(order: OrderView) -> str:
     """The exit kind of a filled protective order, named as the paper account and the backtest name it:
     a stop by its phase (stop | breakeven_stop | trailing_stop), a target by itself (tp1 | tp2)."""
+    if order.intent == "tp2" and (order.meta or {}).get("order_id"):
+        return "tp"  # a grid level's take-profit (a resting limit), named as the paper account names it
     if order.intent != "stop":
         return order.intent
     phase = str((order.meta or {}).get("phase", "initial"))
@@ -218,5 +230,6 @@ def finding_text(f: Finding) -> str:
     what = {"protective_filled": "filled on the exchange", "position_closed_on_exchange": "closed on the exchange",
             "stop_restored": "stop restored", "orphan_cancelled": "orphan order cancelled",
             "unknown_position": "position Quorum did not open (left alone)", "qty_mismatch": "size differs",
-            "order_resolved": "order in doubt resolved", "stop_resized": "stop resized"}.get(f.kind, f.kind)
+            "order_resolved": "order in doubt resolved", "stop_resized": "stop resized",
+            "resting_filled": "resting limit order filled"}.get(f.kind, f.kind)
     return f"reconcile · {f.symbol} · {what}: {f.detail} [{f.action}]"

@@ -171,8 +171,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     acct, closed_on_news = news_exits(factory, source, settings, decision_time, news, acct)
     if closed_on_news:
         monitor["events"] += [f"closed on critical negative news: {x}" for x in closed_on_news]
-    score_futures = {s: score_task.submit(snap, settings.signal, news.get(s)) for s, snap in snapshots.items()}
-    scores: dict[str, Score] = {s: f.result() for s, f in score_futures.items()}
+    scores: dict[str, Score] = score_task(snapshots, settings.signal, news)
     timings["score"] = time.perf_counter() - t1
     logger.info("math scores: %s", ", ".join(
         f"{sym} {sc.final:+.3f} {sc.signal.value} ({sc.trend.value}/{sc.vol_state.value})" for sym, sc in scores.items()))
@@ -222,7 +221,7 @@ def _run_cycle(settings: Settings, source, factory, cycle_id: str, decision_time
     if any(settings.strategy_for(s) not in ("trend", "rebalance") for s in scores):
         acct, strategy_out = strategy_task(factory, source, settings, cycle_id, decision_time, snapshots, scores,
                                            decisions, news, acct)
-    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions)
+    rebalance_out = (rebalance_task(factory, source, settings, decision_time, decisions, cycle_id)
                      if settings.strategy == "rebalance" else None)
     timings["execute+persist"] = time.perf_counter() - t1
     logger.info("execution: %s", ", ".join(f"{sym} {ex.get('status')} {ex.get('fill_price', '')}".strip()

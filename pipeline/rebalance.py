@@ -9,8 +9,10 @@ each trade fills at the price `fill_at(asset)` gives (the first price after the 
 (mode "spot") with its own equity snapshots, so the loss breakers of the risk profile hold for it
 across restarts; the strategy's drift check, the risk check (`risk.intents.check_rebalance`) and the
 trades, the new state and the equity snapshot commit in one transaction. A decision time already
-run is not traded twice. Trades are kept in the spot account's state (the orders/fills tables are
-shaped for futures positions).
+run is not traded twice. Every trade is also an order + fill row (`record_spot_trades`, mode "spot",
+the cycle's id, position id `spot-<ASSET>`, a buy as an `open` of a long holding and a sell as a
+`close`), with a deterministic client order id, as the futures account's fills are recorded, so the
+exports, the dashboard's cycle page and the daily report see them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from agents.strategies.base import Rebalance
 from agents.strategies.rebalance import PortfolioFacts, RebalanceStrategy, weights
 from core.errors import ConfigError, OrderRejected
 from core.settings import RebalanceSettings, Settings
-from core.types import Decision
+from core.types import Decision, Fill, Side
 from exchange.base import MarketDataSource
 from exchange.money import D
 from exchange.spot import SpotAccount
@@ -63,12 +65,28 @@ def execute_rebalance(spot: SpotAccount, rb: Rebalance, fill_at: Callable[[str],
     return out
 
 
+def record_spot_trades(s: Any, trades: list[dict[str, Any]], quote: str, as_of: datetime,
+                       cycle_id: str | None) -> list[str]:
+    """Store the spot trades of one decision as orders + fills (the futures account's tables, mode "spot").
+    A trade's client order id is `spot:<decision time>:<asset>:<side>:<n>`: a rerun stores nothing twice."""
+    ids = []
+    for n, t in enumerate(trades):
+        coid = f"{SPOT_MODE}:{as_of:%Y%m%dT%H%M}:{t['asset']}:{t['side']}:{n}"
+        ids.append(coid)
+        if repo.order_exists(s, coid) is not None:
+            continue
+        fill = Fill(symbol_of(t["asset"], quote), Side.LONG, "open" if t["side"] == "buy" else "close", D(t["qty"]),
+                    D(t["price"]), D(t["fee"]), t["ts"], reason=f"rebalance {t['side']}: {t.get('reason', '')}"[:200])
+        repo.add_order_fill(s, coid, cycle_id, f"spot-{t['asset']}", fill, SPOT_MODE)
+    return ids
+
+
 def symbol_of(asset: str, quote: str) -> str:
     return f"{asset}/{quote}:{quote}"
 
 
 def run_rebalance(factory: Any, source: MarketDataSource, settings: Settings, as_of: datetime,
-                  decisions: Mapping[str, Decision]) -> dict[str, Any]:
+                  decisions: Mapping[str, Decision], cycle_id: str | None = None) -> dict[str, Any]:
     cfg = settings.strategies.rebalance
     if settings.mode != "paper":
         raise ConfigError("strategy 'rebalance' trades the paper spot account only (mode=paper)")
@@ -104,6 +122,7 @@ def run_rebalance(factory: Any, source: MarketDataSource, settings: Settings, as
                 result = {"status": "denied", "note": st.note, "reasons": list(v.reasons)}
                 continue
             done = execute_rebalance(spot, rb, lambda a: source.price_after(syms[a], as_of), cfg, steps)
+            record_spot_trades(s, done["trades"], quote, as_of, cycle_id)
             result = {"status": "rebalanced", "note": rb.reason, "targets": dict(rb.weights),
                       "trades": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in t.items()}
                                  for t in done["trades"]],

@@ -145,13 +145,19 @@ def _one(acct: PaperAccount, it: Intent, ctx: ExecContext) -> IntentResult:
 
 def monitor_order_managed_bar(acct: PaperAccount, position_id: str, t_open: pd.Timestamp, o: float, h: float,
                               lo: float, c: float, funding_due: Sequence[tuple[pd.Timestamp, float]]) -> datetime:
-    """Funding (as `monitor_bar` settles it) and liquidation for a position whose exits are orders."""
+    """Funding (as `monitor_bar` settles it) and liquidation for a position whose exits are orders.
+
+    A resting order that fills inside this bar opens its position with the fill stamped at the bar's close,
+    but the position was open before that: a funding time equal to the bar's close is paid by it (a position
+    open at the funding time pays it, as in the trend engine), unless it closed inside the bar."""
     t_close = (t_open + pd.Timedelta(hours=1)).to_pydatetime()
 
     def settle(ft: pd.Timestamp, rate: float, mark: float) -> None:
         cur = acct.get(position_id)
-        if cur.is_open and ft.to_pydatetime() > cur.opened_at:
-            acct.apply_funding(cur.id, float(rate), mark, ft.to_pydatetime())
+        f = ft.to_pydatetime()
+        inside = f == t_close and cur.opened_at == t_close  # filled inside this bar, before its close
+        if cur.is_open and (f > cur.opened_at or inside):
+            acct.apply_funding(cur.id, float(rate), mark, f, held_at_open=inside)
 
     for ft, rate in funding_due:
         if ft.to_pydatetime() < t_close:

@@ -43,9 +43,18 @@ from store.db import transaction
 
 
 def check_cycle_strategy(settings: Settings) -> None:
-    """The paper cycle runs every strategy; rebalance trades the paper spot account only."""
+    """The paper cycle runs every strategy; rebalance trades the paper spot account only. A live cycle runs
+    `trend` only: the strategy step (`run_strategies`, `sync_orders`) trades and simulates the paper
+    account's resting orders, and is not wired to the live broker's (exchange/live_resting.py) yet, so a
+    live grid would only simulate its orders on the account's mirror."""
     if settings.strategy == "rebalance" and settings.mode != "paper":
         raise ConfigError("strategy 'rebalance' trades the paper spot account only: set QUORUM_MODE=paper")
+    if settings.mode == "live":
+        other = sorted({settings.strategy, *settings.strategy_symbols.values()} - {"trend"})
+        if other:
+            raise ConfigError(f"strategy {', '.join(other)} in live mode: the cycle's strategy step trades the paper "
+                              "account only (the live broker's resting orders are not wired into the cycle yet); "
+                              "use QUORUM_MODE=paper, or strategy trend live")
 
 
 def _walk_start(acct: PaperAccount, symbol: str) -> datetime | None:

@@ -69,33 +69,48 @@ def _safe(publish) -> None:  # type: ignore[no-untyped-def]
         log.warning("could not publish artifacts: %s", exc)
 
 
+def _create_together(*creates) -> None:  # type: ignore[no-untyped-def]
+    """Send the artifact requests at once (each is one API round trip) from threads that see this
+    run's context (the flow run the artifacts belong to); the first failure is raised."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(creates), thread_name_prefix="artifacts") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, c) for c in creates]
+    for f in futures:
+        f.result()
+
+
+def summary_markdown(report: Mapping[str, Any]) -> str:
+    """The cycle's summary: panel status, LLM cost, position updates and the trade plans."""
+    cost = report["llm_cost"]
+    per = ", ".join(f"{m} {v['tokens']} tok ${v['cost_usd']:.4f}" for m, v in sorted(cost["members"].items()))
+    md = [f"# Cycle {report['cycle_id']}", f"as of {report['as_of']} · {report['panel']['status']}",
+          f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}" + (f" ({per})" if per else ""), ""]
+    for e in (report.get("monitor") or {}).get("events", []):
+        md.append(f"- position update: {e}")
+    n_head = len(md)
+    for c in report["candidates"]:
+        plan = c["risk"]["plan"]
+        if c["risk"]["approved"] and plan:
+            md.append(f"## {plan['side']} {c['symbol']}")
+            md.append(f"entry {plan['entry']} · stop {plan['stop']} · TP1 {plan['tp1']} (50%) · TP2 {plan['tp2']}"
+                      f" · {plan['leverage']}x · qty {plan['qty']} · risk ${plan['risk_usd']}")
+    if len(md) == n_head:
+        md.append("No trade this cycle.")
+    return "\n".join(md)
+
+
 def publish_artifacts(report: Mapping[str, Any]) -> None:
     """The cycle's candidates table, its summary (trade plans, cost) and every vote."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    def publish() -> None:
-        create_table_artifact(key="cycle-candidates", table=candidate_rows(report),
-                              description=f"Cycle {report['cycle_id']}")
-        cost = report["llm_cost"]
-        per = ", ".join(f"{m} {v['tokens']} tok ${v['cost_usd']:.4f}" for m, v in sorted(cost["members"].items()))
-        md = [f"# Cycle {report['cycle_id']}", f"as of {report['as_of']} · {report['panel']['status']}",
-              f"LLM cost: {cost['tokens']} tokens, ${cost['cost_usd']:.4f}" + (f" ({per})" if per else ""), ""]
-        for e in (report.get("monitor") or {}).get("events", []):
-            md.append(f"- position update: {e}")
-        n_head = len(md)
-        for c in report["candidates"]:
-            plan = c["risk"]["plan"]
-            if c["risk"]["approved"] and plan:
-                md.append(f"## {plan['side']} {c['symbol']}")
-                md.append(f"entry {plan['entry']} · stop {plan['stop']} · TP1 {plan['tp1']} (50%) · TP2 {plan['tp2']}"
-                          f" · {plan['leverage']}x · qty {plan['qty']} · risk ${plan['risk_usd']}")
-        if len(md) == n_head:
-            md.append("No trade this cycle.")
-        create_markdown_artifact(key="cycle-summary", markdown="\n".join(md))
-        create_markdown_artifact(key="cycle-votes", markdown=votes_markdown(report),
-                                 description=f"Every vote of cycle {report['cycle_id']}")
-
-    _safe(publish)
+    rows, summary, votes = candidate_rows(report), summary_markdown(report), votes_markdown(report)
+    _safe(lambda: _create_together(
+        lambda: create_table_artifact(key="cycle-candidates", table=rows, description=f"Cycle {report['cycle_id']}"),
+        lambda: create_markdown_artifact(key="cycle-summary", markdown=summary),
+        lambda: create_markdown_artifact(key="cycle-votes", markdown=votes,
+                                         description=f"Every vote of cycle {report['cycle_id']}")))
 
 
 def publish_monitor_artifact(summary: Mapping[str, Any]) -> None:

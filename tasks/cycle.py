@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from prefect import task
@@ -36,9 +37,12 @@ def collect_task(source: MarketDataSource, symbol: str, as_of: datetime) -> Mark
     return source.snapshot(symbol, as_of)
 
 
-@task(name="math-score", task_run_name="score-{snapshot.symbol}", cache_policy=NO_CACHE)
-def score_task(snapshot: MarketSnapshot, signal: SignalSettings, news: NewsReport | None) -> Score:
-    return score_snapshot(snapshot, signal, news)
+@task(name="math-score", task_run_name="score-candidates", cache_policy=NO_CACHE)
+def score_task(snapshots: Mapping[str, MarketSnapshot], signal: SignalSettings,
+               news: Mapping[str, NewsReport]) -> dict[str, Score]:
+    """The math engine over every candidate: one task for the stage. Scoring is pandas under the GIL,
+    so one task per symbol ran one after another anyway and added a task run's bookkeeping each."""
+    return {s: score_snapshot(snap, signal, news.get(s)) for s, snap in snapshots.items()}
 
 
 # ---- the account's stages: one task each, so they show in the run graph. Writes are never retried.
@@ -86,10 +90,10 @@ def strategy_task(factory, source, settings, cycle_id: str, decision_time: datet
 
 
 @task(name="rebalance", cache_policy=NO_CACHE)
-def rebalance_task(factory, source, settings, decision_time: datetime, decisions):  # type: ignore[no-untyped-def]
+def rebalance_task(factory, source, settings, decision_time: datetime, decisions, cycle_id=None):  # type: ignore[no-untyped-def]
     from pipeline.rebalance import run_rebalance
 
-    return run_rebalance(factory, source, settings, decision_time, decisions)
+    return run_rebalance(factory, source, settings, decision_time, decisions, cycle_id)
 
 
 @task(name="broadcast", cache_policy=NO_CACHE)

@@ -16,6 +16,8 @@ from tasks import prefect_env
 prefect_env.apply()
 # task results cached by Prefect (news 1 h, hunter 4 h) go to a per-session folder, not ~/.prefect
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", tempfile.mkdtemp(prefix="quorum-prefect-results-"))
+# and Prefect's home (profiles, memo store) per test process: nothing shared between xdist workers
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="quorum-prefect-home-"))
 warnings.filterwarnings("ignore", message=".*Pandas4Warning.*")
 
 PG_URL = os.environ.get("QUORUM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -14,6 +14,7 @@ handshake, short timeout, no tokens spent).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,9 +86,15 @@ def endpoint_for(member: PanelMember, env: Mapping[str, str] = os.environ) -> st
     return member.base_url or _get(env, ENDPOINT_ENV[member.provider]) or DEFAULT_ENDPOINT[member.provider]
 
 
-def _sdk_missing(member: PanelMember) -> str | None:
+def _sdk_missing(member: PanelMember, load: bool = True) -> str | None:
+    """Why the member's SDK cannot be used, or None. `load=False` only looks for it on the path (no
+    import: the SDKs take seconds to import, wasted on a member without a key, which is not used)."""
     module, dist = SDK_MODULE[member.provider]
     try:
+        if not load:
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(module)
+            return None
         importlib.import_module(module)
         importlib.import_module(ADAPTER_MODULE[member.provider])
     except ImportError as exc:
@@ -104,12 +111,15 @@ def member_status(member: PanelMember, env: Mapping[str, str] = os.environ) -> M
 
     if member.enabled is False:
         return status(False, f"disabled in settings (panel member {member.id!r} has enabled: false)")
-    missing = _sdk_missing(member)
+    missing = _sdk_missing(member, load=False)
     if missing:
         return status(False, missing)
     key_env = KEY_ENV[member.provider]
     if key_env and not _get(env, key_env):
         return status(False, f"no API key: set {key_env}")
+    missing = _sdk_missing(member)  # it will be used: does it import (a broken install says so here)?
+    if missing:
+        return status(False, missing)
     if member.provider == "ollama" and not endpoint:
         return status(False, "no Ollama host: set OLLAMA_HOST (e.g. http://127.0.0.1:11434) "
                              "or the member's base_url")

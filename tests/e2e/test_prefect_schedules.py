@@ -7,49 +7,23 @@ served by the local exchange server. Everything started is killed by process gro
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
+from tests.e2e.harness import BIN, ROOT, prefect, prefect_stack, tail
 from tests.fakes.live_exchange import LiveFakeBybit
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 POOL = "quorum-e2e"
 INTERVAL_S = 30
 WANT = {"trading-cycle": "hourly", "position-monitor": "every-5-minutes"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(p: subprocess.Popen, sig: int, grace: float = 20) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, sig)
-        p.wait(timeout=grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    p.wait(timeout=10)
 
 
 def e2e_yaml(tmp_path: Path, root: Path = ROOT) -> Path:
@@ -70,41 +44,9 @@ def e2e_yaml(tmp_path: Path, root: Path = ROOT) -> Path:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict]:
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "PREFECT_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", PREFECT_WORKER_QUERY_SECONDS="3",
-               PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"), PYTHONPATH=str(ROOT))
-    procs: list[tuple[subprocess.Popen, int]] = []
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
-    procs.append((server, signal.SIGTERM))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(api + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
-            time.sleep(0.5)
-        yield {"api": api, "env": env, "procs": procs, "tmp": tmp_path}
-    finally:
-        for p, sig in reversed(procs):
-            stop_group(p, sig)
-        log.close()
-
-
-def prefect(env: dict, *args: str) -> str:
-    r = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=180, check=False)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout
+    with prefect_stack(tmp_path, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+                       PREFECT_WORKER_QUERY_SECONDS="3") as st:
+        yield st
 
 
 @pytest.mark.timeout(660)
@@ -136,7 +78,7 @@ def test_scheduled_cycle_and_monitor_runs_complete(stack: dict) -> None:
         try:
             with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
                 while time.monotonic() < deadline and len(done) < len(WANT):
-                    assert worker.poll() is None, (tmp / "worker.log").read_text()[-3000:]
+                    assert worker.poll() is None, tail(tmp / "worker.log")
                     done = {}
                     with get_client(sync_client=True) as client:
                         for fr in client.read_flow_runs(limit=200):
@@ -147,7 +89,7 @@ def test_scheduled_cycle_and_monitor_runs_complete(stack: dict) -> None:
                                 done.setdefault(flow, []).append(fr)
                             assert not (fr.state and (fr.state.is_failed() or fr.state.is_crashed())), (
                                 f"{flow} run {fr.name} {fr.state.name}: {fr.state.message}\n"
-                                + (tmp / "worker.log").read_text()[-3000:])
+                                + tail(tmp / "worker.log"))
                     time.sleep(3)
         finally:
             wlog.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 D = Decimal
 TAKER = D("0.00055")
+MAKER = D("0.0002")  # a resting limit order that fills when the price comes to it
 ZERO = D(0)
 
 
@@ -34,6 +35,8 @@ class Order:
     created_ms: int = 0
     updated_ms: int = 0
     hidden: int = 0  # queries that still miss this order (visibility lag)
+    limit: Decimal | None = None  # a resting limit order's price (None: market or conditional market)
+    post_only: bool = False
 
     @property
     def conditional(self) -> bool:
@@ -60,6 +63,7 @@ class Trade:
     fee: Decimal
     ts: int
     kind: str = "Trade"  # Trade | Funding
+    maker: bool = False
 
 
 @dataclass
@@ -115,18 +119,33 @@ class Engine:
         return None
 
     def place(self, symbol: str, side: str, qty: Decimal, client_id: str, reduce_only: bool = False,
-              trigger: Decimal | None = None, direction: int = 0, tp: bool = False) -> Order:
+              trigger: Decimal | None = None, direction: int = 0, tp: bool = False, limit: Decimal | None = None,
+              post_only: bool = False) -> Order:
+        """A market order fills now; a conditional one waits for its trigger; a limit order fills now (as a
+        taker) when the price is already at or through it, else rests until the price comes to it (a
+        post-only limit that would fill now is cancelled instead)."""
         with self.lock:
             ts = self.tick()
             o = Order(self.next_id(), client_id, symbol, side, qty, reduce_only, trigger, direction, tp,
                       "Untriggered" if trigger is not None else "New", created_ms=ts, updated_ms=ts,
-                      hidden=self.visibility_lag)
+                      hidden=self.visibility_lag, limit=limit, post_only=post_only)
             self.orders[o.id] = o
-            if trigger is None:
+            if limit is not None:
+                if self._crosses(o, self.prices[symbol]):
+                    if post_only:
+                        o.status = "Cancelled"
+                    else:
+                        self._fill(o)
+            elif trigger is None:
                 self._fill(o)
             return o
 
-    def _fill(self, o: Order) -> None:
+    @staticmethod
+    def _crosses(o: Order, px: Decimal) -> bool:
+        assert o.limit is not None
+        return px <= o.limit if o.side == "Buy" else px >= o.limit
+
+    def _fill(self, o: Order, price: Decimal | None = None, rate: Decimal = TAKER) -> None:
         pos = self.positions[o.symbol]
         sign = 1 if o.side == "Buy" else -1
         qty = o.qty
@@ -137,14 +156,15 @@ class Engine:
                 o.updated_ms = self.tick()
                 return
             qty = min(qty, closable)
-        px = self.prices[o.symbol]
-        fee = (qty * px * TAKER).quantize(D("0.00000001"))
+        px = self.prices[o.symbol] if price is None else price
+        fee = (qty * px * rate).quantize(D("0.00000001"))
         self._apply(pos, sign * qty, px)
         self.wallet -= fee
         o.filled, o.value, o.fee = qty, qty * px, fee
         o.status = "Filled"
         o.updated_ms = self.tick()
-        self.trades.append(Trade(self.next_id(), o.id, o.client_id, o.symbol, o.side, qty, px, fee, o.updated_ms))
+        self.trades.append(Trade(self.next_id(), o.id, o.client_id, o.symbol, o.side, qty, px, fee, o.updated_ms,
+                                 maker=rate == MAKER))
 
     def _apply(self, pos: Pos, delta: Decimal, px: Decimal) -> None:
         if pos.size == 0 or (pos.size > 0) == (delta > 0):
@@ -180,13 +200,21 @@ class Engine:
             o.updated_ms = self.tick()
 
     def set_price(self, symbol: str, price: Any) -> list[Order]:
-        """Move the price; conditional orders whose trigger is crossed fill now (oldest first)."""
+        """Move the price; conditional orders whose trigger is crossed fill now (oldest first), and resting
+        limit orders the price reached fill at their limit price as makers."""
         with self.lock:
             self.prices[symbol] = D(str(price))
             px = self.prices[symbol]
             fired = []
             for o in sorted(self.orders.values(), key=lambda o: o.created_ms):
-                if o.symbol != symbol or o.status != "Untriggered" or o.trigger is None:
+                if o.symbol != symbol or not o.open:
+                    continue
+                if o.limit is not None:
+                    if self._crosses(o, px):
+                        self._fill(o, o.limit, MAKER)
+                        fired.append(o)
+                    continue
+                if o.status != "Untriggered" or o.trigger is None:
                     continue
                 if (o.direction == 1 and px >= o.trigger) or (o.direction == 2 and px <= o.trigger):
                     self._fill(o)

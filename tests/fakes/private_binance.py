@@ -161,11 +161,13 @@ class BinanceDialect:
     # ---- plain orders
     def order_dict(self, o: Order) -> dict[str, Any]:
         return {"orderId": int(o.id), "symbol": o.symbol, "status": BINANCE_STATUS[o.status],
-                "clientOrderId": o.client_id, "price": "0", "avgPrice": _fmt(o.avg) if o.filled else "0.00",
+                "clientOrderId": o.client_id, "price": _fmt(o.limit) if o.limit is not None else "0",
+                "avgPrice": _fmt(o.avg) if o.filled else "0.00",
                 "origQty": _fmt(o.qty), "executedQty": _fmt(o.filled), "cumQuote": _fmt(o.value),
-                "timeInForce": "GTC", "type": "MARKET", "reduceOnly": o.reduce_only, "closePosition": False,
+                "timeInForce": "GTX" if o.post_only else "GTC", "type": "LIMIT" if o.limit is not None else "MARKET",
+                "reduceOnly": o.reduce_only, "closePosition": False,
                 "side": o.side.upper(), "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-                "priceProtect": False, "origType": "MARKET", "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
+                "priceProtect": False, "origType": "LIMIT" if o.limit is not None else "MARKET", "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
                 "goodTillDate": 0, "time": o.created_ms, "updateTime": o.updated_ms}
 
     def _qty_ok(self, sym: str, qty: Decimal) -> bool:
@@ -177,7 +179,16 @@ class BinanceDialect:
         if p.get("type") in ("STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT"):
             return self.err(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
                                    "endpoints instead.")
-        if p.get("type") != "MARKET":
+        limit = None
+        if p.get("type") == "LIMIT":
+            if not p.get("price") or p.get("timeInForce") not in ("GTC", "GTX", "IOC", "FOK"):
+                return self.err(-1102, "Mandatory parameter 'price' or 'timeInForce' was not sent, was empty/null, "
+                                       "or malformed.")
+            limit = _dec(p["price"])
+            tick = self.e.markets[sym].tick
+            if (limit / tick) != (limit / tick).to_integral_value():
+                return self.err(-4014, "Price not increased by tick size.")
+        elif p.get("type") != "MARKET":
             return self.err(-1116, "Invalid orderType.")
         cid = p.get("newClientOrderId", "")
         if len(cid) > 36:
@@ -193,7 +204,8 @@ class BinanceDialect:
         sign = 1 if p["side"] == "BUY" else -1
         if reduce_only and -pos.size * sign <= 0:
             return self.err(-2022, "ReduceOnly Order is rejected.")
-        o = self.e.place(sym, "Buy" if p["side"] == "BUY" else "Sell", qty, cid, reduce_only)
+        o = self.e.place(sym, "Buy" if p["side"] == "BUY" else "Sell", qty, cid, reduce_only, limit=limit,
+                         post_only=p.get("timeInForce") == "GTX")
         return Reply(200, self.order_dict(o))
 
     def _plain(self, p: dict[str, str]) -> Order | None:
@@ -236,7 +248,7 @@ class BinanceDialect:
                 continue
             buyer = t.side == "Buy"
             rows.append({"buyer": buyer, "commission": _fmt(t.fee), "commissionAsset": "USDT", "id": int(t.id),
-                         "maker": False, "orderId": int(t.order_id), "price": _fmt(t.price), "qty": _fmt(t.qty),
+                         "maker": t.maker, "orderId": int(t.order_id), "price": _fmt(t.price), "qty": _fmt(t.qty),
                          "quoteQty": _fmt(t.qty * t.price), "realizedPnl": "0", "side": t.side.upper(),
                          "positionSide": "BOTH", "symbol": t.symbol, "time": t.ts})
         return Reply(200, rows)

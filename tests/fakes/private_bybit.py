@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.exchange_engine import TAKER, ZERO, D, Order, Reply, _dec, _fmt, _hmac
+from tests.fakes.exchange_engine import MAKER, TAKER, ZERO, D, Order, Reply, _dec, _fmt, _hmac
 
 if TYPE_CHECKING:
     from tests.fakes.exchange_private import FakePrivateExchange
@@ -176,8 +176,17 @@ class BybitDialect:
         qty = _dec(p["qty"])
         if qty < m.min_qty or (qty / m.step) != (qty / m.step).to_integral_value():
             return self.err(10001, f"params error: qty {p['qty']} does not match the step {m.step}")
-        if p.get("orderType") != "Market":
-            return self.err(10001, "this fake exchange takes market and conditional market orders only")
+        limit = None
+        if p.get("orderType") == "Limit":
+            if not p.get("price"):
+                return self.err(10001, "params error: price is required for a limit order")
+            limit = _dec(p["price"])
+            if (limit / m.tick) != (limit / m.tick).to_integral_value():
+                return self.err(10001, f"params error: price {p['price']} not on tick {m.tick}")
+            if p.get("triggerPrice"):
+                return self.err(10001, "this fake exchange takes no conditional limit orders")
+        elif p.get("orderType") != "Market":
+            return self.err(10001, "this fake exchange takes market, limit and conditional market orders only")
         reduce_only = str(p.get("reduceOnly", "false")).lower() == "true"
         trigger = _dec(p["triggerPrice"]) if p.get("triggerPrice") else None
         if trigger is not None:
@@ -198,7 +207,8 @@ class BybitDialect:
             sign = 1 if p["side"] == "Buy" else -1
             if -pos.size * sign <= 0:
                 return self.err(110017, "current position is zero, cannot fix reduce-only order qty")
-        o = self.e.place(sym, p["side"], qty, link, reduce_only, trigger, direction)
+        o = self.e.place(sym, p["side"], qty, link, reduce_only, trigger, direction, limit=limit,
+                         post_only=p.get("timeInForce") == "PostOnly")
         return self.ok({"orderId": o.id, "orderLinkId": o.client_id})
 
     def _find(self, p: dict[str, str]) -> Order | None:
@@ -228,12 +238,14 @@ class BybitDialect:
 
     def order_dict(self, o: Order) -> dict[str, Any]:
         return {
-            "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": o.symbol, "price": "0",
+            "orderId": o.id, "orderLinkId": o.client_id, "blockTradeId": "", "symbol": o.symbol,
+            "price": _fmt(o.limit) if o.limit is not None else "0",
             "qty": _fmt(o.qty), "side": o.side, "isLeverage": "", "positionIdx": 0, "orderStatus": o.status,
             "cancelType": "UNKNOWN", "rejectReason": "EC_NoError", "avgPrice": _fmt(o.avg) if o.filled else "",
             "leavesQty": _fmt(o.qty - o.filled) if o.open else "0", "leavesValue": "0",
             "cumExecQty": _fmt(o.filled), "cumExecValue": _fmt(o.value), "cumExecFee": _fmt(o.fee),
-            "timeInForce": "IOC" if not o.conditional else "GTC", "orderType": "Market",
+            "timeInForce": ("PostOnly" if o.post_only else "GTC") if o.limit is not None else
+            "IOC" if not o.conditional else "GTC", "orderType": "Limit" if o.limit is not None else "Market",
             "stopOrderType": "Stop" if o.conditional else "", "orderIv": "",
             "triggerPrice": _fmt(o.trigger) if o.trigger is not None else "",
             "takeProfit": "", "stopLoss": "", "tpTriggerBy": "", "slTriggerBy": "",
@@ -289,8 +301,8 @@ class BybitDialect:
             rows.append({"symbol": t.symbol, "orderType": "Market" if t.kind == "Trade" else "UNKNOWN",
                          "underlyingPrice": "", "orderLinkId": t.client_id, "side": t.side, "indexPrice": "",
                          "orderId": t.order_id, "stopOrderType": "UNKNOWN", "leavesQty": "0",
-                         "execTime": str(t.ts), "feeCurrency": "USDT", "isMaker": False, "execFee": _fmt(t.fee),
-                         "feeRate": _fmt(TAKER), "execId": t.id, "tradeIv": "", "blockTradeId": "",
+                         "execTime": str(t.ts), "feeCurrency": "USDT", "isMaker": t.maker, "execFee": _fmt(t.fee),
+                         "feeRate": _fmt(MAKER if t.maker else TAKER), "execId": t.id, "tradeIv": "", "blockTradeId": "",
                          "markPrice": _fmt(t.price), "execPrice": _fmt(t.price), "markIv": "", "orderQty": _fmt(t.qty),
                          "orderPrice": _fmt(t.price), "execValue": _fmt(t.qty * t.price), "execType": t.kind,
                          "execQty": _fmt(t.qty), "closedSize": "", "seq": 1})

@@ -5,6 +5,8 @@ per-symbol strategies leave trend symbols on the trend path."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select
 
@@ -105,12 +107,26 @@ def test_rebalance_in_the_paper_cycle_trades_the_spot_account_once_per_decision_
     assert all(t["side"] == "buy" for t in rb["trades"])  # from all cash to the targets
     assert all(abs(w - 1 / 3) < 0.01 for w in rb["weights"].values())
     assert not r1["account"]["open_positions"]  # nothing on the futures account
+    factory = get_session_factory(load_settings())
+    from backtest.records import load_export_data
+
+    _, audit = load_export_data(factory, "paper", audit=True)  # the audit trail has the cycle's trades
+    ords = [o for r in audit or [] if r.cycle_id == r1["cycle_id"] for o in r.orders]
+    assert sorted(o.side for o in ords) == ["buy", "buy"]
     r2 = trading_cycle(as_of="2025-01-02T00:00:00Z", symbols=SYMS, broadcast=False)
     assert r2["rebalance"]["status"] == "skipped"
-    factory = get_session_factory(load_settings())
     with transaction(factory) as s:
         row = s.get(AccountRow, "spot")
         assert row is not None and set(row.state["spot"]["holdings"]) == {"BTC", "XRP", "USDT"}
         assert len(row.state["spot"]["trades"]) == 2
         snaps = list(s.scalars(select(EquitySnapshotRow).where(EquitySnapshotRow.mode == "spot")))
         assert len(snaps) == 1 and snaps[0].equity < 10_000  # fees and slippage paid
+        # each trade is an order + fill row like any other trade: the cycle's id, mode spot, once
+        orders = list(s.scalars(select(OrderRow).where(OrderRow.mode == "spot").order_by(OrderRow.id)))
+        assert [(o.cycle_id, o.position_id, o.kind, o.status) for o in orders] == [
+            (r1["cycle_id"], f"spot-{t['asset']}", "open", "filled") for t in rb["trades"]]
+        fills = {f.order_id: f for f in s.scalars(select(FillRow))}
+        for o, t in zip(orders, rb["trades"], strict=True):
+            f = fills[o.id]
+            assert (o.symbol, o.qty, f.price, f.fee) == (f"{t['asset']}/USDT:USDT", Decimal(t["qty"]),
+                                                         Decimal(t["price"]), Decimal(t["fee"]))

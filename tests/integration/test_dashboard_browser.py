@@ -235,3 +235,32 @@ def test_unreachable_database_page(demo_db, browser) -> None:  # type: ignore[no
         assert resp is not None and resp.status == 503
         assert "unreachable" in page.inner_text("#message") and "Traceback" not in page.content()
         page.close()
+
+
+def test_trades_page_refreshes_itself_when_a_position_closes(demo_db, browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The trades page polls (htmx): a close-all made elsewhere shows up as new rows without a reload."""
+    import httpx
+
+    from dashboard.app import create_app
+    from store import repo
+    from store.db import transaction
+
+    url = demo_db.copy(tmp_path / "refresh")
+    with transaction(_factory(url)) as s:
+        n_open = len(repo.open_positions(s, "paper"))
+    assert n_open >= 1
+    with Served(create_app(demo_db.settings(url), demo_db.reports, token=TOKEN, refresh_s=1)) as base:
+        page = browser.new_page()
+        page.goto(base + "/trades")
+        before = page.locator("#trades tr[data-position]").count()
+        r = httpx.post(base + "/api/close-all", json={"reason": "refresh test"},
+                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        assert r.status_code == 200 and len(r.json()["closed"]) == n_open
+        page.wait_for_function(f"document.querySelectorAll('#trades tr[data-position]').length === {before + n_open}",
+                               timeout=30_000)
+        shown = {page.locator("#trades tr[data-position]").nth(i).get_attribute("data-position")
+                 for i in range(before + n_open)}
+        with transaction(_factory(url)) as s:
+            closed = {p.id for p in repo.closed_positions(s, "paper")}
+        assert shown == closed
+        page.close()

@@ -68,3 +68,30 @@ def test_sweep_variants_and_windows() -> None:
         variants(["yolo"], [["BTC/USDT:USDT"]], ws)
     with pytest.raises(ConfigError, match="no test window"):
         sweep_windows("2025-05-01", "2025-05-02", 5, 3)
+
+
+def test_the_default_local_cluster_gives_the_sequential_results(prefect_harness, monkeypatch,  # noqa: ARG001
+                                                                tmp_path: Path) -> None:
+    """No cluster address: the sweep starts its own LocalCluster (2 worker processes on loopback,
+    prefect-dask's DaskTaskRunner) and every variant's numbers equal the same backtest run here,
+    one after the other."""
+    from backtest.sweep import Variant, run_variant
+    from flows.sweep import sweep
+
+    monkeypatch.delenv("QUORUM_DASK_ADDRESS", raising=False)
+    monkeypatch.setenv("QUORUM_DASK_WORKERS", "2")
+    res = sweep(start="2025-05-20", end="2025-05-21", profiles="default,kelly",
+                symbol_sets="BTC/USDT:USDT;ETH/USDT:USDT,SOL/USDT:USDT", test_days=2, out_dir=str(tmp_path / "r"))
+    assert res["variants"] == 4
+    assert res["workers"] and len(res["workers"]) <= 2, res["workers"]
+    assert all(w.startswith("tcp://127.0.0.1:") for w in res["workers"]), "ran on the local cluster's workers"
+    on_dask = {r["variant"]["name"]: r for r in res["results"]}
+    assert len(on_dask) == 4
+    for name, r in on_dask.items():
+        here = run_variant(Variant(**{**r["variant"], "symbols": tuple(r["variant"]["symbols"])}))
+        assert here["worker"] == "local"
+        assert here["metrics"] == r["metrics"], name
+        assert here["equity"] == r["equity"], name
+        assert here["open_at_end"] == r["open_at_end"], name
+    assert sum(r["metrics"]["n_trades"] for r in on_dask.values()) > 0, "a comparison of something: kelly on BTC trades"
+    assert Path(res["report_html"]).exists() and Path(res["report_json"]).exists()

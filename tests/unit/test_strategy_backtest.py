@@ -106,8 +106,18 @@ def test_cli_strategy_option_and_errors(tmp_path, monkeypatch):
     assert r2.exit_code == 0 and "strategy grid" in r2.stdout and "resting-order fills" in r2.stdout
     bad = runner.invoke(app, [*args[:-1], "nope"])
     assert bad.exit_code == 2 and "--strategy 'nope'" in bad.output
-    wf = runner.invoke(app, [*args, "--test-days", "2"])
-    assert wf.exit_code == 2 and "walk-forward runs with the trend strategy only" in wf.output
+    # walk-forward windows of the strategy (backtest/walkforward.py), a report per window
+    wf = runner.invoke(app, [*args, "--train-days", "1", "--test-days", "2", "--json"])
+    assert wf.exit_code == 0, wf.output
+    w = json.loads(wf.stdout)
+    assert [x["test_start"][:10] for x in w["walk_forward"]["windows"]] == ["2025-03-02", "2025-03-04"]
+    assert [r["html"].rsplit("-", 2)[-2:] for r in w["reports"]] == [["grid", "wf1.html"], ["grid", "wf2.html"]]
+    assert all(r["settings"]["strategy"] == "grid" for r in w["results"])
+    wf2 = runner.invoke(app, [*args, "--train-days", "1", "--test-days", "2"])
+    assert wf2.exit_code == 0, wf2.output
+    # the panel: grid reads none, and the error says why
+    cache = runner.invoke(app, [*args, "--panel", "cache"])
+    assert cache.exit_code == 2 and "only hybrid's trend half reads the panel" in cache.output
 
 
 def test_strategy_settings_validate(monkeypatch):
@@ -143,4 +153,9 @@ def test_rebalance_in_the_cycle_needs_paper_mode():
     with pytest.raises(ConfigError, match="paper spot account only"):
         check_cycle_strategy(load_settings(strategy="rebalance", mode="live"))
     check_cycle_strategy(load_settings(strategy="rebalance"))
-    check_cycle_strategy(load_settings(strategy="grid", mode="live"))  # live is refused by the cycle itself
+    check_cycle_strategy(load_settings(strategy="grid"))
+    with pytest.raises(ConfigError, match="grid in live mode"):  # live runs trend only (no simulated orders)
+        check_cycle_strategy(load_settings(strategy="grid", mode="live"))
+    with pytest.raises(ConfigError, match="hybrid in live mode"):
+        check_cycle_strategy(load_settings(mode="live", strategy_symbols={"BTC/USDT:USDT": "hybrid"}))
+    check_cycle_strategy(load_settings(mode="live"))

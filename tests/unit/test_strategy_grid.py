@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+import pytest
+
 from agents.strategies.base import Cancel, Open, Place, Reduce
 from agents.strategies.grid import GridState, GridStrategy
 from agents.strategies.hybrid import HybridState, HybridStrategy
@@ -155,3 +157,33 @@ def test_hybrid_finish_lets_grid_positions_run_and_blocks_trend_meanwhile():
     assert not d.acct.open_positions()
     st = d.decide(_range_score(Trend.UP), decision=decision(SYM, Action.LONG, d.t), atr_1h=0.2)
     assert [type(i).__name__ for i in st.intents] == ["Open"]
+
+
+def test_a_level_filled_inside_a_bar_pays_the_funding_at_that_bar_s_close():
+    """A grid level filled inside the bar 07:00-08:00 is stamped at 08:00 but was open before it: it pays
+    the 08:00 funding, as a trend position open at a funding time does; a level that also took profit
+    inside the bar does not."""
+    import pandas as pd
+
+    from pipeline.strategy import monitor_order_managed_bar
+
+    d = Driver(GridStrategy(CFG))
+    d.decide(_range_score(), atr_1h=0.2)
+    t_open = pd.Timestamp(d.t)
+    d.bar(100, 100.2, 98.5, 98.6)  # buy 99 fills inside the bar; its take-profit (100) is not reached
+    [pos] = d.acct.open_positions()
+    assert pos.opened_at == d.t  # stamped at the bar's close
+    funding = [(pd.Timestamp(d.t), 0.001)]  # a funding time at that close
+    monitor_order_managed_bar(d.acct, pos.id, t_open, 100, 100.2, 98.5, 98.6, funding)
+    paid = d.acct.get(pos.id).funding_paid
+    assert paid == pytest.approx(float(pos.qty_open) * 98.6 * 0.001)
+    monitor_order_managed_bar(d.acct, pos.id, t_open, 100, 100.2, 98.5, 98.6, funding)  # once only
+    assert d.acct.get(pos.id).funding_paid == paid
+    # a level that filled and took profit inside the bar is closed at the funding time: pays nothing
+    d2 = Driver(GridStrategy(CFG))
+    d2.decide(_range_score(), atr_1h=0.2)
+    d2.bar(100, 100.1, 98.9, 100.05)  # down to 98.9 (buy 99), back up through 100 (its take-profit)
+    [closed] = [p for p in d2.acct.positions.values() if not p.is_open]
+    monitor_order_managed_bar(d2.acct, closed.id, pd.Timestamp(d2.t) - pd.Timedelta(hours=1), 100, 100.1, 98.9,
+                              100.05, [(pd.Timestamp(d2.t), 0.001)])
+    assert d2.acct.get(closed.id).funding_paid == 0

@@ -1,0 +1,72 @@
+"""`quorum cycle` against a running Prefect server (PREFECT_API_URL), as the README tells users to
+run it: the process ends without the interpreter's teardown (cli.lifecycle.quick_exit), and
+everything Prefect sends in the background still arrives: the run's INFO lines up to the last one
+(`cycle ... done`, logged just before the flow returns), its task runs (risk, execute, broadcast
+in the graph) and its three artifacts."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import BIN, ROOT, prefect_stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict]:
+    with prefect_stack(tmp_path) as st:
+        yield st
+
+
+@pytest.mark.timeout(420)
+def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: dict) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    db = stack["tmp"] / "quorum.db"
+    r = subprocess.run([str(BIN / "quorum"), "cycle", "--as-of", "2025-05-23T04:00:00Z"],
+                       env=dict(stack["env"], QUORUM_DATABASE_URL=f"sqlite:///{db}"), cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Decisions and risk" in r.stdout, "the console output is flushed before the quick exit"
+    assert "temporary Prefect server" not in r.stderr
+    with sqlite3.connect(db) as c:
+        cycle_id, run_id, status = c.execute("select id, flow_run_id, status from cycles").fetchone()
+    assert status == "completed"
+    with temporary_settings(updates={PREFECT_API_URL: stack["api"]}), get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        assert run.state.is_completed() and run.name == "cycle-20250523T0400"
+        done = f"cycle {cycle_id} done"
+        deadline = time.monotonic() + 60  # the server records what it received a moment later
+        while True:
+            logs = [lg.message for lg in client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)]
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                                          limit=200)
+            settled = any(m.startswith(done) for m in logs) and tasks and all(
+                t.state and t.state.is_completed() for t in tasks)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert any(m.startswith(done) for m in logs), logs
+        for stage in ("monitor:", "candidates", "math scores:", "execution:", "broadcast:"):
+            assert any(stage in m for m in logs), (stage, logs)
+        assert {"risk", "execute", "broadcast", "score"} <= {t.name.split("-")[0] for t in tasks}
+        assert all(t.state and t.state.is_completed() for t in tasks), [(t.name, t.state) for t in tasks]
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    assert {a.key for a in arts} == {"cycle-candidates", "cycle-summary", "cycle-votes"}
