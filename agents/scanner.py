@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from core.types import Candidate
 from exchange.base import TickerInfo
@@ -34,7 +34,7 @@ def scan_volume(tickers: Mapping[str, TickerInfo], top_n: int, min_volume_usd: f
     return out, dropped
 
 
-def fixed_universe(symbols: list[str], tickers: Mapping[str, TickerInfo], min_volume_usd: float,
+def fixed_universe(symbols: Sequence[str], tickers: Mapping[str, TickerInfo], min_volume_usd: float,
                    max_spread_pct: float) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """The configured universe, still subject to the liquidity filters."""
     out, dropped = [], []

@@ -23,7 +23,8 @@ from plotly.offline import get_plotlyjs
 
 from backtest.charts import fig_buyhold, fig_div, fig_equity, fig_mc, fig_symbols
 from core.baselines import MonteCarloResult
-from core.metrics import Metrics, TradeRecord, drawdown_series, json_safe
+from core.equity_stats import drawdown_series
+from core.metrics import Metrics, TradeRecord, json_safe
 
 __all__ = [
     "FIGURE_IDS",

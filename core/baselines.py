@@ -12,7 +12,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from core.metrics import _clean_equity, _ts, json_safe, periods_per_year
+from core.equity_stats import _clean_equity, _ts, periods_per_year
+from core.jsonsafe import json_safe
 
 # --------------------------------------------------------------------------------------------------
 # Monte Carlo

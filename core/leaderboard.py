@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.metrics import TradeRecord, compute_metrics, json_safe, periodic_returns
+from core.equity_stats import periodic_returns
+from core.metrics import TradeRecord, compute_metrics, json_safe
 from core.types import Action, Vote
 
 __all__ = [

@@ -1,7 +1,10 @@
-"""Performance metrics, Monte Carlo of the trade sequence, and buy-and-hold comparison.
+"""Performance metrics: every headline figure of a backtest or an account (:class:`Metrics`,
+:func:`compute_metrics`).
 
 Pure functions over an equity curve (``pd.Series`` of account equity indexed by UTC timestamps) and
-a list of closed trades (:class:`TradeRecord`). Imports only stdlib, numpy and pandas (and core types).
+a list of closed trades (:class:`TradeRecord`, in :mod:`core.trades`); the equity-curve statistics are
+in :mod:`core.equity_stats`, `json_safe` in :mod:`core.jsonsafe`. Imports only stdlib, numpy and pandas
+(and core types).
 
 Conventions (crypto trades every day, so a year is 365 days of 24 h):
 
@@ -19,7 +22,7 @@ Conventions (crypto trades every day, so a year is 365 days of 24 h):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,296 +30,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.types import Position, Side
-
-YEAR = timedelta(days=365)
-SECONDS_PER_YEAR = YEAR.total_seconds()
+from core.equity_stats import (
+    _clean_equity,
+    _ts,
+    exposure,
+    max_drawdown,
+    periodic_returns,
+    periods_per_year,
+    sharpe_ratio,
+    sortino_ratio,
+)
+from core.jsonsafe import json_safe  # re-exported: many callers import it from here
+from core.trades import TradeRecord, trade_records_from_positions  # re-exported: many callers
+from core.types import Position
 
 __all__ = [
     "Metrics",
     "TradeRecord",
     "compute_metrics",
-    "drawdown_series",
-    "exposure",
     "json_safe",
-    "max_drawdown",
-    "periodic_returns",
-    "periods_per_year",
-    "sharpe_ratio",
-    "sortino_ratio",
-    "trade_outcome",
     "trade_records_from_positions",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# Trades
-
-
-@dataclass(frozen=True)
-class TradeRecord:
-    """One closed trade (a whole position, all its partial exits folded together).
-
-    ``entry``/``exit`` are average prices; ``qty`` the initial quantity (base units); ``pnl`` is net
-    of ``fees`` and ``funding`` (``funding`` > 0 means paid); ``r_multiple`` = ``pnl`` / initial risk
-    (``|entry - initial_stop| * qty``), ``nan`` when the risk is unknown or zero.
-    """
-
-    symbol: str
-    side: Side
-    opened_at: datetime
-    closed_at: datetime
-    entry: float
-    exit: float
-    qty: float
-    pnl: float
-    fees: float = 0.0
-    funding: float = 0.0
-    r_multiple: float = math.nan
-    reason: str = ""
-    position_id: str = ""
-
-    @property
-    def outcome(self) -> str:
-        """``win`` | ``draw`` | ``loss``: see :func:`trade_outcome`."""
-        return trade_outcome(self.pnl, self.r_multiple)
-
-    @property
-    def gross_pnl(self) -> float:
-        """Price PnL before fees and funding."""
-        return self.pnl + self.fees + self.funding
-
-    @property
-    def duration(self) -> timedelta:
-        return self.closed_at - self.opened_at
-
-    def to_dict(self) -> dict[str, Any]:
-        """The one trade row of every view (``quorum trades --json``, ``quorum export``, the report)."""
-        return json_safe(
-            {
-                "position_id": self.position_id,
-                "symbol": self.symbol,
-                "side": str(self.side.value if isinstance(self.side, Side) else self.side),
-                "opened_at": self.opened_at,
-                "closed_at": self.closed_at,
-                "entry": self.entry,
-                "exit": self.exit,
-                "qty": self.qty,
-                "pnl": self.pnl,
-                "fees": self.fees,
-                "funding": self.funding,
-                "r_multiple": self.r_multiple,
-                "reason": self.reason,
-                "outcome": self.outcome,
-            }
-        )
-
-
-# A trade within +-SCRATCH_R of its initial risk is a draw (a scratch): freqtrade counts a draw at a
-# profit of exactly 0, but with fees and funding a breakeven exit is never exactly 0, and counting
-# those scratches as wins inflated the win rate.
-SCRATCH_R = 0.1
-
-
-def trade_outcome(pnl: float, r_multiple: float = math.nan) -> str:
-    """``draw`` when ``|r_multiple| < SCRATCH_R`` (or, with no known risk, when the net pnl is 0),
-    else ``win`` (net pnl > 0) or ``loss``."""
-    if math.isfinite(r_multiple):
-        if abs(r_multiple) < SCRATCH_R:
-            return "draw"
-    elif pnl == 0:
-        return "draw"
-    return "win" if pnl > 0 else "loss"
-
-
-def trade_records_from_positions(
-    positions: Iterable[Position], *, realised_is_net: bool = False
-) -> list[TradeRecord]:
-    """Fold closed :class:`core.types.Position` objects into :class:`TradeRecord` s.
-
-    Open positions (``closed_at is None``) are skipped. Output is sorted by (closed_at, opened_at,
-    symbol, id) so it is deterministic.
-
-    Convention: by default ``Position.realised_pnl`` is the PRICE PnL summed over all partial exits
-    (gross of fees and funding, which the position tracks separately in ``fees_paid`` and
-    ``funding_paid``). Pass ``realised_is_net=True`` if the producer already subtracted them.
-
-    * net ``pnl`` = gross - fees_paid - funding_paid
-    * average ``exit`` = ``extra["exit_avg"]`` (or ``extra["exit_price"]``) when the producer stored
-      it, else derived from the gross PnL: ``entry + gross / (sign * qty_initial)``
-    * ``r_multiple`` = net pnl / (|entry - initial_stop| * qty_initial); ``nan`` when that risk is 0.
-    """
-    out: list[tuple[tuple[Any, ...], TradeRecord]] = []
-    for p in positions:
-        if p.closed_at is None:
-            continue
-        qty = float(p.qty_initial)
-        fees = float(p.fees_paid)
-        funding = float(p.funding_paid)
-        realised = float(p.realised_pnl)
-        if realised_is_net:
-            net = realised
-            gross = realised + fees + funding
-        else:
-            gross = realised
-            net = realised - fees - funding
-        side = Side(p.side)
-        exit_px = p.extra.get("exit_avg", p.extra.get("exit_price")) if p.extra else None
-        if exit_px is None:
-            exit_px = p.entry + gross / (side.sign * qty) if qty else p.entry
-        risk = abs(p.entry - p.initial_stop) * qty
-        r_mult = net / risk if risk > 0 else math.nan
-        rec = TradeRecord(
-            symbol=p.symbol,
-            side=side,
-            opened_at=p.opened_at,
-            closed_at=p.closed_at,
-            entry=float(p.entry),
-            exit=float(exit_px),
-            qty=qty,
-            pnl=net,
-            fees=fees,
-            funding=funding,
-            r_multiple=r_mult,
-            reason=p.exit_reason or "",
-            position_id=p.id,
-        )
-        out.append(((p.closed_at, p.opened_at, p.symbol, p.id), rec))
-    out.sort(key=lambda kv: kv[0])
-    return [rec for _, rec in out]
-
-
-# --------------------------------------------------------------------------------------------------
-# Equity-curve statistics
-
-
-def _ts(x: datetime | pd.Timestamp) -> pd.Timestamp:
-    t = pd.Timestamp(x)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
-def _clean_equity(equity: pd.Series) -> pd.Series:
-    s = pd.Series(equity, dtype=float).dropna()
-    if len(s) and isinstance(s.index, pd.DatetimeIndex):
-        idx = s.index if s.index.tz is not None else s.index.tz_localize("UTC")
-        s.index = idx.tz_convert("UTC")
-    return s.sort_index()
-
-
-def periods_per_year(index: pd.Index) -> float:
-    """``365 days / median spacing`` of a DatetimeIndex; ``nan`` with fewer than 2 points."""
-    if len(index) < 2:
-        return math.nan
-    deltas = np.diff(pd.DatetimeIndex(index).as_unit("ns").asi8)  # nanoseconds (pandas 3 may store us)
-    med = float(np.median(deltas))
-    if med <= 0:
-        return math.nan
-    return SECONDS_PER_YEAR * 1e9 / med
-
-
-def periodic_returns(equity: pd.Series) -> pd.Series:
-    """Simple returns ``E_t / E_{t-1} - 1`` at the curve's own frequency (first point dropped)."""
-    s = _clean_equity(equity)
-    return (s / s.shift(1) - 1.0).iloc[1:]
-
-
-def sharpe_ratio(returns: Sequence[float] | pd.Series, periods: float) -> float:
-    """Annualised Sharpe ratio, risk-free 0.
-
-    ``Sharpe = mean(r) / std(r, ddof=1) * sqrt(periods)``. ``nan`` with < 2 returns or zero std.
-    """
-    r = np.asarray(returns, dtype=float)
-    if r.size < 2 or not math.isfinite(periods):
-        return math.nan
-    sd = float(np.std(r, ddof=1))
-    if sd == 0.0:
-        return math.nan
-    return float(np.mean(r)) / sd * math.sqrt(periods)
-
-
-def sortino_ratio(returns: Sequence[float] | pd.Series, periods: float) -> float:
-    """Annualised Sortino ratio, target (and risk-free) 0.
-
-    ``downside_dev = sqrt(mean(min(r, 0)^2))`` over ALL periods (zeros count for the non-negative ones),
-    ``Sortino = mean(r) / downside_dev * sqrt(periods)``. ``inf`` when there is no negative return and
-    the mean is positive; ``nan`` with < 2 returns or no movement at all.
-    """
-    r = np.asarray(returns, dtype=float)
-    if r.size < 2 or not math.isfinite(periods):
-        return math.nan
-    dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    mean = float(np.mean(r))
-    if dd == 0.0:
-        return math.inf if mean > 0 else math.nan
-    return mean / dd * math.sqrt(periods)
-
-
-def drawdown_series(equity: pd.Series) -> pd.Series:
-    """Drawdown at each point as a positive fraction below the running peak: ``1 - E_t / max(E_..t)``."""
-    s = _clean_equity(equity)
-    return 1.0 - s / s.cummax()
-
-
-@dataclass(frozen=True)
-class _DD:
-    depth: float
-    peak_at: Any
-    trough_at: Any
-    end_at: Any  # recovery time or last index when not recovered
-    recovered: bool
-
-
-def max_drawdown(equity: pd.Series) -> _DD:
-    """Deepest peak-to-trough fall. Duration runs from that peak to the first later point back at or
-    above the peak (recovery) or to the end of the curve if it never recovered."""
-    s = _clean_equity(equity)
-    if len(s) == 0:
-        return _DD(math.nan, None, None, None, False)
-    peak = s.cummax()
-    dd = 1.0 - s / peak
-    depth = float(dd.max())
-    if depth <= 0.0:
-        return _DD(0.0, s.index[0], s.index[0], s.index[0], True)
-    trough_pos = int(np.argmax(dd.to_numpy()))
-    peak_val = float(peak.iloc[trough_pos])
-    head = s.iloc[: trough_pos + 1].to_numpy()
-    peak_pos = int(np.flatnonzero(head >= peak_val)[0])
-    after = np.flatnonzero(s.iloc[trough_pos:].to_numpy() >= peak_val)
-    if after.size:
-        end_pos, recovered = trough_pos + int(after[0]), True
-    else:
-        end_pos, recovered = len(s) - 1, False
-    return _DD(depth, s.index[peak_pos], s.index[trough_pos], s.index[end_pos], recovered)
-
-
-def exposure(trades: Iterable[TradeRecord], start: datetime, end: datetime,
-             still_open: Iterable[datetime] = ()) -> float:
-    """Share of ``[start, end]`` during which at least one position was open.
-
-    The union of the trades' ``[opened_at, closed_at]`` intervals (and ``[opened_at, end]`` for the
-    positions ``still_open`` at the end, given by their opening times), clipped to the window, divided
-    by the window length (overlapping positions count once).
-    """
-    t0, t1 = _ts(start), _ts(end)
-    total = (t1 - t0).total_seconds()
-    if total <= 0:
-        return math.nan
-    ivs = sorted([(max(_ts(t.opened_at), t0), min(_ts(t.closed_at), t1)) for t in trades]
-                 + [(max(_ts(o), t0), t1) for o in still_open])
-    covered = 0.0
-    cur_s = cur_e = None
-    for s, e in ivs:
-        if e <= s:
-            continue
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                covered += (cur_e - cur_s).total_seconds()
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        covered += (cur_e - cur_s).total_seconds()
-    return covered / total
 
 
 # --------------------------------------------------------------------------------------------------
@@ -499,40 +233,3 @@ def _pydt(x: Any) -> datetime | None:
     if isinstance(x, pd.Timestamp):
         return x.to_pydatetime()
     return x
-
-
-# --------------------------------------------------------------------------------------------------
-# JSON
-
-
-def json_safe(obj: Any) -> Any:
-    """Recursively convert to JSON-safe values: nan/inf -> None, datetimes -> ISO 8601, numpy scalars
-    -> Python, enums -> their value, Decimal -> float, tuples/sets -> lists, timedeltas -> seconds."""
-    from decimal import Decimal
-    from enum import Enum
-
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if obj is pd.NaT:
-        return None
-    if isinstance(obj, Enum):
-        return json_safe(obj.value)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating, Decimal)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, pd.Timestamp):
-        return None if pd.isna(obj) else obj.isoformat()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, (timedelta, pd.Timedelta)):
-        return pd.Timedelta(obj).total_seconds()
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset, np.ndarray)):
-        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
-        return [json_safe(v) for v in items]
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)

@@ -11,14 +11,8 @@ from prefect import flow, get_run_logger
 from agents.math_engine import score_snapshot
 from core.settings import load_settings
 from exchange.factory import build_source
-from notify.format import (
-    MarketPulse,
-    compute_daily_stats,
-    daily_stats_key,
-    daily_stats_post,
-    market_pulse_key,
-    market_pulse_post,
-)
+from notify.daily_stats import compute_daily_stats, daily_stats_post
+from notify.format import MarketPulse, daily_stats_key, market_pulse_key, market_pulse_post
 from pipeline.broadcast import deliver
 from pipeline.daily import day_equity_path
 from store import outbox, repo

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from notify.format import strip_tags
+from notify.telegram_html import strip_tags
 
 
 class ConsoleSink:

@@ -3,9 +3,10 @@ tasks (tasks/cycle.py); the backtest calls them directly, bar by bar, without Pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 import pandas as pd
 
@@ -13,7 +14,7 @@ from agents.consensus import consensus
 from agents.math_engine import VETO_MIN
 from agents.scanner import fixed_universe, scan_volume
 from core.errors import DataError
-from core.settings import Settings
+from core.settings import ConsensusSettings, SignalSettings
 from core.types import Action, Candidate, Decision, MarketSnapshot, NewsReport, Score, Vote
 from exchange.base import MarketDataSource, TickerInfo
 from risk.manager import AccountState, MarketLimits, RiskInput, TrackRecord, evaluate
@@ -21,14 +22,68 @@ from risk.manager import AccountState, MarketLimits, RiskInput, TrackRecord, eva
 BTC = "BTC/USDT:USDT"
 
 
-def check_symbols(symbols: list[str], known: list[str], where: str = "--symbols") -> None:
+# The stages read only a few settings: each says which, as a Protocol. `Settings` satisfies all three;
+# `UniverseRules` and `ConsensusRules` (frozen) let a caller or a test pass just those values.
+
+
+class UniverseConfig(Protocol):
+    """What `select_candidates` reads."""
+
+    @property
+    def universe(self) -> str: ...
+    @property
+    def symbols(self) -> Sequence[str]: ...
+    @property
+    def min_volume_usd(self) -> float: ...
+    @property
+    def max_spread_pct(self) -> float: ...
+    @property
+    def scanner_top_n(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class UniverseRules:
+    """The universe settings on their own (a `UniverseConfig`)."""
+
+    universe: str
+    symbols: tuple[str, ...]
+    min_volume_usd: float
+    max_spread_pct: float
+    scanner_top_n: int
+
+
+class DecisionRules(Protocol):
+    """What `decide` reads: the consensus rule and the signal thresholds."""
+
+    @property
+    def consensus(self) -> ConsensusSettings: ...
+    @property
+    def signal(self) -> SignalSettings: ...
+
+
+@dataclass(frozen=True)
+class ConsensusRules:
+    """The consensus rule and the signal thresholds on their own (a `DecisionRules`)."""
+
+    consensus: ConsensusSettings
+    signal: SignalSettings
+
+
+class RiskChoice(Protocol):
+    """What `risk_verdict` reads: the name of the risk profile."""
+
+    @property
+    def risk_profile(self) -> str: ...
+
+
+def check_symbols(symbols: Sequence[str], known: list[str], where: str = "--symbols") -> None:
     """DataError naming `where` (--symbols, QUORUM_SYMBOLS) when a symbol is not in the source's `known`."""
     unknown = [s for s in symbols if s not in known]
     if unknown:
         raise DataError(f"{where}: unknown symbol(s) {', '.join(unknown)}; the source has: {', '.join(sorted(known))}")
 
 
-def select_candidates(settings: Settings, tickers: Mapping[str, TickerInfo], known: list[str],
+def select_candidates(settings: UniverseConfig, tickers: Mapping[str, TickerInfo], known: list[str],
                       requested: list[str] | None = None,
                       hunted: list[Candidate] | None = None) -> tuple[list[Candidate], list[tuple[str, str]], str]:
     """Candidates for this cycle and why others were dropped.
@@ -66,7 +121,7 @@ def btc_change_4h_pct(snapshots: Mapping[str, MarketSnapshot], source: MarketDat
     return float(close.iloc[-1] / close.iloc[-5] - 1) * 100
 
 
-def decide(symbol: str, as_of: datetime, votes: list[Vote], score: Score, settings: Settings,
+def decide(symbol: str, as_of: datetime, votes: list[Vote], score: Score, settings: DecisionRules,
            weights: Mapping[str, float] | None = None) -> Decision:
     """Consensus of the panel with the math score, then the daily veto (a deterministic rule)."""
     d = consensus(symbol, as_of, votes, score.final, settings.consensus, settings.signal, weights)
@@ -95,7 +150,7 @@ def daily_veto(d: Decision, score: Score) -> Decision:
 
 
 def risk_verdict(decision: Decision, score: Score, snapshot: MarketSnapshot, account: AccountState,
-                 limits: MarketLimits, settings: Settings, btc_4h: float | None,
+                 limits: MarketLimits, settings: RiskChoice, btc_4h: float | None,
                  news: NewsReport | None, track: TrackRecord | None = None):  # -> RiskVerdict
     inp = RiskInput.from_snapshot(decision, score, snapshot, account, limits, btc_change_4h_pct=btc_4h,
                                   news=news, track=track, profile=settings.risk_profile,

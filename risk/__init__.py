@@ -5,13 +5,13 @@ Imports only core/ (and the standard library): a test enforces it.
 
 from risk.breakers import account_state_from_history, breaker_state
 from risk.exits import Bar, ExitOrder, StepResult, step
+from risk.formulas import liquidation_price
 from risk.manager import (
     AccountState,
     MarketLimits,
     RiskInput,
     TrackRecord,
     evaluate,
-    liquidation_price,
 )
 from risk.profiles import PROFILES, AccountTier, RiskProfile, get_profile
 

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from core.types import (
     Position,
 )
-from risk.manager import AccountState, _utc
+from risk.formulas import _utc
+from risk.inputs import AccountState
 from risk.profiles import RiskProfile, get_profile
 
 

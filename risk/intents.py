@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.types import Position, RestingOrder, Side
-from risk.manager import AccountState, MarketLimits, breaker_checks, liquidation_price
+from risk.formulas import liquidation_price
+from risk.manager import AccountState, MarketLimits, breaker_checks
 from risk.profiles import RiskProfile, get_profile
 
 

@@ -26,191 +26,32 @@ Quantities are Decimal (exchange precision); prices and money inside the plan ar
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from decimal import Decimal
 
 from core.types import (
     Action,
-    Decision,
-    MarketSnapshot,
-    NewsReport,
-    Position,
     RiskVerdict,
-    Score,
     Side,
     TradePlan,
+)
+from risk.formulas import (
+    _utc,
+    correlation_group,
+    kelly_star,
+    leverage_for_atr,
+    liquidation_price,
+    round_down,
+    round_price,
+)
+from risk.inputs import (  # re-exported: many callers import them from here
+    AccountState,
+    MarketLimits,
+    RiskInput,
 )
 from risk.profiles import RiskProfile, get_profile
 from risk.track import TrackRecord, with_prior
 
-# ------------------------------------------------------------------------------------------------
-# inputs
-
-
-@dataclass(frozen=True)
-class MarketLimits:
-    """Precision and minimums of one market (mirrors exchange.base.MarketRules; risk/ may not
-    import exchange/)."""
-
-    qty_step: Decimal = Decimal("0.001")
-    price_tick: Decimal = Decimal("0.01")
-    min_qty: Decimal = Decimal("0.001")
-    min_notional: Decimal = Decimal("5")
-    max_leverage: int = 20
-
-    @classmethod
-    def from_rules(cls, rules: object) -> MarketLimits:
-        """Build from any object with the MarketRules attribute names (duck-typed)."""
-        return cls(
-            qty_step=Decimal(str(rules.qty_step)),  # type: ignore[attr-defined]
-            price_tick=Decimal(str(rules.price_tick)),  # type: ignore[attr-defined]
-            min_qty=Decimal(str(rules.min_qty)),  # type: ignore[attr-defined]
-            min_notional=Decimal(str(rules.min_notional)),  # type: ignore[attr-defined]
-            max_leverage=int(rules.max_leverage),  # type: ignore[attr-defined]
-        )
-
-
-@dataclass(frozen=True)
-class AccountState:
-    """What the risk manager knows about the account at decision time `now` (UTC).
-
-    equity = free balance + margin + unrealised P&L. The *_start/peak marks come from stored
-    equity snapshots (see `account_state_from_history`), so breakers hold across restarts.
-    """
-
-    equity: float
-    balance: float  # free balance (not locked as margin)
-    positions: tuple[Position, ...] = ()
-    day_start_equity: float | None = None
-    week_start_equity: float | None = None
-    peak_equity: float | None = None
-    halted: bool = False
-    halt_reason: str | None = None
-    halted_until: datetime | None = None  # None with halted=True: until a manual resume
-    now: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
-
-    @property
-    def open_positions(self) -> tuple[Position, ...]:
-        return tuple(p for p in self.positions if p.is_open)
-
-    @property
-    def margin_used(self) -> float:
-        return sum(p.margin for p in self.open_positions)
-
-    @property
-    def notional_used(self) -> float:
-        """Notional exposure of the open positions at their entry prices."""
-        return sum(float(p.qty_open) * p.entry for p in self.open_positions)
-
-
-@dataclass(frozen=True)
-class RiskInput:
-    decision: Decision
-    score: Score
-    account: AccountState
-    limits: MarketLimits
-    bid: float
-    ask: float
-    funding_rate: float | None = None  # fraction per 8 h (0.0001 = 0.01 %)
-    btc_change_4h_pct: float | None = None
-    news: NewsReport | None = None
-    track: TrackRecord | None = None
-    profile: str | RiskProfile = "default"  # a name from PROFILES, or a RiskProfile value
-    correlation_groups: Mapping[str, str] | None = None  # base asset -> group; overrides profile
-    quantile_stop_pct: float | None = None  # for stop_method="quantile"
-    atr_1h: float | None = None  # absolute 1h ATR (price units), for the Chandelier stop
-
-    @property
-    def spread_pct(self) -> float:
-        mid = (self.bid + self.ask) / 2
-        return 0.0 if mid <= 0 else (self.ask - self.bid) / mid * 100.0
-
-    @classmethod
-    def from_snapshot(
-        cls,
-        decision: Decision,
-        score: Score,
-        snapshot: MarketSnapshot,
-        account: AccountState,
-        limits: MarketLimits,
-        **kwargs: object,
-    ) -> RiskInput:
-        return cls(
-            decision=decision,
-            score=score,
-            account=account,
-            limits=limits,
-            bid=snapshot.bid,
-            ask=snapshot.ask,
-            funding_rate=snapshot.funding_rate,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-
-# ------------------------------------------------------------------------------------------------
-# small pure helpers
-
-
-def base_asset(symbol: str) -> str:
-    """'BTC/USDT:USDT' → 'BTC'; '1000PEPE/USDT:USDT' → 'PEPE'; 'ETHUSDT' → 'ETH'."""
-    base = symbol.split("/")[0].split(":")[0].upper()
-    for quote in ("USDT", "USDC", "USD"):
-        if "/" not in symbol and base.endswith(quote) and len(base) > len(quote):
-            base = base[: -len(quote)]
-            break
-    for prefix in ("1000000", "10000", "1000", "1M"):
-        if base.startswith(prefix) and len(base) > len(prefix):
-            return base[len(prefix):]
-    return base
-
-
-def correlation_group(symbol: str, groups: Mapping[str, str]) -> str:
-    base = base_asset(symbol)
-    return groups.get(base, f"solo:{base}")
-
-
-def round_down(value: Decimal, step: Decimal) -> Decimal:
-    if step <= 0:
-        return value
-    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
-
-
-def round_price(price: float, tick: Decimal, mode: str) -> float:
-    """Round a float price to the tick: mode 'floor', 'ceil'."""
-    if tick <= 0:
-        return price
-    d = Decimal(repr(float(price)))
-    n = (d / tick).to_integral_value(rounding=ROUND_FLOOR if mode == "floor" else ROUND_CEILING)
-    return float(n * tick)
-
-
-def liquidation_price(entry: float, side: Side, leverage: int, mmr: float) -> float:
-    """Isolated-margin liquidation price (linear contract, fees ignored):
-    long entry·(1 − 1/L + mmr), short entry·(1 + 1/L − mmr)."""
-    return entry * (1 - side.sign * (1.0 / leverage - mmr))
-
-
-def leverage_for_atr(atr_pct: float, profile: RiskProfile) -> int:
-    for threshold, lev in profile.leverage_by_atr:
-        if atr_pct >= threshold:
-            return min(lev, profile.max_leverage)
-    return profile.max_leverage
-
-
-def kelly_star(win_rate: float, win_loss_ratio: float) -> float:
-    """Full Kelly fraction f* = W − (1 − W) / R."""
-    if win_loss_ratio <= 0:
-        return -1.0
-    return win_rate - (1.0 - win_rate) / win_loss_ratio
-
-
-def _utc(ts: datetime) -> datetime:
-    tz = ts.tzinfo
-    if tz is UTC:  # the common case (the backtest's and the store's times): no conversion
-        return ts
-    return ts.replace(tzinfo=UTC) if tz is None else ts.astimezone(UTC)
+__all__ = ["AccountState", "MarketLimits", "RiskInput", "TrackRecord", "breaker_checks", "evaluate"]
 
 
 # ------------------------------------------------------------------------------------------------

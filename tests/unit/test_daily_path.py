@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from core.types import Position, PositionEvent, Side
-from notify.format import compute_daily_stats
+from notify.daily_stats import compute_daily_stats
 from pipeline.daily import intraday_path
 
 D0 = datetime(2025, 3, 5, tzinfo=UTC)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from core.settings import Settings, _model_of, load_settings
+from core.settings import Settings, load_settings
+from core.settings_files import _model_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,16 +12,9 @@ import pandas as pd
 import pytest
 
 from core.baselines import buy_and_hold, monte_carlo
-from core.metrics import (
-    TradeRecord,
-    compute_metrics,
-    exposure,
-    max_drawdown,
-    periods_per_year,
-    sharpe_ratio,
-    sortino_ratio,
-    trade_records_from_positions,
-)
+from core.equity_stats import exposure, max_drawdown, periods_per_year, sharpe_ratio, sortino_ratio
+from core.metrics import compute_metrics
+from core.trades import TradeRecord, trade_records_from_positions
 from core.types import Position, Side
 
 D0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -11,25 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.types import Action, Decision, Position, PositionEvent, Side, TradePlan
+from notify.daily_stats import DailyStats, compute_daily_stats, daily_stats_post
 from notify.format import (
-    TELEGRAM_LIMIT,
-    DailyStats,
     MarketPulse,
-    compute_daily_stats,
     consensus_line,
-    daily_stats_post,
     entry_key,
     entry_key_for,
     entry_post,
     event_key,
     event_post,
-    fmt_price,
     market_pulse_post,
     post_kind_for_event,
-    strip_tags,
-    truncate_html,
-    utf16_len,
 )
+from notify.telegram_html import TELEGRAM_LIMIT, fmt_price, strip_tags, truncate_html, utf16_len
 from tests.fakes.telegram_html import check_html
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)

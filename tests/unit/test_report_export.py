@@ -295,7 +295,7 @@ def test_publish_report_artifacts_calls_prefect(tmp_path, monkeypatch, report_in
 
 
 def test_wins_draws_losses_and_the_win_rate_without_scratches():
-    from core.metrics import SCRATCH_R, trade_outcome
+    from core.trades import SCRATCH_R, trade_outcome
 
     scratch = TradeRecord("XRP/USDT:USDT", Side.LONG, D0 + 50 * H, D0 + 52 * H, 2.0, 2.003, 100.0, 0.1, 0.2, 0.0,
                           0.02, "breakeven_stop")

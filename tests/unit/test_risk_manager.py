@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from core.errors import ConfigError
 from core.types import Action, Side, VolState
 from risk import PROFILES, MarketLimits, TrackRecord, evaluate, get_profile, liquidation_price
-from risk.manager import base_asset, correlation_group, kelly_star, leverage_for_atr
+from risk.formulas import base_asset, correlation_group, kelly_star, leverage_for_atr
 from tests.unit.risk_builders import account, critical_news, examples, position, risk_input
 
 # ------------------------------------------------------------------------------------------------

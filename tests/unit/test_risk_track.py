@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.positions import track_record_from
 from risk import evaluate, get_profile
-from risk.manager import kelly_star
+from risk.formulas import kelly_star
 from risk.track import TrackRecord, track_record, with_prior
 from tests.unit.risk_builders import position, risk_input
 

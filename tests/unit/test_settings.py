@@ -13,6 +13,18 @@ def test_defaults_are_paper_replay_fixed_universe() -> None:
     assert s.signal.tf_weights == {"1h": 0.30, "4h": 0.50, "1d": 0.20}
 
 
+def test_the_sections_the_pure_leaves_take_are_frozen() -> None:
+    """The math engine and the consensus take `signal` / `consensus` as their parameters: frozen."""
+    from pydantic import ValidationError
+
+    s = load_settings()
+    with pytest.raises(ValidationError, match="frozen"):
+        s.signal.long_threshold = 0.1  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        s.consensus.quorum = 1  # type: ignore[misc]
+    assert s.signal.model_copy(update={"long_threshold": 0.5}).long_threshold == 0.5
+
+
 def test_env_prefix_and_nested(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUORUM_EXCHANGE", "OKX")
     monkeypatch.setenv("QUORUM_SYMBOLS", "btc/usdt:usdt, eth/usdt:usdt")

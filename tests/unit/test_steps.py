@@ -88,3 +88,30 @@ def test_configured_universe_with_an_unknown_symbol_is_an_error_not_an_empty_cyc
         select_candidates(settings, {}, ["BTC/USDT:USDT", "ETH/USDT:USDT"])
     with pytest.raises(DataError, match=r"--symbols: unknown symbol\(s\) DOGE/USDT:USDT"):
         select_candidates(settings, {}, ["BTC/USDT:USDT"], requested=["DOGE/USDT:USDT"])
+
+
+def test_the_stages_take_only_the_settings_they_read():
+    """select_candidates and decide need no whole Settings: the few values they read, as frozen
+    objects, give the same results as the Settings they came from."""
+    from core.settings import ConsensusSettings, SignalSettings
+    from exchange.base import TickerInfo
+    from pipeline.stages import ConsensusRules, UniverseRules, select_candidates
+
+    tickers = {s: TickerInfo(s, 100.0, 99.99, 100.01, vol) for s, vol in
+               [("BTC/USDT:USDT", 9e9), ("ETH/USDT:USDT", 5e9), ("DOGE/USDT:USDT", 1e5), ("SOL/USDT:USDT", 2e9)]}
+    known = list(tickers)
+    for universe in ("fixed", "scanner"):
+        sett = load_settings(universe=universe, symbols=["ETH/USDT:USDT", "DOGE/USDT:USDT"], scanner_top_n=2)
+        rules = UniverseRules(universe, ("ETH/USDT:USDT", "DOGE/USDT:USDT"), sett.min_volume_usd,
+                              sett.max_spread_pct, 2)
+        assert select_candidates(rules, tickers, known) == select_candidates(sett, tickers, known)
+    fixed = select_candidates(UniverseRules("fixed", ("ETH/USDT:USDT", "DOGE/USDT:USDT"), 1e6, 0.2, 2), tickers, known)
+    assert [c.symbol for c in fixed[0]] == ["ETH/USDT:USDT"] and [d[0] for d in fixed[1]] == ["DOGE/USDT:USDT"]
+
+    src = ReplaySource(S.data_dir)
+    t = datetime(2025, 1, 7, 1, tzinfo=UTC)
+    score = score_snapshot(src.snapshot(BTC, t), S.signal)
+    votes = [Vote(f"m{i}", BTC, Action.LONG, 0.95, "x") for i in range(5)]
+    strict = ConsensusRules(ConsensusSettings(quorum=6), SignalSettings())
+    assert decide(BTC, t, votes, score, ConsensusRules(S.consensus, S.signal)) == decide(BTC, t, votes, score, S)
+    assert "need 6" in decide(BTC, t, votes, score, strict).reason  # five votes, a quorum of six
