@@ -181,18 +181,17 @@ def quick_exit(code: object) -> None:
     import atexit
 
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
-    os._exit(code)
+    _flush_and_exit(code)
 
 
 def exit_now(code: int) -> None:
     """Leave at once after an interrupt: stop the temporary server, flush, and exit without waiting
     for worker threads still blocked in a network call (their work is not committed)."""
     stop_temporary_server()
+    _flush_and_exit(code)
+
+
+def _flush_and_exit(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -144,3 +144,10 @@ def assert_reported_until_recorded(b: LiveBroker, kind: str) -> None:
     with transaction(b.factory) as s:
         b.exits_recorded(s, again)
     assert b.reconcile() == []
+
+
+def live_env(fx: FakePrivateExchange, db: Path, **extra: str) -> dict[str, str]:
+    """The environment of a confirmed live account on the fake exchange `fx`, its database at `db`."""
+    return {"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true", "QUORUM_EXCHANGE": fx.dialect,
+            "QUORUM_EXCHANGE_API_KEY": fx.api_key, "QUORUM_EXCHANGE_SECRET": fx.secret,
+            "QUORUM_EXCHANGE_API_BASE": fx.url, "QUORUM_DATABASE_URL": f"sqlite:///{db}", **extra}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,28 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Iterat
         execute(start="2025-03-01", end="2025-03-03", panel="math", symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"],
                 out_dir=str(reports), progress=False, settings=load_settings())
     yield DemoDB(d, url, reports, tuple(ids))
+
+
+@contextmanager
+def account_held(settings, what: str = "a trading cycle") -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Another run holding `settings`' account (store/lock.py) for the block, from its own thread (so its
+    own lock handle, as a second process would have)."""
+    import threading
+
+    from store.lock import account_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def run() -> None:
+        with account_lock(settings, what):
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert held.wait(10), "the lock holder did not start"
+        yield
+    finally:
+        release.set()
+        t.join(10)

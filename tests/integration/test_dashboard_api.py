@@ -175,39 +175,24 @@ def test_controls_need_the_token(demo_db, tmp_path) -> None:  # type: ignore[no-
 def test_close_all_waits_for_a_running_cycle_and_closes_nothing_while_refused(demo_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Close-all from the page takes the account's lock like `quorum halt --close-all`: while a cycle
     holds the account it is refused with 409 and the cycle's message, nothing closed; then it works."""
-    import threading
-
     from fastapi.testclient import TestClient
 
     from dashboard.app import create_app
     from store import repo
     from store.db import transaction
-    from store.lock import account_lock
+    from tests.integration.conftest import account_held
 
     url = demo_db.copy(tmp_path / "busy")
     c = TestClient(create_app(demo_db.settings(url, account_lock_wait_s=0), demo_db.reports, token=TOKEN))
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    held, release = threading.Event(), threading.Event()
-
-    def cycle() -> None:  # another run on the account, in its own thread (its own lock file handle)
-        with account_lock(demo_db.settings(url), "a trading cycle"):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=cycle)
-    t.start()
-    try:
-        assert held.wait(10)
-        with transaction(factory(url)) as s:
-            n_open = len(repo.open_positions(s, "paper"))
-        assert n_open >= 1
+    with transaction(factory(url)) as s:
+        n_open = len(repo.open_positions(s, "paper"))
+    assert n_open >= 1
+    with account_held(demo_db.settings(url)):
         r = c.post("/api/close-all", json={"reason": "flatten"}, headers=auth)
         assert r.status_code == 409 and "a trading cycle (pid" in r.json()["error"], r.text
         with transaction(factory(url)) as s:
             assert len(repo.open_positions(s, "paper")) == n_open
-    finally:
-        release.set()
-        t.join(10)
     r = c.post("/api/close-all", json={"reason": "flatten"}, headers=auth)
     assert r.status_code == 200 and len(r.json()["closed"]) == n_open
 

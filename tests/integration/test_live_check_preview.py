@@ -19,7 +19,7 @@ from pipeline.account import decision_time
 from pipeline.brokers import broker_for, use_client
 from pipeline.preview import next_cycle
 from tests.fakes.exchange_private import FakePrivateExchange
-from tests.fakes.live_setup import EXCHANGES, client_for, factory_for
+from tests.fakes.live_setup import EXCHANGES, client_for, factory_for, live_env
 
 AS_OF = "2025-05-22T04:00Z"  # on the bundled history: BTC LONG (math score +0.51), ETH WAIT
 MARKETS = {"BTC/USDT:USDT": "BTCUSDT", "ETH/USDT:USDT": "ETHUSDT"}  # what the fakes list
@@ -30,10 +30,7 @@ def live(request, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
     with FakePrivateExchange(request.param) as fx:
         db = tmp_path / "live.db"
         factory = factory_for(db)
-        for k, v in {"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true", "QUORUM_EXCHANGE": fx.dialect,
-                     "QUORUM_EXCHANGE_API_KEY": fx.api_key, "QUORUM_EXCHANGE_SECRET": fx.secret,
-                     "QUORUM_EXCHANGE_API_BASE": fx.url, "QUORUM_DATABASE_URL": f"sqlite:///{db}",
-                     "QUORUM_SYMBOLS": ",".join(MARKETS)}.items():
+        for k, v in live_env(fx, db, QUORUM_SYMBOLS=",".join(MARKETS)).items():
             monkeypatch.setenv(k, v)
         settings = load_settings()
         use_client(factory, settings, client_for(fx))

@@ -36,6 +36,7 @@ from tests.fakes.live_setup import (
     assert_db_equals_exchange,
     client_for,
     factory_for,
+    live_env,
     order_writes,
     plan,
 )
@@ -73,9 +74,7 @@ def live(request, tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
     with FakePrivateExchange(request.param) as fx:
         db = tmp_path / "live.db"
         factory = factory_for(db)
-        for k, v in {"QUORUM_MODE": "live", "QUORUM_LIVE_TRADING_CONFIRMED": "true", "QUORUM_EXCHANGE": fx.dialect,
-                     "QUORUM_EXCHANGE_API_KEY": fx.api_key, "QUORUM_EXCHANGE_SECRET": fx.secret,
-                     "QUORUM_EXCHANGE_API_BASE": fx.url, "QUORUM_DATABASE_URL": f"sqlite:///{db}"}.items():
+        for k, v in live_env(fx, db).items():
             monkeypatch.setenv(k, v)
         settings = load_settings()
         use_client(factory, settings, client_for(fx))

@@ -4,7 +4,6 @@ line naming the holder, and change nothing; once it is free they run."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipeline import manual
-from store.lock import AccountBusy, account_lock
+from store.lock import AccountBusy
+from tests.integration.conftest import account_held
 
 SYMBOL = "SOL/USDT:USDT"
 
@@ -46,27 +46,14 @@ def test_manual_commands_wait_for_the_account_and_change_nothing_when_refused(tm
     if command == "exit":  # something to exit
         assert manual.manual_entry(factory, source, settings, SYMBOL, "long", now)["status"] == "approved"
     before = _rows(url)
-    held, release = threading.Event(), threading.Event()
-
-    def cycle() -> None:  # another run on the same account (its own thread, its own lock handle)
-        with account_lock(settings, "a trading cycle"):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=cycle)
-    t.start()
-    try:
-        assert held.wait(10)
+    with account_held(settings):
         with pytest.raises(AccountBusy, match=rf"paper account is busy: a trading cycle \(pid \d+\) is running on it; "
                                               rf"quorum {command} did not start"):
             call()
         assert _rows(url) == before
-    finally:
-        release.set()
-        t.join(10)
     out = call()  # the account is free again
     if command == "enter":
         assert out["status"] == "approved"
     elif command == "exit":
-        assert out == [SYMBOL] or SYMBOL in str(out)
+        assert len(out) == 1 and SYMBOL in out[0], out
     dispose_all()
