@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import BIN, ROOT, prefect_stack
+from tests.fakes.prefect_runs import read_run
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +28,6 @@ def stack(tmp_path: Path) -> Iterator[dict]:
 
 @pytest.mark.timeout(420)
 def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: dict) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     db = stack["tmp"] / "quorum.db"
@@ -48,25 +40,21 @@ def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: 
     with sqlite3.connect(db) as c:
         cycle_id, run_id, status = c.execute("select id, flow_run_id, status from cycles").fetchone()
     assert status == "completed"
-    with temporary_settings(updates={PREFECT_API_URL: stack["api"]}), get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
-        assert run.state.is_completed() and run.name == "cycle-20250523T0400"
+    with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
         done = f"cycle {cycle_id} done"
         deadline = time.monotonic() + 60  # the server records what it received a moment later
         while True:
-            logs = [lg.message for lg in client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)]
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
-                                          limit=200)
+            run, logs, tasks, arts = read_run(run_id)
+            logs = [lg.message for lg in logs]
             settled = any(m.startswith(done) for m in logs) and tasks and all(
                 t.state and t.state.is_completed() for t in tasks)
             if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert any(m.startswith(done) for m in logs), logs
-        for stage in ("monitor:", "candidates", "math scores:", "execution:", "broadcast:"):
-            assert any(stage in m for m in logs), (stage, logs)
-        assert {"risk", "execute", "broadcast", "score"} <= {t.name.split("-")[0] for t in tasks}
-        assert all(t.state and t.state.is_completed() for t in tasks), [(t.name, t.state) for t in tasks]
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    assert run.state.is_completed() and run.name == "cycle-20250523T0400"
+    assert any(m.startswith(done) for m in logs), logs
+    for stage in ("monitor:", "candidates", "math scores:", "execution:", "broadcast:"):
+        assert any(stage in m for m in logs), (stage, logs)
+    assert {"risk", "execute", "broadcast", "score"} <= {t.name.split("-")[0] for t in tasks}
+    assert all(t.state and t.state.is_completed() for t in tasks), [(t.name, t.state) for t in tasks]
     assert {a.key for a in arts} == {"cycle-candidates", "cycle-summary", "cycle-votes"}

@@ -13,7 +13,6 @@ the exchange (orders, positions)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.fakes.live_setup import (
     live_env,
     order_writes,
 )
+from tests.fakes.prefect_runs import read_run
 
 pytestmark = [pytest.mark.prefect]
 OPEN_AT = datetime(2025, 5, 8, 12, tzinfo=UTC)  # the history's BTC 1h open then: 99369.9
@@ -97,15 +97,7 @@ def _resting(fx: FakePrivateExchange) -> list[tuple[str, Decimal, Decimal | None
 
 
 def _artifact_of(flow_run_id, key: str):  # type: ignore[no-untyped-def]
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    async def read():  # type: ignore[no-untyped-def]
-        async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-
-    return asyncio.run(read())
+    return [a for a in read_run(flow_run_id).artifacts if a.key == key]
 
 
 def test_live_cycle_and_monitor_flows_open_protect_trail_take_tp1_and_close(live, prefect_harness) -> None:  # noqa: ARG001

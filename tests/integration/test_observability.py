@@ -7,6 +7,7 @@ import pytest
 
 from tests.fakes.llm_servers import LocalPanel
 from tests.fakes.panel_answers import panel_responder
+from tests.fakes.prefect_runs import read_run
 
 pytestmark = [pytest.mark.prefect]
 AS_OF = "2025-05-23T04:00:00Z"
@@ -20,29 +21,10 @@ def _run_info(run_id, wait_for: str = ""):  # type: ignore[no-untyped-def]
 
     deadline = time.monotonic() + 30
     while True:
-        info = _read(run_id)
+        info = read_run(run_id)
         if not wait_for or any(lg.message.startswith(wait_for) for lg in info[1]) or time.monotonic() > deadline:
             return info
         time.sleep(0.5)
-
-
-def _read(run_id):  # type: ignore[no-untyped-def]
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
-    return run, logs, tasks, arts
 
 
 def test_cycle_run_logs_name_graph_and_votes_artifact(prefect_harness, monkeypatch) -> None:  # noqa: ARG001
