@@ -60,10 +60,8 @@ def prefect_stack(tmp_path: Path, **server_env: str) -> Iterator[dict]:
     api = f"http://127.0.0.1:{port}/api"
     env = base_env(tmp_path, api, **server_env)
     procs: list[tuple[subprocess.Popen, int]] = []
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
-    procs.append((server, signal.SIGTERM))
+    server = spawn(procs, [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                   env, tmp_path / "server.log", signal.SIGTERM, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -79,7 +77,27 @@ def prefect_stack(tmp_path: Path, **server_env: str) -> Iterator[dict]:
     finally:
         for p, sig in reversed(procs):
             stop_group(p, sig)
-        log.close()
+
+
+def spawn(procs: list[tuple[subprocess.Popen, int]], argv: list[str], env: dict, log: Path, stop: int,
+          cwd: Path = ROOT) -> subprocess.Popen:
+    """Start `argv` in a process group of its own, output to `log`, and register it in `procs`
+    (a stack's "procs"), to be stopped with `stop` (then SIGKILL) on the way out."""
+    with open(log, "w") as out:
+        p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append((p, stop))
+    return p
+
+
+def migrated_db(tmp_path: Path) -> Path:
+    """A Quorum SQLite database under tmp_path, migrated once before runs that start together on it
+    (serialising concurrent first migrations is store/db.py's job, not the e2e tests')."""
+    from store.db import dispose_all, open_database
+
+    db = tmp_path / "quorum.db"
+    open_database(f"sqlite:///{db}")
+    dispose_all()
+    return db
 
 
 def prefect(env: dict, *args: str) -> str:

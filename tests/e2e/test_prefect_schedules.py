@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.harness import BIN, ROOT, prefect, prefect_stack, tail
+from tests.e2e.harness import BIN, ROOT, migrated_db, prefect, prefect_stack, spawn, tail
 from tests.fakes.live_exchange import LiveFakeBybit
 
 pytestmark = pytest.mark.slow
@@ -58,41 +57,30 @@ def test_scheduled_cycle_and_monitor_runs_complete(stack: dict) -> None:
     prefect(env, "work-pool", "create", POOL, "--type", "process")
     prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", str(e2e_yaml(tmp)))
 
-    db = tmp / "quorum.db"
-    # migrate once before the first runs: the cycle and the monitor start together on a new database
-    # (serialising concurrent first migrations is store/db.py's job, not this test's)
-    from store.db import dispose_all, open_database
-
-    open_database(f"sqlite:///{db}")
-    dispose_all()
+    db = migrated_db(tmp)  # the cycle and the monitor start together on it
     with LiveFakeBybit() as fx:
         wenv = dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}", QUORUM_EXCHANGE_API_BASE=fx.url,
                     QUORUM_SYMBOLS="BTC/USDT:USDT,ETH/USDT:USDT")
-        wlog = open(tmp / "worker.log", "w")  # noqa: SIM115
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL], env=wenv, cwd=ROOT,
-                                  stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
-        stack["procs"].append((worker, signal.SIGINT))
+        worker = spawn(stack["procs"], [str(BIN / "prefect"), "worker", "start", "--pool", POOL], wenv,
+                       tmp / "worker.log", signal.SIGINT)
         done: dict[str, list] = {}
         deadline = time.monotonic() + 480
         seen: dict[str, str] = {}
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
-                while time.monotonic() < deadline and len(done) < len(WANT):
-                    assert worker.poll() is None, tail(tmp / "worker.log")
-                    done = {}
-                    with get_client(sync_client=True) as client:
-                        for fr in client.read_flow_runs(limit=200):
-                            flow = client.read_flow(fr.flow_id).name
-                            assert fr.deployment_id is not None, fr
-                            seen[f"{flow}/{fr.name}"] = f"{fr.state.name if fr.state else '?'} auto={fr.auto_scheduled}"
-                            if fr.auto_scheduled and fr.state and fr.state.is_completed():
-                                done.setdefault(flow, []).append(fr)
-                            assert not (fr.state and (fr.state.is_failed() or fr.state.is_crashed())), (
-                                f"{flow} run {fr.name} {fr.state.name}: {fr.state.message}\n"
-                                + tail(tmp / "worker.log"))
-                    time.sleep(3)
-        finally:
-            wlog.close()
+        with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
+            while time.monotonic() < deadline and len(done) < len(WANT):
+                assert worker.poll() is None, tail(tmp / "worker.log")
+                done = {}
+                with get_client(sync_client=True) as client:
+                    for fr in client.read_flow_runs(limit=200):
+                        flow = client.read_flow(fr.flow_id).name
+                        assert fr.deployment_id is not None, fr
+                        seen[f"{flow}/{fr.name}"] = f"{fr.state.name if fr.state else '?'} auto={fr.auto_scheduled}"
+                        if fr.auto_scheduled and fr.state and fr.state.is_completed():
+                            done.setdefault(flow, []).append(fr)
+                        assert not (fr.state and (fr.state.is_failed() or fr.state.is_crashed())), (
+                            f"{flow} run {fr.name} {fr.state.name}: {fr.state.message}\n"
+                            + tail(tmp / "worker.log"))
+                time.sleep(3)
         assert set(done) == set(WANT), f"scheduled runs completed: {sorted(done)}; runs: {seen}; worker log: " + (
             tmp / "worker.log").read_text()[-3000:]
         assert fx.calls("/v5/market/kline"), "the scheduled cycle read live candles from the local exchange"

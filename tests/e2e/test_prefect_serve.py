@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ROOT, prefect, prefect_stack, tail
+from tests.e2e.harness import migrated_db, prefect, prefect_stack, spawn, tail
 from tests.fakes.live_exchange import LiveFakeBybit
 
 pytestmark = pytest.mark.slow
@@ -52,20 +52,14 @@ def test_a_served_deployment_run_completes(stack: dict) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments import serve
-    from store.db import dispose_all, open_database
 
     env, tmp = stack["env"], stack["tmp"]
-    db = tmp / "quorum.db"
-    open_database(f"sqlite:///{db}")
-    dispose_all()
+    db = migrated_db(tmp)
     with LiveFakeBybit() as fx:
         senv = dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}", QUORUM_EXCHANGE_API_BASE=fx.url,
                     QUORUM_SYMBOLS="BTC/USDT:USDT,ETH/USDT:USDT")
         slog = tmp / "serve.log"
-        with open(slog, "w") as out:
-            served = subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=senv, cwd=ROOT, stdout=out,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        stack["procs"].append((served, signal.SIGINT))
+        served = spawn(stack["procs"], [sys.executable, "-m", "deployments.serve"], senv, slog, signal.SIGINT)
         with temporary_settings(updates={PREFECT_API_URL: stack["api"]}), get_client(sync_client=True) as client:
             names = [f"{d.flow_name}/{d.name}" for d in serve.build()]
             assert SERVED in names and len(names) == 4
