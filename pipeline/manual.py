@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from agents.math_engine import score_snapshot
@@ -17,12 +17,11 @@ from core.types import Action, Candidate, Decision
 from exchange.base import MarketDataSource
 from pipeline import record
 from pipeline.account import Factory, account_state, load, track_record
-from pipeline.brokers import broker_for, store_findings
+from pipeline.brokers import broker_for
 from pipeline.execute import execute_and_persist
-from pipeline.monitor import close_at_market, record_exchange_exits, sync_positions
+from pipeline.monitor import close_at_market, reconcile_and_store, sync_positions
 from pipeline.positions import limits_for
 from pipeline.stages import risk_verdict
-from store.db import transaction
 from store.lock import account_lock
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,13 +94,6 @@ def manual_exit(factory: Factory, source: MarketDataSource, settings: Settings, 
 def reconcile(factory: Factory, source: MarketDataSource, settings: Settings, now: datetime) -> list[str]:
     """Compare the broker's exchange with the database and act (see exchange/reconcile.py); each finding
     is stored as an event and a channel post. Returns the finding lines (none in paper)."""
-    from pipeline.account import save_account
-
     broker = broker_for(factory, source, settings, now, load(factory, settings))
-    findings = broker.reconcile()
-    acct = broker.account_snapshot()
-    with transaction(factory) as s:
-        save_account(s, settings, acct, None)
-        lines = store_findings(s, findings, datetime.now(UTC))
-        record_exchange_exits(s, settings.mode, acct, findings, broker)
-        return lines
+    _, lines, _ = reconcile_and_store(factory, settings, broker, save_always=True)
+    return lines

@@ -49,14 +49,8 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
     acct = acct if acct is not None else load(factory, settings)
     broker = broker_for(factory, source, settings, until, acct)
     summary: dict[str, Any] = {"checked": 0, "events": [], "quarantined": {}, "findings": []}
-    findings = broker.reconcile()
-    acct = broker.account_snapshot()
-    if findings:
-        with transaction(factory) as s:
-            save_account(s, settings, acct, None)
-            summary["findings"] = store_findings(s, findings, datetime.now(UTC))
-            summary["events"] += summary["findings"] + record_exchange_exits(s, settings.mode, acct, findings, broker)
-        acct = acct.settled()
+    acct, summary["findings"], exited = reconcile_and_store(factory, settings, broker)
+    summary["events"] += summary["findings"] + exited
     # positions whose exits are resting orders (a grid level) are walked by pipeline.strategy_cycle.sync_orders
     for pid in [p.id for p in sorted(acct.open_positions(), key=lambda p: (p.opened_at, p.id))
                 if p.extra.get("managed") != "orders"]:
@@ -94,6 +88,23 @@ def sync_positions(factory: Factory, source: MarketDataSource, settings: Setting
         crash_point("monitor:after-commit")
         acct = acct.settled()
     return acct, summary
+
+
+def reconcile_and_store(factory: Factory, settings: Settings, broker: Broker, *, save_always: bool = False
+                        ) -> tuple[PaperAccount, list[str], list[str]]:
+    """Reconcile the broker with its exchange and store what it found in one transaction: the account as
+    the broker has it, each finding as an event and a channel post, the exits the exchange filled like any
+    exit (record_exchange_exits). With nothing found the account is stored only when `save_always`.
+    Returns the account, the finding lines and the exit lines."""
+    findings = broker.reconcile()
+    acct = broker.account_snapshot()
+    if not findings and not save_always:
+        return acct, [], []
+    with transaction(factory) as s:
+        save_account(s, settings, acct, None)
+        lines = store_findings(s, findings, datetime.now(UTC))
+        exited = record_exchange_exits(s, settings.mode, acct, findings, broker)
+    return acct.settled(), lines, exited
 
 
 def record_broker_fills(s: Session, mode: str, cycle_id: str | None, fills: Sequence[tuple[str, Fill]]) -> None:
