@@ -15,6 +15,7 @@ from backtest.data import H1_NS, SymbolData
 from core.errors import OrderRejected
 from core.types import RiskVerdict
 from exchange.paper import PaperAccount
+from exchange.walk import monitor_bar
 from pipeline import positions as pos_fns
 from risk.breakers import account_state_from_history
 from risk.manager import AccountState, TrackRecord
@@ -110,7 +111,7 @@ class Book:
                 while fp < n_fund and f_dt[fp] <= t_close:
                     due.append((f_dt[fp], f_rate[fp]))
                     fp += 1
-                pos_fns.monitor_bar(self.acct, pos.id, t_open, o[j], h[j], lo[j], c[j], due, self.profile,
+                monitor_bar(self.acct, pos.id, t_open, o[j], h[j], lo[j], c[j], due, self.profile,
                                     atr=atr[j], qty_step=sd.limits.qty_step)
                 j += 1
             self.next_bar[pos.id], self.next_funding[pos.id] = j, fp

@@ -9,7 +9,7 @@ of the first bar starting at or after t (`ReplaySource.price_after`), never at t
 close. Per decision time, in the live cycle's order (flows/trading_cycle.py):
 
 1. monitor: every open position is walked through the bars that closed since its last check with
-   `pipeline.positions.monitor_bar` (funding at each funding time, `risk.exits.step`, liquidation), the
+   `exchange.walk.monitor_bar` (funding at each funding time, `risk.exits.step`, liquidation), the
    very function the live position monitor uses;
 2. candidates: `pipeline.stages.select_candidates` on point-in-time tickers (last close, estimated
    spread, 24 h quote volume of the bars closed by t, as `ReplaySource.tickers(t)` computes them);

@@ -8,7 +8,7 @@ the open of the first bar starting at or after t):
 1. every 1h bar that closed since the previous decision, per symbol: resting orders are matched
    (`PaperAccount.match_bar`: entries and take-profits as maker at their limit, stops as taker);
    then each open position: an order-managed one (a grid level) gets funding and the liquidation
-   check (`monitor_order_managed_bar`), any other the live exit rules (`tasks.execution.monitor_bar`);
+   check (`monitor_order_managed_bar`), any other the live exit rules (`exchange.walk.monitor_bar`);
 2. candidates: the engine's point-in-time tickers and `select_candidates` (liquidity filters); a
    symbol that fails them gets no new exposure, its existing orders keep running;
 3. per symbol: the strategy's `step` on the facts at t (math score and regime from the engine's
@@ -52,7 +52,7 @@ from core.settings import STRATEGIES, Settings
 from core.types import Action
 from exchange.base import TickerInfo
 from exchange.paper import PaperAccount
-from pipeline import positions as execution
+from exchange.walk import monitor_bar
 from pipeline.stages import BTC, decide, select_candidates
 from pipeline.strategy import ExecContext, execute_intents, monitor_order_managed_bar
 from risk.profiles import get_profile
@@ -178,7 +178,7 @@ def _run_futures(settings: Settings, source: Any, start: Any, end: Any, strategy
                     if pos.extra.get("managed") == "orders":
                         monitor_order_managed_bar(acct, pos.id, t_open, o, h, lw, c, due)
                     elif pos.opened_at <= t_open.to_pydatetime():
-                        execution.monitor_bar(acct, pos.id, t_open, o, h, lw, c, due, prof, atr=float(sd.atr[j]),
+                        monitor_bar(acct, pos.id, t_open, o, h, lw, c, due, prof, atr=float(sd.atr[j]),
                                               qty_step=sd.limits.qty_step)
             next_bar[s], next_fund[s] = max(next_bar[s], j1), fp
             if not sd.has_fill[k] and next_bar[s] >= len(sd.open_ns) and s not in ended:

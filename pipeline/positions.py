@@ -1,7 +1,7 @@
 """Pure position functions shared by the live cycle, the position monitor and the backtest: the account
 as later candidates of a cycle see it, market limits, marks, and the track record for Kelly sizing. One
 bar of the monitor (`monitor_bar`) and walking a position through bars (`advance_position`) live with the
-brokers (exchange/walk.py) and are re-exported here for the backtest. No database, no Prefect."""
+brokers, in exchange/walk.py. No database, no Prefect."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from core.errors import DataError
 from core.types import Position, TradePlan
 from exchange.base import MarketDataSource
-from exchange.walk import advance_position, monitor_bar  # noqa: F401 - re-exported for the backtest
 from risk.manager import AccountState, MarketLimits, TrackRecord
 from risk.profiles import RiskProfile, get_profile
 from risk.track import track_record

@@ -296,10 +296,10 @@ def test_positions_open_at_the_end_are_marked_not_closed(base_run):
 
 def test_backtest_positions_match_the_live_monitor_path(settings, source, base_run):
     """Each closed position of the backtest, replayed alone through the live monitor
-    (pipeline.positions.advance_position over bars_between/funding_between), ends the same way."""
+    (exchange.walk.advance_position over bars_between/funding_between), ends the same way."""
     from core.types import TradePlan
     from exchange.paper import PaperAccount
-    from pipeline.positions import advance_position
+    from exchange.walk import advance_position
     from risk.profiles import get_profile
 
     closed = [p for p in base_run.positions if not p.is_open]

@@ -12,7 +12,7 @@ from core.settings import load_settings
 from core.types import Action, Side, TradePlan, Vote
 from exchange.paper import PaperAccount
 from exchange.replay import ReplaySource
-from pipeline.positions import advance_position
+from exchange.walk import advance_position
 from pipeline.stages import decide
 
 S = load_settings()
@@ -57,7 +57,7 @@ def test_kelly_chandelier_trails_with_the_hourly_atr() -> None:
 
 def test_no_funding_after_a_stop_inside_the_bar() -> None:
     """Funding at a bar's close is owed only by a position still open then."""
-    from pipeline.positions import monitor_bar
+    from exchange.walk import monitor_bar
     from risk.profiles import get_profile
 
     t_open = pd.Timestamp("2025-03-01 07:00", tz="UTC")
