@@ -138,23 +138,15 @@ def _panel(settings):  # type: ignore[no-untyped-def]
         return None
 
     def votes(snapshots, scores, positions, now):  # type: ignore[no-untyped-def]
-        from concurrent.futures import ThreadPoolExecutor
-
+        from agents.panel import run_panel
         from agents.prompt import build_payload
-        from core.types import Vote
-        from tasks.panel import decide_member
+        from tasks.panel import provider_for, runtime
 
+        rt = runtime(settings)  # the cycle's response cache and token budget
         payload = build_payload(snapshots, scores, {}, positions, settings, as_of=now)
-
-        def ask(m):  # type: ignore[no-untyped-def]
-            try:
-                return decide_member(m, list(snapshots), payload, now, settings=settings)
-            except Exception as exc:  # noqa: BLE001 - a member never fails the check, as in a cycle
-                return [Vote(m.id, sym, None, abstain_reason=f"error:{type(exc).__name__}", provider=m.provider,
-                             model=m.model) for sym in snapshots]
-
-        with ThreadPoolExecutor(max_workers=len(members)) as pool:
-            return [v for vs in pool.map(ask, members) for v in vs]
+        out = run_panel(members, {m.id: provider_for(m) for m in members}, list(snapshots), payload,
+                        cache=rt.cache, budget=rt.budget, now=now)
+        return [v for vs in out.values() for v in vs]
 
     return votes
 

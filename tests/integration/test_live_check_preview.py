@@ -95,3 +95,30 @@ def test_live_check_lists_the_next_cycles_orders_and_places_nothing(live) -> Non
     placed = {o.client_id: (o.side.lower(), o.qty, o.trigger, o.reduce_only) for o in fx.orders_of()}
     assert placed == {o["client_id"]: (o["side"], Decimal(o["qty"]), Decimal(o["trigger"]) if o["trigger"] else None,
                                        o["reduce_only"]) for o in listed}
+
+
+def test_live_check_asks_the_configured_panel_and_still_places_nothing(live, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With the six model servers configured, the preview's decisions are the panel's (each member asked
+    once, through the real SDKs) and the exchange still gets no write."""
+    from cli.app import app
+    from tasks import panel as panel_tasks
+    from tests.fakes.llm_servers import LocalPanel
+    from tests.fakes.panel_answers import panel_responder
+
+    fx, *_ = live
+    panel_tasks.set_runtime(None)  # providers are kept per process: these servers are new
+    try:
+        with LocalPanel(responder=panel_responder) as panel:
+            for k, v in panel.env.items():
+                monkeypatch.setenv(k, v)
+            r = CliRunner().invoke(app, ["live", "check", "--as-of", AS_OF])
+            calls = sum(panel.calls.values())
+    finally:
+        panel_tasks.set_runtime(None)
+    assert r.exit_code == 0, r.output
+    assert _writes(fx) == [] and fx.orders_of() == []
+    nxt = json.loads(r.stdout)["next_cycle"]
+    assert nxt["panel"] == "6 member(s) voted", nxt["panel"]
+    assert calls >= 5  # five servers (both Claude members share one)
+    assert {d["symbol"] for d in nxt["decisions"]} == set(MARKETS)
+    assert all("6/6 valid" in d["reason"] or "quorum" in d["reason"] for d in nxt["decisions"]), nxt["decisions"]
