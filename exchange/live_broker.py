@@ -148,16 +148,10 @@ class LiveBroker(RestingDesk):  # RestingDesk: resting limit orders (grid levels
         if qty <= 0 or qty < self.min_qty(sym):
             return OpenResult("rejected", pid, f"{sym}: quantity {plan.qty} is below the market minimum")
         if prior is None:
-            notional = qty * Decimal(str(plan.entry))
-            if self.max_order_notional is not None and notional > self.max_order_notional:
-                return OpenResult("rejected", pid, f"{sym}: notional {notional:.2f} exceeds the per-order cap "
-                                                   f"{self.max_order_notional} (QUORUM_MAX_ORDER_NOTIONAL_USD)")
-            need = self.orders_needed(sym, qty, plan.tp1_fraction)
-            if self.max_orders_per_cycle is not None and self.orders_written + need > self.max_orders_per_cycle:
-                return OpenResult("rejected", pid, f"{sym}: this entry needs {need} orders (entry, stop, targets) "
-                                                   f"and this run has written {self.orders_written} "
-                                                   f"(QUORUM_MAX_ORDERS_PER_CYCLE={self.max_orders_per_cycle}); "
-                                                   "no new entry this cycle")
+            refused = self.cap_refusal(sym, qty * Decimal(str(plan.entry)),
+                                       self.orders_needed(sym, qty, plan.tp1_fraction), "entry")
+            if refused:
+                return OpenResult("rejected", pid, refused)
         self.prepare(sym, plan.leverage)
         meta = {"stop": str(plan.stop), "tp1": str(plan.tp1), "tp2": str(plan.tp2), "leverage": plan.leverage,
                 "tp1_fraction": plan.tp1_fraction, "cycle_id": req.cycle_id, "plan_entry": plan.entry,

@@ -86,6 +86,10 @@ def _d(x: Any) -> Decimal:
 class OrderDesk:
     """Exactly-once orders over a ccxt client and the order-intent journal (see the module docstring)."""
 
+    # the live safety caps (LiveBroker sets them from settings); None: no cap
+    max_order_notional: Decimal | None = None
+    max_orders_per_cycle: int | None = None
+
     def __init__(self, client: Any, factory: sessionmaker[Session], *, account: str = "live",
                  caps: Capabilities | None = None, read_attempts: int = 3, read_delay: float = 0.2,
                  send_attempts: int = 3, sleep: Callable[[float], None] = time.sleep, absent_checks: int = 2,
@@ -102,6 +106,18 @@ class OrderDesk:
         # `absent_checks` more lookups `absent_wait_s` apart
         self.absent_checks, self.absent_wait_s = absent_checks, absent_wait_s
         self.orders_written = 0  # new order intents journalled since the run began (the per-cycle cap)
+
+    def cap_refusal(self, symbol: str, notional: Decimal, need: int, what: str) -> str | None:
+        """Why the safety caps refuse a new opening order (`what`: entry, level) of `notional` that makes this
+        run write `need` more orders (it and the protective orders it brings), or None when they allow it."""
+        if self.max_order_notional is not None and notional > self.max_order_notional:
+            return (f"{symbol}: notional {notional:.2f} exceeds the per-order cap {self.max_order_notional} "
+                    "(QUORUM_MAX_ORDER_NOTIONAL_USD)")
+        if self.max_orders_per_cycle is not None and self.orders_written + need > self.max_orders_per_cycle:
+            return (f"{symbol}: this {what} needs {need} order{'s' * (need != 1)} and this run has written "
+                    f"{self.orders_written} "
+                    f"(QUORUM_MAX_ORDERS_PER_CYCLE={self.max_orders_per_cycle}); no new {what} this cycle")
+        return None
 
     # ------------------------------------------------------------------------------ plumbing
     def _read(self, what: str, fn: Callable[[], Any]) -> Any:

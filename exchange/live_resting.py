@@ -67,15 +67,11 @@ class RestingDesk(OrderDesk):
         if qty <= 0 or qty < self.min_qty(order.symbol):
             raise OrderRejected(f"{order.symbol}: quantity {order.amount} is below the market minimum")
         px = self.price_to_precision(order.symbol, order.price)
-        if not prior:  # the live safety caps, as for a trend entry (a rerun of the same order sends nothing)
-            cap = getattr(self, "max_order_notional", None)
-            if cap is not None and qty * px > cap:
-                raise OrderRejected(f"{order.symbol}: notional {qty * px:.2f} exceeds the per-order cap {cap} "
-                                    "(QUORUM_MAX_ORDER_NOTIONAL_USD)")
-            per_cycle = getattr(self, "max_orders_per_cycle", None)  # every order this run writes counts
-            if per_cycle is not None and self.orders_written + 1 > per_cycle:
-                raise OrderRejected(f"{order.symbol}: this run has written {self.orders_written} orders "
-                                    f"(QUORUM_MAX_ORDERS_PER_CYCLE={per_cycle}); no new level this cycle")
+        # the live safety caps, as for a trend entry (a rerun of the same order sends nothing); its stop and
+        # take-profit are written when it fills, in a later run
+        refused = None if prior else self.cap_refusal(order.symbol, qty * px, 1, "level")
+        if refused:
+            raise OrderRejected(refused)
         self.prepare(order.symbol, order.leverage)
         meta: dict[str, Any] = {"limit_price": str(px), "post_only": True, "order_id": order.id, "tag": order.tag,
                                 "leverage": order.leverage, "tp1_fraction": 1.0, "plan_entry": float(px)}
