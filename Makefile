@@ -1,5 +1,5 @@
 # make demo: set up (find Python 3.12+, create .venv, install) and run a paper trading cycle offline.
-# make test: set up and run the whole test suite on two workers (PostgreSQL and Redis on loopback).
+# make test: set up and run the whole test suite on three workers (PostgreSQL and Redis on loopback).
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,9 +23,10 @@ demo: $(STAMP)
 	@rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	QUORUM_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DB) $(BIN)/quorum demo
 
-# two workers (pytest-xdist): most tests wait on local servers and subprocesses, so two workers on
-# two cores about halve the wall time; each worker has its own Prefect test server. PYTEST_WORKERS=0 runs serially.
-PYTEST_WORKERS ?= 2
+# three workers (pytest-xdist): most tests wait on local servers and subprocesses, so on two cores three
+# workers take 7 min where two take 9.5-10 and one 15; each worker has its own Prefect test server.
+# PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
