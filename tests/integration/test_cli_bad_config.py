@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_errors import _cycles, run_cli
+from tests.integration.test_cli_errors import NO_PREFECT, _cycles, run_cli
 
 
 def _one_clear_line(r, *needles: str) -> None:  # type: ignore[no-untyped-def]
@@ -22,7 +22,8 @@ def _one_clear_line(r, *needles: str) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def db(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     p = tmp_path / "cli.db"
-    return p, {"QUORUM_DATABASE_URL": f"sqlite:///{p}", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return p, {"QUORUM_DATABASE_URL": f"sqlite:///{p}", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+               **NO_PREFECT}  # every error here comes before the Prefect step
 
 
 def test_quorum_symbols_naming_an_unknown_symbol_is_a_clear_error(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]

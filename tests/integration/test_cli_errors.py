@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+# A Prefect API that does not answer, for the errors that must come before the Prefect step: had the
+# command reached it, its error would be "PREFECT_API_URL=... does not answer", not the line the test
+# expects; and the process does not load the temporary server's code first (~3 s of CPU per process).
+# The tests named `..._before_prefect` keep the temporary-server path (no PREFECT_API_URL at all).
+NO_PREFECT = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+
 
 def run_cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
@@ -46,6 +52,7 @@ def _one_clear_line(r: subprocess.CompletedProcess[str], *needles: str) -> None:
 
 def test_unknown_symbol(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     p, env = db
+    env = {**env, **NO_PREFECT}
     r = run_cli("cycle", "--symbols", "PEPE/USDT:USDT", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "unknown symbol", "PEPE/USDT:USDT")
     assert _cycles(p) == 0
@@ -53,6 +60,7 @@ def test_unknown_symbol(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-
 
 def test_as_of_outside_the_data(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     p, env = db
+    env = {**env, **NO_PREFECT}
     r = run_cli("cycle", "--as-of", "2031-01-01", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "outside the replay data")
     assert _cycles(p) == 0
@@ -60,6 +68,7 @@ def test_as_of_outside_the_data(tmp_path: Path, db) -> None:  # type: ignore[no-
 
 def test_malformed_settings_file(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     p, env = db
+    env = {**env, **NO_PREFECT}
     (tmp_path / "quorum.yaml").write_text("risk_profile: [default\n")
     r = run_cli("cycle", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "quorum.yaml", "malformed YAML")
@@ -68,12 +77,14 @@ def test_malformed_settings_file(tmp_path: Path, db) -> None:  # type: ignore[no
 
 def test_bad_setting_value(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     _, env = db
+    env = {**env, **NO_PREFECT}
     r = run_cli("cycle", cwd=tmp_path, env_extra={**env, "QUORUM_RISK_PROFILE": "yolo"})
     _one_clear_line(r, "risk_profile", "yolo", "allowed")
 
 
 def test_unreachable_database(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     _, env = db
+    env = {**env, **NO_PREFECT}
     env = {**env, "QUORUM_DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"}
     r = run_cli("cycle", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "unreachable", "127.0.0.1:1")
@@ -113,6 +124,7 @@ def test_unreachable_exchange_is_one_line_before_prefect(tmp_path: Path, db) -> 
 
 def test_number_settings_must_be_finite(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     _, env = db
+    env = {**env, **NO_PREFECT}
     for value, why in (("inf", "finite"), ("nan", "finite"), ("-100", "greater than 0")):
         r = run_cli("cycle", cwd=tmp_path, env_extra={**env, "QUORUM_PAPER__STARTING_BALANCE": value})
         _one_clear_line(r, "paper.starting_balance", value, why)
@@ -120,6 +132,7 @@ def test_number_settings_must_be_finite(tmp_path: Path, db) -> None:  # type: ig
 
 def test_backtest_bad_range_and_panel_are_one_line(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     _, env = db
+    env = {**env, **NO_PREFECT}
     r = run_cli("backtest", "--from", "2025-05-01", "--to", "2025-04-01", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "--to 2025-04-01 is before --from 2025-05-01")
     r = run_cli("backtest", "--panel", "oracle", cwd=tmp_path, env_extra=env)
