@@ -1,4 +1,4 @@
-"""A database of real demo cycles for the dashboard tests (built once per session): three trading
+"""A database of real demo cycles for the dashboard tests (built once per run, shared by the xdist workers): three trading
 cycles and a position monitor run as Prefect flows on the bundled history, with the six-model panel
 on local wire-protocol servers (real SDKs on the code path; qwen-local votes its own way, so its
 shadow account differs), and a math backtest report."""
@@ -6,7 +6,6 @@ shadow account differs), and a math backtest report."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,14 +45,15 @@ class DemoDB:
 
     def copy(self, dest: Path) -> str:
         """A private copy of the database (for tests that change it), as a URL."""
-        from sqlalchemy import create_engine, text
+        import sqlite3
 
-        eng = create_engine(self.url)
-        with eng.connect() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        eng.dispose()
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.dir / "demo.db", dest / "demo.db")
+        src, dst = sqlite3.connect(self.dir / "demo.db"), sqlite3.connect(dest / "demo.db")
+        try:
+            src.backup(dst)  # a consistent copy (WAL included), while other workers read the original
+        finally:
+            dst.close()
+            src.close()
         return f"sqlite:///{dest / 'demo.db'}"
 
     def settings(self, url: str | None = None, **kw):  # type: ignore[no-untyped-def]
@@ -62,12 +62,11 @@ class DemoDB:
         return Settings(database_url=url or self.url, **kw)
 
 
-@pytest.fixture(scope="session")
-def demo_db(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Iterator[DemoDB]:  # noqa: ARG001
+def _build_demo_db(d: Path) -> tuple[str, ...]:
+    """Three trading cycles, a position monitor run and a math backtest report into `d` (the cycle ids)."""
     from tests.fakes.llm_servers import LocalPanel
     from tests.fakes.panel_answers import panel_responder
 
-    d = tmp_path_factory.mktemp("dashboard-demo")
     url = f"sqlite:///{d / 'demo.db'}"
     reports = d / "reports"
     with pytest.MonkeyPatch.context() as mp, LocalPanel(responder=panel_responder) as panel:
@@ -91,7 +90,49 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Iterat
         ids += [trading_cycle(as_of=t, symbols=SYMS, broadcast=False)["cycle_id"] for t in CYCLES[1:]]
         execute(start="2025-03-01", end="2025-03-03", panel="math", symbols=["BTC/USDT:USDT", "ETH/USDT:USDT"],
                 out_dir=str(reports), progress=False, settings=load_settings())
-    yield DemoDB(d, url, reports, tuple(ids))
+    from store.db import dispose_all
+
+    dispose_all()
+    import sqlite3
+
+    c = sqlite3.connect(d / "demo.db")
+    try:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file: read-only from here on
+    finally:
+        c.close()
+    return tuple(ids)
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> DemoDB:
+    """Built once per run: under pytest-xdist the first worker that needs it builds it (with its Prefect
+    harness) in the run's shared temporary folder, under a file lock; the other workers wait for it and
+    use the same files. Read-only for the tests: those that change the database work on copy()."""
+    import fcntl
+    import os
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        d = tmp_path_factory.mktemp("dashboard-demo")
+        request.getfixturevalue("prefect_harness")
+        ids = _build_demo_db(d)
+        return DemoDB(d, f"sqlite:///{d / 'demo.db'}", d / "reports", ids)
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, the same for every worker
+    meta = shared / "dashboard-demo.json"
+    with open(shared / "dashboard-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not meta.exists():
+                d = shared / f"dashboard-demo-{worker}"  # a worker's own folder: a failed build is not reused
+                d.mkdir()
+                request.getfixturevalue("prefect_harness")
+                ids = _build_demo_db(d)
+                meta.write_text(json.dumps({"dir": str(d), "cycle_ids": list(ids)}))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    built = json.loads(meta.read_text())
+    d = Path(built["dir"])
+    return DemoDB(d, f"sqlite:///{d / 'demo.db'}", d / "reports", tuple(built["cycle_ids"]))
 
 
 @contextmanager
