@@ -96,3 +96,12 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness) -> str:  # noqa: ARG001
+    """The API URL of this worker's Prefect test server (a real server on loopback), for the
+    PREFECT_API_URL of the `quorum` subprocesses: one server per worker, not one per process."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())

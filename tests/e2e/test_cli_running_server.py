@@ -9,21 +9,21 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import BIN, ROOT, prefect_stack
+from tests.e2e.harness import BIN, ROOT, base_env
 from tests.fakes.prefect_runs import read_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict]:
-    with prefect_stack(tmp_path) as st:
-        yield st
+def stack(tmp_path: Path, prefect_api_url: str) -> dict:
+    """The running server: this worker's Prefect test server (tests/conftest.py), already up, with the
+    environment a user's shell has (PREFECT_API_URL set, no QUORUM_ settings)."""
+    return {"api": prefect_api_url, "env": base_env(tmp_path, prefect_api_url), "tmp": tmp_path}
 
 
 @pytest.mark.timeout(420)

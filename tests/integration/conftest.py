@@ -135,6 +135,29 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     return DemoDB(d, f"sqlite:///{d / 'demo.db'}", d / "reports", tuple(built["cycle_ids"]))
 
 
+def quorum_in_process(db_url: str, *args: str) -> str:
+    """A `quorum` command run in this process on `db_url` (the same code as the CLI, without the start-up
+    of a new interpreter: for reference runs of tests whose runs under test are real processes). Its output;
+    a failure shows it."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    old = os.environ.get("QUORUM_DATABASE_URL")
+    os.environ["QUORUM_DATABASE_URL"] = db_url
+    try:
+        r = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    finally:
+        if old is None:
+            os.environ.pop("QUORUM_DATABASE_URL", None)
+        else:
+            os.environ["QUORUM_DATABASE_URL"] = old
+    assert r.exit_code == 0, r.output[-2000:]
+    return r.output
+
+
 @contextmanager
 def account_held(settings, what: str = "a trading cycle") -> Iterator[None]:  # type: ignore[no-untyped-def]
     """Another run holding `settings`' account (store/lock.py) for the block, from its own thread (so its

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.integration.conftest import quorum_in_process
+
 pytestmark = [pytest.mark.slow, pytest.mark.prefect]
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = "2025-05-23T04:00:00Z"
@@ -53,21 +55,7 @@ def finish(p: subprocess.Popen[str]) -> tuple[str, str]:
 
 def run(db_url: str, api_url: str, cwd: Path, *args: str) -> str:  # noqa: ARG001
     """A reference run, one command after the other: in this process (same code, no start-up cost)."""
-    from typer.testing import CliRunner
-
-    from cli.app import app
-
-    old = os.environ.get("QUORUM_DATABASE_URL")
-    os.environ["QUORUM_DATABASE_URL"] = db_url
-    try:
-        r = CliRunner().invoke(app, list(args), catch_exceptions=False)
-    finally:
-        if old is None:
-            os.environ.pop("QUORUM_DATABASE_URL", None)
-        else:
-            os.environ["QUORUM_DATABASE_URL"] = old
-    assert r.exit_code == 0, r.output[-2000:]
-    return r.output
+    return quorum_in_process(db_url, *args)
 
 
 def state(db_url: str) -> dict:

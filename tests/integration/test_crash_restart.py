@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import quorum_in_process
+
 pytestmark = [pytest.mark.slow, pytest.mark.prefect]
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = "2025-05-23T04:00:00Z"
@@ -61,8 +63,8 @@ def test_kill_mid_cycle_and_mid_monitor_then_restart(tmp_path: Path, api_url: st
     ref.parent.mkdir()
     crashed.parent.mkdir()
 
-    # reference: no crash
-    ok(quorum(ref, api_url, "cycle", "--as-of", FIRST))
+    # reference: no crash (in this process: the same code, without a new interpreter's start-up)
+    quorum_in_process(f"sqlite:///{ref}", "cycle", "--as-of", FIRST)
     after_cycle = state(ref)
     assert after_cycle["positions"], "the reference cycle must open positions"
 
@@ -82,7 +84,7 @@ def test_kill_mid_cycle_and_mid_monitor_then_restart(tmp_path: Path, api_url: st
     assert state(crashed) == after_cycle
 
     # monitor: reference run, then a run killed before its first commit and one killed after it
-    ok(quorum(ref, api_url, "monitor", "--as-of", LATER))
+    quorum_in_process(f"sqlite:///{ref}", "monitor", "--as-of", LATER)
     after_monitor = state(ref)
     assert after_monitor["events"] != after_cycle["events"]
     r = quorum(crashed, api_url, "monitor", "--as-of", LATER, crash="monitor:before-commit")
