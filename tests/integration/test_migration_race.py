@@ -1,7 +1,8 @@
 """Issue 13 item 21: commands started together on a fresh database must not race on the migrations.
 
-Several real processes open the same fresh database at the same instant (each waits for a shared start
-time after its imports); every one must succeed, and the schema ends at head exactly once."""
+Several real processes open the same fresh database at the same instant (each says it is ready after its
+imports, then waits for the go that the test sends to all of them at once); every one must succeed, and the
+schema ends at head exactly once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 N = 4
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import sys
     from store.db import open_database
     from sqlalchemy import text
-    url, start = sys.argv[1], float(sys.argv[2])
-    while time.time() < start:
-        time.sleep(0.001)
+    url = sys.argv[1]
+    print("ready", flush=True)
+    sys.stdin.readline()  # the go, once every process has done its imports
     engine = open_database(url)
     with engine.connect() as c:
         print(c.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
@@ -34,9 +34,16 @@ SCRIPT = textwrap.dedent("""
 def _race(url: str) -> list[subprocess.CompletedProcess[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
     env["PYTHONPATH"] = str(ROOT)
-    start = time.time() + 6.0  # after every process has imported SQLAlchemy and Alembic
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, url, repr(start)], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, url], cwd=ROOT, env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(N)]
+    try:
+        for p in procs:  # every process has imported SQLAlchemy and Alembic (or has failed: shown below)
+            p.stdout.readline()  # type: ignore[union-attr]
+        for p in procs:  # then all go at once
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+    except BrokenPipeError:
+        pass
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=120)
