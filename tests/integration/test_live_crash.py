@@ -1,4 +1,4 @@
-"""SIGKILL (a real subprocess) between "intent committed" and "sent", and between "sent" and "recorded", for
+"""SIGKILL (a real process of its own) between "intent committed" and "sent", and between "sent" and "recorded", for
 the entry and for its stop, on Bybit v5 and Binance USDⓈ-M (local exchange, real ccxt): after a restart
 (reconcile, then the same decision again) the exchange holds exactly one order per intent and the database
 equals the exchange."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +28,24 @@ AT_KILL = {"live:intent-committed:entry": 0, "live:sent-not-recorded:entry": 1, 
            "live:sent-not-recorded:stop": 2}
 
 
-def run(fx: FakePrivateExchange, db: Path, decision: datetime, crash: str | None = None, what: str = "open"):
+def _processes():  # type: ignore[no-untyped-def]
+    """Processes forked from one server per test process that has imported tests.fakes.live_run (and what
+    its reconcile run needs) once: each run is a process of its own, killed for real, without paying
+    the imports again."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.fakes.live_run", "pipeline.manual"])
+    return ctx
+
+
+def run(fx: FakePrivateExchange, db: Path, decision: datetime, crash: str | None = None,
+        what: str = "open") -> subprocess.CompletedProcess[str]:
+    """One run of tests.fakes.live_run in a process of its own; its exit code (-9 when killed) and output."""
+    import uuid
+
+    from tests.fakes import live_run
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
     env.update(QUORUM_MODE="live", QUORUM_LIVE_TRADING_CONFIRMED="true", QUORUM_EXCHANGE=fx.dialect,
                QUORUM_EXCHANGE_API_KEY=fx.api_key, QUORUM_EXCHANGE_SECRET=fx.secret,
@@ -39,8 +55,15 @@ def run(fx: FakePrivateExchange, db: Path, decision: datetime, crash: str | None
         env["QUORUM_CRASH_AT"] = crash
     if what != "open":
         env["QUORUM_TEST_RUN"] = what
-    return subprocess.run([sys.executable, "-m", "tests.fakes.live_run"], cwd=db.parent, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    out, err = (db.parent / f"run-{uuid.uuid4().hex[:8]}.{x}" for x in ("out", "err"))
+    p = _processes().Process(target=live_run.child, args=(env, str(db.parent), str(out), str(err)))
+    p.start()
+    p.join(120)
+    if p.exitcode is None:
+        p.kill()
+        p.join()
+        raise AssertionError(f"the run did not end in 120 s: {err.read_text()[-1500:]}")
+    return subprocess.CompletedProcess(["tests.fakes.live_run"], p.exitcode, out.read_text(), err.read_text())
 
 
 CASES = [(ex, p) for p in POINTS for ex in ("bybit", "binanceusdm") if p.endswith(":entry") or ex == "bybit"]
