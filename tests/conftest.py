@@ -27,6 +27,13 @@ _SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "XAI_API_KEY", "DEEPSEEK_API_
             "OPENROUTER_BASE_URL")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked slow) first, in their collection order, then the others in theirs: under
+    pytest-xdist's worksteal the workers take the long ones while there is still short work to balance
+    against, instead of one starting last and the run waiting on it (the same tests, in any order)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def service_missing(what: str, why: str) -> None:
     """Under CI a missing service is a failure, never a skip."""
     msg = f"{what} is not reachable ({why}); start it (see DESIGN.md §5)"
