@@ -6,11 +6,11 @@ in the graph) and its three artifacts."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,21 +20,41 @@ from tests.fakes.prefect_runs import read_run
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict]:
-    with prefect_stack(tmp_path) as st:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    with prefect_stack(tmp_path_factory.mktemp("stack")) as st:
         yield st
 
 
+def _warm(stack: dict) -> dict[str, str]:
+    """Start `quorum warm` against the stack's server: the environment that hands commands to it."""
+    env = dict(stack["env"], QUORUM_WARM_SOCKET=str(stack["tmp"] / "warm.sock"))
+    log = stack["tmp"] / "warm.log"
+    with log.open("w") as fh:
+        p = subprocess.Popen([str(BIN / "quorum"), "warm"], env=env, cwd=stack["tmp"], stdout=fh,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    stack["procs"].append((p, signal.SIGTERM))
+    deadline = time.monotonic() + 240
+    while "listening on" not in log.read_text():
+        assert p.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    return env
+
+
 @pytest.mark.timeout(420)
-def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: dict) -> None:
+@pytest.mark.parametrize("start", ["cold", "warm"])
+def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: dict, start: str) -> None:
+    """The same with the command handed to `quorum warm` (a forked child of a loaded process)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    db = stack["tmp"] / "quorum.db"
+    db = stack["tmp"] / f"quorum-{start}.db"
+    env = _warm(stack) if start == "warm" else dict(stack["env"], QUORUM_WARM="0")
     r = subprocess.run([str(BIN / "quorum"), "cycle", "--as-of", "2025-05-23T04:00:00Z"],
-                       env=dict(stack["env"], QUORUM_DATABASE_URL=f"sqlite:///{db}"), cwd=ROOT, capture_output=True,
+                       env=dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}"), cwd=ROOT, capture_output=True,
                        text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    if start == "warm":
+        assert "runs `quorum cycle --as-of" in (stack["tmp"] / "warm.log").read_text()
     assert "Decisions and risk" in r.stdout, "the console output is flushed before the quick exit"
     assert "temporary Prefect server" not in r.stderr
     with sqlite3.connect(db) as c:
