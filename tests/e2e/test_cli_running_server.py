@@ -78,3 +78,18 @@ def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: 
     assert {"risk", "execute", "broadcast", "score"} <= {t.name.split("-")[0] for t in tasks}
     assert all(t.state and t.state.is_completed() for t in tasks), [(t.name, t.state) for t in tasks]
     assert {a.key for a in arts} == {"cycle-candidates", "cycle-summary", "cycle-votes"}
+
+
+@pytest.mark.timeout(300)
+def test_with_a_running_server_a_bad_as_of_fails_the_run_with_the_same_line(stack: dict) -> None:
+    """With a running server the --as-of and database checks are the flow's first steps (not repeated
+    before it): the same one-line error and exit code 2 as a cold check, and nothing written."""
+    db = stack["tmp"] / "quorum-bad.db"
+    env = dict(stack["env"], QUORUM_WARM="0", QUORUM_DATABASE_URL=f"sqlite:///{db}")
+    r = subprocess.run([str(BIN / "quorum"), "cycle", "--as-of", "1999-01-01T00:00:00Z"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=240, check=False)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.startswith("error: --as-of 1999-01-01T00:00:00+00:00 is outside the replay data"), r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*) from cycles").fetchone()[0] == 0
