@@ -97,6 +97,21 @@ def _read_line(sock: socket.socket, buf: bytearray) -> str | None:
     return line.decode()
 
 
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[2]
+
+
+def _ours(path: Path) -> bool:
+    """The socket and its folder belong to this user, and the folder is closed to others."""
+    try:
+        folder, sock = os.stat(path.parent), os.stat(path)
+    except OSError:
+        return False
+    uid = os.getuid()
+    return folder.st_uid == uid and sock.st_uid == uid and not folder.st_mode & 0o077
+
+
 def handed_over(argv: list[str]) -> int | None:
     """Run `argv` in the warm process: its exit code, or None when the caller must run it itself."""
     if os.environ.get("QUORUM_WARM", "").lower() in ("0", "off", "false", "no"):
@@ -104,9 +119,14 @@ def handed_over(argv: list[str]) -> int | None:
     if len(argv) < 2 or argv[1] in NOT_HANDED:
         return None
     path = socket_path()
+    if not _ours(path):
+        return None
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(path))
+        if _peer_uid(sock) != os.getuid():  # the environment (keys included) goes only to our own user
+            sock.close()
+            return None
     except OSError:
         return None
     request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "executable": sys.executable}
@@ -254,11 +274,6 @@ def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(bytes(body)), list(fds)
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[2]
-
-
 def _child(conn: socket.socket, inherited: list[socket.socket], request: dict, fds: list[int],
            own_settings: tuple) -> None:
     """In the forked child: become the caller's command and run it (never returns)."""
@@ -317,7 +332,9 @@ def serve(path: Path, log=print) -> None:  # type: ignore[no-untyped-def]
     files = code_files()
     own_env = dict(os.environ)
     own_settings = settings_key(own_env, os.getcwd())  # what Prefect's settings were built from
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.stat(path.parent).st_uid != os.getuid():
+        raise SystemExit(f"quorum warm: {path.parent} belongs to another user; set QUORUM_WARM_SOCKET to a path of yours")
     os.chmod(path.parent, 0o700)
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

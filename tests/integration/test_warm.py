@@ -174,3 +174,23 @@ def test_without_a_warm_process_the_command_runs_here(tmp_path: Path) -> None:
                QUORUM_DATABASE_URL=f"sqlite:///{tmp_path / 'q.db'}")
     r = _quorum(["positions"], env, tmp_path)
     assert r.returncode == 0 and "equity $10,000.00" in r.stdout, r.stderr
+
+
+def test_a_socket_in_a_folder_others_can_enter_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller sends its environment (keys included): never to a socket another user could have put there."""
+    folder = tmp_path / "open"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    path = folder / "warm.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.setblocking(False)
+    monkeypatch.setenv("QUORUM_WARM_SOCKET", str(path))
+    monkeypatch.delenv("QUORUM_WARM", raising=False)
+    assert warm.handed_over(["quorum", "positions"]) is None
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected
+    os.chmod(folder, 0o700)
+    assert warm._ours(path)
+    listener.close()
