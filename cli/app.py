@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -64,12 +65,29 @@ def _register() -> None:
 _register()
 
 
+@app.command("warm")
+def warm(socket_path: Annotated[str | None, typer.Option("--socket", metavar="PATH",
+                                                        help="the socket (default: one per user and checkout)")] = None) -> None:
+    """Keep Quorum loaded: `quorum` commands of this checkout then start in milliseconds, not seconds."""
+    # the console script runs `cli.warm.main` before this app exists; from here (`python -m cli.app warm`),
+    # start it afresh: this process already has a signal-watching thread, and a warm process forks
+    os.execv(sys.executable, [sys.executable, "-c", "from cli.warm import main; main()",
+                              *(["--socket", socket_path] if socket_path else [])])
+
+
+@functools.cache
+def click_command():  # type: ignore[no-untyped-def]
+    """The click command typer builds from `app` (what `app()` builds on every call: 50 ms; built
+    once here, and by `quorum warm` before it forks)."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
     from cli import lifecycle
 
     lifecycle.handle_termination()  # SIGTERM/SIGHUP unwind like Ctrl-C
     try:
-        app()
+        click_command()(prog_name="quorum")
     except QuorumError as exc:
         if os.environ.get("QUORUM_DEBUG"):
             traceback.print_exc()

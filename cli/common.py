@@ -82,7 +82,13 @@ def fmt(x: Any, digits: int = 6) -> str:
 
 def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True, broker: bool = True) -> None:
     """Check settings, the broker (live: keys set and accepted by the exchange), the database, --as-of and
-    --symbols before Prefect starts (clear errors, nothing written)."""
+    --symbols before Prefect starts (clear errors, nothing written).
+
+    With a running Prefect server (`PREFECT_API_URL`), the checks the flow makes itself first thing,
+    before it writes anything, are left to it (the database and its migrations, --as-of against the
+    replay data, the account's clock): the run starts at once, and a bad value fails it with the same
+    one-line error. Without one, they are made here, so a typo is not reported after the 12-20 s a
+    temporary server takes to start."""
     from cli.lifecycle import before_flow
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
@@ -96,7 +102,7 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
         check_broker(settings)
     before_flow()
     source = build_source(settings)
-    if hasattr(source, "check_as_of") and as_of != "next":
+    if hasattr(source, "check_as_of") and as_of != "next" and not running_server():
         source.check_as_of(as_of)
     known: list[str] | None = None
     if not hasattr(source, "check_as_of"):  # a live exchange: is it reachable at all?
@@ -109,6 +115,8 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
         check_symbols(symbols, known if known is not None else source.symbols(), "--symbols")
     elif trading and settings.universe == "fixed":
         check_symbols(settings.symbols, known if known is not None else source.symbols(), "QUORUM_SYMBOLS")
+    if running_server():
+        return
     open_database(settings.database_url)
     if as_of == "next":
         return  # resolved by the flow under the account's lock (pipeline.account.decision_time)
@@ -121,6 +129,13 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
 
 TEMP_SERVER_NOTE = ("starting a temporary Prefect server (12–20 s); set PREFECT_API_URL to use a running one "
                     "(`prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)")
+
+
+def running_server() -> bool:
+    """Is a Prefect server configured (`PREFECT_API_URL`), rather than a temporary one per command?"""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 def prefect_server() -> str | None:
@@ -137,7 +152,8 @@ def prefect_server() -> str | None:
     from core.errors import ConfigError
 
     try:
-        httpx.get(url.rstrip("/") + "/health", timeout=5).raise_for_status()
+        # no TLS context to build (40 ms) for a plain-http server on loopback
+        httpx.get(url.rstrip("/") + "/health", timeout=5, verify=url.startswith("https")).raise_for_status()
     except httpx.HTTPError as exc:
         raise ConfigError(f"PREFECT_API_URL={url} does not answer ({type(exc).__name__}): start it with "
                           "`prefect server start`, or unset PREFECT_API_URL to use a temporary server") from None

@@ -102,6 +102,7 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
     the last bundled bar; live data: now) or "next" (replay: the first bar after the account's clock,
     so scheduled runs walk forward one bar per run). One run per account at a time: the cycle holds
     the account's lock (store/lock.py) from its first read to its last write."""
+    started = time.perf_counter()
     logger = get_run_logger()
     settings = load_settings()
     check_cycle_strategy(settings)
@@ -126,6 +127,9 @@ def trading_cycle(as_of: str | None = None, symbols: list[str] | None = None, us
             if reconciled:
                 report["reconciled"] = [f"cycle {c} was left running by a process that is gone: marked failed"
                                         for c in reconciled]
+            # the flow function's body, first line to here: `total` and the report, its storing and the
+            # artifacts (the stored copy, written before this, has `total` only)
+            report["timings_s"]["flow"] = round(time.perf_counter() - started, 3)
             return report
         except BaseException as exc:
             record.fail_cycle(factory, cycle_id, exc)

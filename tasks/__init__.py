@@ -1,5 +1,6 @@
 """Thin Prefect tasks around the plain functions of pipeline/ and agents/."""
 
-from tasks import prefect_env
+from tasks import prefect_env, prefect_heartbeat
 
 prefect_env.apply()
+prefect_heartbeat.install()  # the flow run ends when its work does (not up to 1 s later)

@@ -25,6 +25,11 @@ def apply() -> None:
     quiet_quorum_errors()
 
 
+def with_defaults(env: dict[str, str]) -> dict[str, str]:
+    """`env` as `apply()` leaves it (a copy)."""
+    return {**DEFAULTS, **env}
+
+
 class QuietQuorumErrors(logging.Filter):
     """Drop Prefect's own report (with its traceback) of a flow or task run that failed with a
     QuorumError: the command prints that error as one clear line. QUORUM_DEBUG=1 keeps them all."""

@@ -51,6 +51,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: i
     for k in _SECRETS:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("QUORUM_DATABASE_URL", f"sqlite:///{tmp_path / 'quorum.db'}")
+    monkeypatch.setenv("QUORUM_WARM", "0")  # `quorum` subprocesses start cold unless a test hands them over
     monkeypatch.chdir(tmp_path)
 
 

@@ -13,7 +13,8 @@ import pytest
 # A Prefect API that does not answer, for the errors that must come before the Prefect step: had the
 # command reached it, its error would be "PREFECT_API_URL=... does not answer", not the line the test
 # expects; and the process does not load the temporary server's code first (~3 s of CPU per process).
-# The tests named `..._before_prefect` keep the temporary-server path (no PREFECT_API_URL at all).
+# The tests named `..._before_prefect` keep the temporary-server path (no PREFECT_API_URL at all), and so
+# do the --as-of and database checks: with a running server the flow makes those itself (cli/common.py).
 NO_PREFECT = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
 
 
@@ -60,7 +61,6 @@ def test_unknown_symbol(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-
 
 def test_as_of_outside_the_data(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     p, env = db
-    env = {**env, **NO_PREFECT}
     r = run_cli("cycle", "--as-of", "2031-01-01", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "outside the replay data")
     assert _cycles(p) == 0
@@ -84,7 +84,6 @@ def test_bad_setting_value(tmp_path: Path, db) -> None:  # type: ignore[no-untyp
 
 def test_unreachable_database(tmp_path: Path, db) -> None:  # type: ignore[no-untyped-def]
     _, env = db
-    env = {**env, **NO_PREFECT}
     env = {**env, "QUORUM_DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"}
     r = run_cli("cycle", cwd=tmp_path, env_extra=env)
     _one_clear_line(r, "unreachable", "127.0.0.1:1")
