@@ -14,15 +14,26 @@ from rich.table import Table
 PIPED_WIDTH = 180  # lines and rules when the output is not a terminal; tables take the width they need
 
 
+def _console_args(stderr: bool) -> dict[str, Any]:
+    stream = sys.stderr if stderr else sys.stdout
+    return {"stderr": stderr, "width": None if stream.isatty() else PIPED_WIDTH, "soft_wrap": stderr}
+
+
 def console(stderr: bool = False) -> Console:
     """stdout: the terminal's width, or PIPED_WIDTH when piped; stderr: an error is one line, never
     wrapped (soft wrap), whatever its length."""
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH, soft_wrap=stderr)
+    return Console(**_console_args(stderr))
 
 
 out = console()
 err = console(stderr=True)
+
+
+def reopen_consoles() -> None:
+    """Set `out` and `err` up again, in place, for the streams the process has now (a command that
+    `quorum warm` forked: a terminal gets its width and colours, a pipe the piped width)."""
+    for c, stderr in ((out, False), (err, True)):
+        c.__init__(**_console_args(stderr))  # type: ignore[misc]
 
 ATOMIC_MAX = 24  # a cell without spaces up to this long (a price, a symbol, a time) is never cut
 

@@ -291,6 +291,9 @@ def _child(conn: socket.socket, inherited: list[socket.socket], request: dict, f
             os.close(fd)
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(line_buffering=os.isatty(stream.fileno()))
+        from cli.common import reopen_consoles
+
+        reopen_consoles()  # built at import for the warm process's own streams
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])

@@ -194,3 +194,41 @@ def test_a_socket_in_a_folder_others_can_enter_is_not_used(tmp_path: Path, monke
     os.chmod(folder, 0o700)
     assert warm._ours(path)
     listener.close()
+
+
+def _in_terminal(args: list[str], env: dict[str, str], cwd: Path, cols: int = 100) -> bytes:
+    """Run `quorum ARGS` with its stdout and stderr on a pseudo-terminal `cols` wide; what it printed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+    p = subprocess.Popen([str(BIN / "quorum"), *args], env=dict(env, TERM="xterm-256color"), cwd=cwd,
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other end closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=120) == 0
+    os.close(master)
+    return b"".join(chunks)
+
+
+def test_on_a_terminal_the_output_is_the_cold_ones(warm_process: dict, tmp_path: Path) -> None:
+    """Colours and the terminal's width, as a cold start prints them (the consoles were built for the
+    warm process's own log file, and are set up again for the caller's terminal)."""
+    env = dict(warm_process["env"], QUORUM_DATABASE_URL=f"sqlite:///{tmp_path / 'q.db'}")
+    seen = len(_ran(warm_process["log"], "positions"))
+    warm_out = _in_terminal(["positions"], env, tmp_path)
+    assert len(_ran(warm_process["log"], "positions")) == seen + 1
+    cold_out = _in_terminal(["positions"], dict(env, QUORUM_WARM="0"), tmp_path)
+    assert b"\x1b[" in cold_out, "a terminal gets colours"
+    assert warm_out == cold_out
