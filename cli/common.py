@@ -101,6 +101,12 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     one-line error. Without one, they are made here, so a typo is not reported after the 12-20 s a
     temporary server takes to start."""
     from cli.lifecycle import before_flow
+
+    _check(as_of, symbols, trading, broker)
+    before_flow()  # after the checks: a command that fails them does not load the temporary server's code (3 s)
+
+
+def _check(as_of: str | None, symbols: list[str] | None, trading: bool, broker: bool) -> None:
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
     from exchange.factory import build_source, check_broker
@@ -111,7 +117,6 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
     require_live_confirmation(settings)
     if broker:
         check_broker(settings)
-    before_flow()
     source = build_source(settings)
     if hasattr(source, "check_as_of") and as_of != "next" and not running_server():
         source.check_as_of(as_of)
