@@ -150,63 +150,51 @@ def copy_db(src: str, tmp_path: Path, name: str) -> str:
     return dst
 
 
-@pytest.mark.timeout(900)  # 10 real `quorum` processes
-def test_command_pairs_never_interleave_sqlite(tmp_path: Path, api_url: str) -> None:
-    cyc, cyc2 = ("cycle", "--as-of", FIRST), ("cycle", "--as-of", HOUR_LATER)
-    mon, mon2 = ("monitor", "--as-of", LATER), ("monitor", "--as-of", MUCH_LATER)
+CYC, CYC2 = ("cycle", "--as-of", FIRST), ("cycle", "--as-of", HOUR_LATER)
+MON, MON2 = ("monitor", "--as-of", LATER), ("monitor", "--as-of", MUCH_LATER)
+# name: (the first run, held mid-way; the second, started while it holds the account; where the first
+# is held; does the pair start from the first cycle's database (else from an empty one))
+PAIRS = {
+    "cycle-cycle": (CYC, CYC2, "cycle:after-load", False),  # a manual run during a scheduled one
+    "cycle-monitor": (CYC, MON, "cycle:after-load", False),
+    "monitor-monitor": (MON, MON2, "monitor:after-load", True),  # on the positions of the first cycle
+    "cycle-positions": (CYC, ("positions", "--json"), "cycle:after-load", False),
+    "cycle-halt": (CYC, ("halt", "--close-all"), "cycle:after-load", False),
+}
 
-    # references, one command after the other (seeded from one cycle's database)
+
+@pytest.mark.timeout(600)  # 2 real `quorum` processes, the references in this process
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_command_pairs_never_interleave_sqlite(tmp_path: Path, api_url: str, pair: str) -> None:
+    first, second, pause_at, seeded = PAIRS[pair]
+    # the reference: the same commands one after the other (from one cycle's database when seeded)
     seed = sqlite_url(tmp_path, "seed")
-    run(seed, api_url, tmp_path, *cyc)
+    run(seed, api_url, tmp_path, *CYC)
     after_cycle = state(seed)
     assert [p for p in after_cycle["positions"] if p[7] is None], "the first cycle must open positions"
-    ref_cc = copy_db(seed, tmp_path, "ref-cc")
-    run(ref_cc, api_url, tmp_path, *cyc2)
-    ref_cm = copy_db(seed, tmp_path, "ref-cm")
-    run(ref_cm, api_url, tmp_path, *mon)
-    ref_mm = copy_db(ref_cm, tmp_path, "ref-mm")
-    run(ref_mm, api_url, tmp_path, *mon2)
-    ref_ch = copy_db(seed, tmp_path, "ref-ch")
-    run(ref_ch, api_url, tmp_path, "halt", "--close-all")
+    ref = copy_db(seed, tmp_path, "ref")
+    if seeded:  # (otherwise the pair's first command is the seed's cycle)
+        run(ref, api_url, tmp_path, *first)
+    if second[0] != "positions":
+        run(ref, api_url, tmp_path, *second)
 
-    # cycle × cycle (a manual run during a scheduled one)
-    db = sqlite_url(tmp_path, "cc")
-    overlap(db, api_url, tmp_path, cyc, cyc2, "cycle:after-load")
+    db = copy_db(seed, tmp_path, "db") if seeded else sqlite_url(tmp_path, "db")
+    out, _ = overlap(db, api_url, tmp_path, first, second, pause_at)
     s = state(db)
     no_doubles(s)
-    assert s == state(ref_cc)
+    if pair == "cycle-positions":  # positions waits, then shows what the cycle opened
+        import json
 
-    # cycle × monitor
-    db = sqlite_url(tmp_path, "cm")
-    overlap(db, api_url, tmp_path, cyc, mon, "cycle:after-load")
-    s = state(db)
-    no_doubles(s)
-    assert s == state(ref_cm)
-
-    # monitor × monitor (on the positions of the first cycle)
-    db = copy_db(seed, tmp_path, "mm")
-    overlap(db, api_url, tmp_path, mon, mon2, "monitor:after-load")
-    s = state(db)
-    no_doubles(s)
-    assert s == state(ref_mm)
-
-    # cycle × positions: positions waits, then shows what the cycle opened
-    db = sqlite_url(tmp_path, "cp")
-    out, _ = overlap(db, api_url, tmp_path, cyc, ("positions", "--json"), "cycle:after-load")
-    import json
-
-    shown = sorted(p["symbol"] for p in json.loads(out)["open_positions"])
-    assert shown == sorted(p[0] for p in after_cycle["positions"] if p[7] is None)
-    assert state(db) == after_cycle
-
-    # cycle × halt --close-all: the halt is recorded at once (the cycle's risk stage may see it and
-    # open nothing), the close-all waits for the cycle; no position is left open, nothing doubled
-    db = sqlite_url(tmp_path, "ch")
-    overlap(db, api_url, tmp_path, cyc, ("halt", "--close-all"), "cycle:after-load")
-    s = state(db)
-    no_doubles(s)
-    assert not [p for p in s["positions"] if p[7] is None]
-    assert s == state(ref_ch) or (s["positions"] == [] and s["orders"] == [] and s["fills"] == [])
+        shown = sorted(p["symbol"] for p in json.loads(out)["open_positions"])
+        assert shown == sorted(p[0] for p in after_cycle["positions"] if p[7] is None)
+        assert s == after_cycle
+    elif pair == "cycle-halt":
+        # the halt is recorded at once (the cycle's risk stage may see it and open nothing), the
+        # close-all waits for the cycle; no position is left open, nothing doubled
+        assert not [p for p in s["positions"] if p[7] is None]
+        assert s == state(ref) or (s["positions"] == [] and s["orders"] == [] and s["fills"] == [])
+    else:
+        assert s == state(ref)
 
 
 def test_two_cycles_at_once_postgresql(tmp_path: Path, api_url: str, pg_url: str) -> None:
