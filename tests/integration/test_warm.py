@@ -236,3 +236,30 @@ def test_on_a_terminal_the_output_is_the_cold_ones(warm_process: dict, tmp_path:
     cold_out = _in_terminal(["positions"], dict(env, QUORUM_WARM="0"), tmp_path)
     assert b"\x1b[" in cold_out, "a terminal gets colours"
     assert warm_out == cold_out
+
+
+@pytest.mark.prefect
+def test_two_cycles_handed_over_at_once_take_one_bar_each(warm_process: dict, tmp_path: Path,
+                                                           prefect_api_url: str) -> None:
+    """Two children of one warm process on one account: the account lock holds across them (each
+    cycle takes its own bar of `--as-of next`, nothing doubled), on the worker's Prefect server."""
+    import json
+    import sqlite3
+
+    db = tmp_path / "q.db"
+    env = dict(warm_process["env"], QUORUM_DATABASE_URL=f"sqlite:///{db}", PREFECT_API_URL=prefect_api_url)
+    seen = len(_ran(warm_process["log"], "cycle --as-of next"))
+    procs = [subprocess.Popen([str(BIN / "quorum"), "cycle", "--as-of", "next", "--json"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    assert len(_ran(warm_process["log"], "cycle --as-of next")) == seen + 2, "both ran in the warm process"
+    from datetime import datetime
+
+    times = sorted(datetime.fromisoformat(json.loads(o)["as_of"]) for o, _ in outs)
+    assert (times[1] - times[0]).total_seconds() == 3600, f"not one bar each: {times}"
+    with sqlite3.connect(db) as c:
+        assert c.execute("select count(*), sum(status = 'completed') from cycles").fetchone() == (2, 2)
+        open_syms = [r[0] for r in c.execute("select symbol from positions where closed_at is null")]
+        fills = c.execute("select symbol, qty, price, ts from fills").fetchall()
+    assert len(open_syms) == len(set(open_syms)) and len(fills) == len(set(fills))
