@@ -107,6 +107,7 @@ def preflight(as_of: str | None, symbols: list[str] | None, trading: bool = True
 
 
 def _check(as_of: str | None, symbols: list[str] | None, trading: bool, broker: bool) -> None:
+    from cli.lifecycle import running_server
     from core.errors import DataError, TransientError
     from core.settings import require_live_confirmation
     from exchange.factory import build_source, check_broker
@@ -118,7 +119,8 @@ def _check(as_of: str | None, symbols: list[str] | None, trading: bool, broker: 
     if broker:
         check_broker(settings)
     source = build_source(settings)
-    if hasattr(source, "check_as_of") and as_of != "next" and not running_server():
+    left_to_the_flow = running_server()
+    if hasattr(source, "check_as_of") and as_of != "next" and not left_to_the_flow:
         source.check_as_of(as_of)
     known: list[str] | None = None
     if not hasattr(source, "check_as_of"):  # a live exchange: is it reachable at all?
@@ -131,7 +133,7 @@ def _check(as_of: str | None, symbols: list[str] | None, trading: bool, broker: 
         check_symbols(symbols, known if known is not None else source.symbols(), "--symbols")
     elif trading and settings.universe == "fixed":
         check_symbols(settings.symbols, known if known is not None else source.symbols(), "QUORUM_SYMBOLS")
-    if running_server():
+    if left_to_the_flow:
         return
     open_database(settings.database_url)
     if as_of == "next":
@@ -145,13 +147,6 @@ def _check(as_of: str | None, symbols: list[str] | None, trading: bool, broker: 
 
 TEMP_SERVER_NOTE = ("starting a temporary Prefect server (12–20 s); set PREFECT_API_URL to use a running one "
                     "(`prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)")
-
-
-def running_server() -> bool:
-    """Is a Prefect server configured (`PREFECT_API_URL`), rather than a temporary one per command?"""
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(PREFECT_API_URL.value())
 
 
 def prefect_server() -> str | None:

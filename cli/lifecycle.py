@@ -135,9 +135,20 @@ def temporary_server_dies_with_cli() -> None:
         server.subprocess = _SubprocessWithParentDeath()  # type: ignore[assignment]
 
 
+def running_server() -> bool:
+    """Is a Prefect server configured (`PREFECT_API_URL`, from the environment or a Prefect profile),
+    rather than a temporary one started by this command?"""
+    from tasks import prefect_env
+
+    prefect_env.apply()  # Prefect's env defaults before Prefect is first imported
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 def before_flow() -> None:
     """Call before the CLI runs a flow (the temporary server starts with the first flow run)."""
-    if not os.environ.get("PREFECT_API_URL"):  # only the temporary server is ours to clean up
+    if not running_server():  # only the temporary server is ours to clean up
         temporary_server_dies_with_cli()
 
 
