@@ -71,8 +71,9 @@ def warm(socket_path: Annotated[str | None, typer.Option("--socket", metavar="PA
     """Keep Quorum loaded: `quorum` commands of this checkout then start in milliseconds, not seconds."""
     # the console script runs `cli.warm.main` before this app exists; from here (`python -m cli.app warm`),
     # start it afresh: this process already has a signal-watching thread, and a warm process forks
-    os.execv(sys.executable, [sys.executable, "-c", "from cli.warm import main; main()",
-                              *(["--socket", socket_path] if socket_path else [])])
+    from cli import warm as warm_process
+
+    warm_process.exec_afresh(socket_path)
 
 
 @functools.cache

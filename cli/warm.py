@@ -51,20 +51,22 @@ def socket_path() -> Path:
     return Path(tmp) / f"quorum-{os.getuid()}" / f"warm-{tag}.sock"
 
 
+def _mtime(path: str) -> int | None:
+    """The file's modification time (ns), None when it is not there."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def settings_key(env: dict[str, str], cwd: str) -> tuple:
     """What Prefect's settings are read from: the PREFECT_* variables, the files it reads in the working
     directory and the profiles file (by modification time). Equal keys, equal settings."""
-    def mtime(path: str) -> float | None:
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return None
-
     home = env.get("PREFECT_HOME") or os.path.expanduser("~/.prefect")
     profiles = env.get("PREFECT_PROFILES_PATH") or os.path.join(home, "profiles.toml")
     return (tuple(sorted((k, v) for k, v in env.items() if k.startswith("PREFECT_"))),
-            tuple((name, mtime(os.path.join(cwd, name))) for name in (".env", "prefect.toml", "pyproject.toml")),
-            mtime(profiles))
+            tuple((name, _mtime(os.path.join(cwd, name))) for name in (".env", "prefect.toml", "pyproject.toml")),
+            _mtime(profiles))
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:
@@ -121,13 +123,14 @@ def handed_over(argv: list[str]) -> int | None:
     path = socket_path()
     if not _ours(path):
         return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(path))
         if _peer_uid(sock) != os.getuid():  # the environment (keys included) goes only to our own user
             sock.close()
             return None
     except OSError:
+        sock.close()
         return None
     request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "executable": sys.executable}
     buf = bytearray()
@@ -215,33 +218,18 @@ def _build_api_models() -> None:
                     pass
 
 
-def code_files() -> dict[str, float]:
+def code_files() -> dict[str, int | None]:
     """Quorum's loaded module files and their modification times."""
-    out: dict[str, float] = {}
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if f and f.startswith(str(ROOT)) and "/.venv/" not in f:
-            try:
-                out[f] = os.stat(f).st_mtime
-            except OSError:
-                out[f] = -1.0
-    return out
+    files = (getattr(mod, "__file__", None) for mod in list(sys.modules.values()))
+    return {f: _mtime(f) for f in files if f and f.startswith(str(ROOT)) and "/.venv/" not in f}
 
 
-def changed(files: dict[str, float]) -> list[str]:
+def changed(files: dict[str, int | None]) -> list[str]:
     """The files of `files` whose modification time is not the one recorded."""
-    out = []
-    for f, t in files.items():
-        try:
-            now = os.stat(f).st_mtime
-        except OSError:
-            now = -1.0
-        if now != t:
-            out.append(f)
-    return out
+    return [f for f, t in files.items() if _mtime(f) != t]
 
 
-def decline_reason(request: dict, own_env: dict[str, str], files: dict[str, float]) -> str | None:
+def decline_reason(request: dict, own_env: dict[str, str], files: dict[str, int | None]) -> str | None:
     """Why this warm process cannot run `request` as a cold start would, or None."""
     if request.get("executable") != sys.executable:
         return f"another Python ({request.get('executable')})"
@@ -297,8 +285,9 @@ def _child(conn: socket.socket, inherited: list[socket.socket], request: dict, f
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        if hasattr(__import__("time"), "tzset"):
-            __import__("time").tzset()
+        import time
+
+        time.tzset()  # TZ as the caller has it
         sys.argv = list(request["argv"])
         from tasks import prefect_env
 
@@ -346,7 +335,6 @@ def serve(path: Path, log=print) -> None:  # type: ignore[no-untyped-def]
         except OSError:
             path.unlink()  # left by a warm process that was killed
         else:
-            probe.close()
             raise SystemExit(f"a warm process already listens on {path}")
         finally:
             probe.close()
@@ -405,7 +393,7 @@ def serve(path: Path, log=print) -> None:  # type: ignore[no-untyped-def]
             conn.close()
     if restart:
         log("warm: restarting with the current code")
-        os.execv(sys.executable, [sys.executable, "-c", "from cli.warm import main; main()", "--socket", str(path)])
+        exec_afresh(str(path))
     raise SystemExit(128 + stop["signum"] if stop["signum"] else 0)
 
 
@@ -483,6 +471,12 @@ def run(socket_arg: str | None = None) -> None:
     print(f"warm: loaded in {time.perf_counter() - t0:.1f} s" + (
         f" (not installed, imported when a command needs them: {', '.join(failed)})" if failed else ""), flush=True)
     serve(path, log=lambda m: print(m, flush=True))
+
+
+def exec_afresh(socket_arg: str | None) -> None:
+    """Replace this process with a new `quorum warm` (new code, no thread started by anything before)."""
+    os.execv(sys.executable, [sys.executable, "-c", "from cli.warm import main; main()",
+                              *(["--socket", socket_arg] if socket_arg else [])])
 
 
 def main(args: list[str] | None = None) -> None:
