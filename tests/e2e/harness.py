@@ -89,6 +89,19 @@ def spawn(procs: list[tuple[subprocess.Popen, int]], argv: list[str], env: dict,
     return p
 
 
+def start_warm(procs: list[tuple[subprocess.Popen, int]], env: dict, tmp: Path) -> tuple[dict[str, str], Path]:
+    """`quorum warm` on a socket under `tmp`, registered in `procs` (stopped with SIGTERM), once it
+    listens (it loads for ~10 s). Returns (the environment that hands commands to it, its log)."""
+    env = dict(env, QUORUM_WARM_SOCKET=str(tmp / "warm.sock"))
+    log = tmp / "warm.log"
+    p = spawn(procs, [str(BIN / "quorum"), "warm"], env, log, signal.SIGTERM, cwd=tmp)
+    deadline = time.monotonic() + 240
+    while "listening on" not in log.read_text():
+        assert p.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    return env, log
+
+
 def migrated_db(tmp_path: Path) -> Path:
     """A Quorum SQLite database under tmp_path, migrated once before runs that start together on it
     (serialising concurrent first migrations is store/db.py's job, not the e2e tests')."""

@@ -6,7 +6,6 @@ in the graph) and its three artifacts."""
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import time
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import BIN, ROOT, base_env, stop_group
+from tests.e2e.harness import BIN, ROOT, base_env, start_warm, stop_group
 from tests.fakes.prefect_runs import read_run
 
 pytestmark = pytest.mark.slow
@@ -35,21 +34,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Ite
             stop_group(p, sig)
 
 
-def _warm(stack: dict) -> dict[str, str]:
-    """Start `quorum warm` against the stack's server: the environment that hands commands to it."""
-    env = dict(stack["env"], QUORUM_WARM_SOCKET=str(stack["tmp"] / "warm.sock"))
-    log = stack["tmp"] / "warm.log"
-    with log.open("w") as fh:
-        p = subprocess.Popen([str(BIN / "quorum"), "warm"], env=env, cwd=stack["tmp"], stdout=fh,
-                             stderr=subprocess.STDOUT, start_new_session=True)
-    stack["procs"].append((p, signal.SIGTERM))
-    deadline = time.monotonic() + 240
-    while "listening on" not in log.read_text():
-        assert p.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    return env
-
-
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("start", ["cold", "warm"])
 def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: dict, start: str) -> None:
@@ -57,13 +41,16 @@ def test_cli_cycle_on_a_running_server_delivers_logs_tasks_and_artifacts(stack: 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     db = stack["tmp"] / f"quorum-{start}.db"
-    env = _warm(stack) if start == "warm" else dict(stack["env"], QUORUM_WARM="0")
+    if start == "warm":
+        env, log = start_warm(stack["procs"], stack["env"], stack["tmp"])
+    else:
+        env = dict(stack["env"], QUORUM_WARM="0")
     r = subprocess.run([str(BIN / "quorum"), "cycle", "--as-of", "2025-05-23T04:00:00Z"],
                        env=dict(env, QUORUM_DATABASE_URL=f"sqlite:///{db}"), cwd=ROOT, capture_output=True,
                        text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     if start == "warm":
-        assert "runs `quorum cycle --as-of" in (stack["tmp"] / "warm.log").read_text()
+        assert "runs `quorum cycle --as-of" in log.read_text()
     assert "Decisions and risk" in r.stdout, "the console output is flushed before the quick exit"
     assert "temporary Prefect server" not in r.stderr
     with sqlite3.connect(db) as c:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from cli import warm
-from tests.e2e.harness import BIN, ROOT, free_port, stop_group
+from tests.e2e.harness import BIN, ROOT, free_port, start_warm, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +31,10 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
 def warm_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One `quorum warm` for the module (it loads for ~10 s): {"env", "log", "proc"}."""
     tmp = tmp_path_factory.mktemp("warm")
-    env = _env(tmp)
-    log = tmp / "warm.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen([str(BIN / "quorum"), "warm"], env=env, cwd=tmp, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + 240
-    while "listening on" not in log.read_text():
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-    yield {"env": env, "log": log, "proc": proc}
-    stop_group(proc, signal.SIGTERM)
+    procs: list[tuple[subprocess.Popen, int]] = []
+    env, log = start_warm(procs, _env(tmp), tmp)
+    yield {"env": env, "log": log, "proc": procs[0][0]}
+    stop_group(*procs[0])
     assert not (tmp / "warm.sock").exists(), "the socket is removed when the warm process stops"
 
 
